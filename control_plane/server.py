@@ -1,0 +1,59 @@
+"""The control-plane process: desired state -> snapshot -> ADS server.
+
+I/O edge: reads the config and the API descriptor, runs the pure translation,
+publishes the snapshot, serves it over ADS on grpc.aio.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib import resources
+
+import grpc
+
+from control_plane.model import FrugalConfig
+from control_plane.translate import translate
+from control_plane.xds.cache import SnapshotCache
+from control_plane.xds.server import ADS_SERVER_OPTIONS, AdsServicer, add_ads_servicer
+from control_plane.xds.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+def api_descriptor() -> bytes:
+    """The frugal.v1 descriptor set written by proto/generate.py."""
+    return resources.files("frugal.v1").joinpath("inference.pb").read_bytes()
+
+
+def build_snapshot(config: FrugalConfig, created: int) -> Snapshot:
+    envoy = translate(config, api_descriptor(), created)
+    return Snapshot.of([*envoy.listeners, *envoy.routes, *envoy.clusters, *envoy.endpoints])
+
+
+class ControlPlane:
+    """The running control plane: its cache, its ADS servicer and its gRPC server."""
+
+    def __init__(self, config: FrugalConfig) -> None:
+        self.config = config
+        self.started_at = int(time.time())
+        self.cache = SnapshotCache(build_snapshot(config, self.started_at))
+        self.server = grpc.aio.server(options=ADS_SERVER_OPTIONS)
+        self.ads: AdsServicer = add_ads_servicer(self.server, self.cache)
+        self.xds_port = 0
+
+    async def start(self, xds_port: int | None = None) -> int:
+        port = self.config.control_plane.xds_port if xds_port is None else xds_port
+        host = self.config.control_plane.host
+        self.xds_port = self.server.add_insecure_port(f"{host}:{port}")
+        await self.server.start()
+        log.info("ADS serving on %s:%d", host, self.xds_port)
+        return self.xds_port
+
+    def publish(self, config: FrugalConfig) -> None:
+        """Serve a new desired state; an inconsistent one is refused and the old one stays."""
+        self.cache.set_snapshot(build_snapshot(config, self.started_at))
+        self.config = config
+
+    async def stop(self) -> None:
+        await self.server.stop(grace=1)

@@ -1,0 +1,15 @@
+"""Settings of the control-plane process (env prefix FRUGAL_CP_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ControlPlaneSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_CP_", frozen=True)
+
+    config: Path = Path("frugal.yaml")
+    # Override frugal.yaml's xDS port (0 = any free port, for tests).
+    xds_port: int | None = None

@@ -1,0 +1,117 @@
+"""The public listener: edge limits, the safety filter, the JSON<->gRPC transcoder, the router.
+
+Pure layer. Filter order matters (ENVOY_NOTES): ext_proc sits before the
+transcoder so it sees the client's JSON on the way in and SSE on the way out.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from control_plane.model import FrugalConfig
+from control_plane.translate import messages as m
+from control_plane.translate.local_replies import (
+    ERROR_METADATA_NAMESPACE,
+    build_local_reply_config,
+)
+
+PUBLIC_LISTENER = "public"
+PUBLIC_ROUTES = "public"
+SAFETY_FILTER_CLUSTER = "safety_filter"
+INFERENCE_SERVICE = "frugal.v1.Inference"
+ADS: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
+
+
+def _ext_proc_filter() -> dict[str, Any]:
+    return {
+        "name": m.EXT_PROC_FILTER,
+        "typed_config": {
+            "@type": m.EXT_PROC,
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": SAFETY_FILTER_CLUSTER},
+                "timeout": "5s",
+            },
+            # Fail closed: no request reaches an engine unchecked (ARCHITECTURE, failure
+            # behaviour); 503 rather than the default 500 so clients retry.
+            "failure_mode_allow": False,
+            "status_on_error": {"code": "ServiceUnavailable"},
+            "message_timeout": "1s",
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SEND",
+                # FULL_DUPLEX_STREAMED + trailers SEND is the mode in which the processor
+                # can still emit a last body chunk (`data: [DONE]`) when the trailers come.
+                "response_body_mode": "FULL_DUPLEX_STREAMED",
+                "response_trailer_mode": "SEND",
+            },
+            "mutation_rules": {"allow_all_routing": True},
+            # Refusals carry their OpenAI error type and code as dynamic metadata.
+            "metadata_options": {"receiving_namespaces": {"untyped": [ERROR_METADATA_NAMESPACE]}},
+            # The processor sets x-frugal-model and may rewrite :path; routing must see both.
+            "route_cache_action": "CLEAR",
+        },
+    }
+
+
+def _transcoder_filter(descriptor: bytes) -> dict[str, Any]:
+    return {
+        "name": m.TRANSCODER_FILTER,
+        "typed_config": {
+            "@type": m.TRANSCODER,
+            "proto_descriptor_bin": base64.b64encode(descriptor).decode(),
+            "services": [INFERENCE_SERVICE],
+            "match_incoming_request_route": True,
+            "convert_grpc_status": True,
+            "request_validation_options": {"reject_unknown_method": True},
+            "print_options": {
+                "always_print_primitive_fields": True,
+                "preserve_proto_field_names": True,
+                "stream_sse_style_delimited": True,
+            },
+        },
+    }
+
+
+def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener:
+    listener = config.listener
+    hcm = {
+        "@type": m.HCM,
+        "stat_prefix": "public",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "generate_request_id": True,
+        "stream_idle_timeout": f"{listener.stream_idle_timeout_s}s",
+        "request_headers_timeout": "10s",
+        "max_request_headers_kb": 60,
+        "common_http_protocol_options": {"max_headers_count": 100},
+        "http2_protocol_options": {"max_concurrent_streams": 1024},
+        "rds": {"route_config_name": PUBLIC_ROUTES, "config_source": ADS},
+        "local_reply_config": build_local_reply_config(),
+        "http_filters": [
+            _ext_proc_filter(),
+            _transcoder_filter(descriptor),
+            {"name": "envoy.filters.http.router", "typed_config": {"@type": m.ROUTER}},
+        ],
+    }
+    return m.parse(
+        {
+            "name": PUBLIC_LISTENER,
+            "address": {"socket_address": {"address": listener.host, "port_value": listener.port}},
+            # Bodies above the cap are refused with 413 while ext_proc buffers them.
+            "per_connection_buffer_limit_bytes": listener.max_request_bytes,
+            "filter_chains": [
+                {
+                    "filters": [
+                        {
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": hcm,
+                        }
+                    ]
+                }
+            ],
+        },
+        m.Listener,
+    )

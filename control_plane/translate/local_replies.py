@@ -1,0 +1,84 @@
+"""`local_reply_config`: every error Envoy itself answers becomes an OpenAI error body.
+
+Pure layer. Envoy makes local replies for transcoder parse errors (400), unknown
+paths (404), oversized bodies (413), upstream failures (503/504) and for the
+immediate responses of the safety filter. The safety filter sends a plain-text
+message plus the error's type and code as dynamic metadata; the first mapper
+turns those into `{"error": {"message", "type", "code"}}`. The other
+mappers cover replies Envoy makes on its own, by status.
+See envoy/api: config/filter/network/http_connection_manager LocalReplyConfig.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The safety filter sends an error's type and code as dynamic metadata under this
+# namespace with its immediate response (local reply mappers read metadata, and
+# their header filters see only request headers).
+ERROR_METADATA_NAMESPACE = "frugal.error"
+
+# status -> (OpenAI error type, code) for replies Envoy makes without the safety filter.
+ENVOY_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    408: ("timeout_error", "request_timeout"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    431: ("invalid_request_error", "headers_too_large"),
+    500: ("server_error", "internal_error"),
+    502: ("server_error", "bad_gateway"),
+    503: ("server_error", "service_unavailable"),
+    504: ("timeout_error", "upstream_timeout"),
+}
+
+
+def _error_body(error_type: str, code: str) -> dict[str, Any]:
+    return {
+        "json_format": {
+            "error": {"message": "%LOCAL_REPLY_BODY%", "type": error_type, "code": code}
+        },
+        "content_type": "application/json",
+    }
+
+
+def _status_filter(status: int, op: str = "EQ") -> dict[str, Any]:
+    return {
+        "status_code_filter": {
+            "comparison": {"op": op, "value": {"default_value": status, "runtime_key": "_"}}
+        }
+    }
+
+
+def build_local_reply_config() -> dict[str, Any]:
+    from_safety_filter = {
+        "filter": {
+            "metadata_filter": {
+                "matcher": {
+                    "filter": ERROR_METADATA_NAMESPACE,
+                    "path": [{"key": "code"}],
+                    "value": {"present_match": True},
+                },
+                # Envoy's default is to match when the key is absent.
+                "match_if_key_not_found": False,
+            }
+        },
+        "body_format_override": _error_body(
+            f"%DYNAMIC_METADATA({ERROR_METADATA_NAMESPACE}:type)%",
+            f"%DYNAMIC_METADATA({ERROR_METADATA_NAMESPACE}:code)%",
+        ),
+    }
+    by_status = [
+        {"filter": _status_filter(status), "body_format_override": _error_body(kind, code)}
+        for status, (kind, code) in ENVOY_ERRORS.items()
+    ]
+    any_other_error = {
+        "filter": _status_filter(400, "GE"),
+        "body_format_override": _error_body("server_error", "internal_error"),
+    }
+    # No top-level body_format: successful local replies (direct responses such as
+    # /v1/models) keep their own body.
+    return {"mappers": [from_safety_filter, *by_status, any_other_error]}

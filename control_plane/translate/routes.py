@@ -1,0 +1,128 @@
+"""The public route table: `/v1/models` from config, one weighted route per model.
+
+Pure layer. The safety filter parses the body and sets `x-frugal-model`; a route
+per model matches that header and splits traffic over one cluster per replica
+group (weights set by config today, by the balancer later). Retries happen only
+before the first byte: the retry conditions below are all failures that occur
+before a response starts, and Envoy never retries once one has.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from control_plane.model import FrugalConfig, Model, ReplicaGroup
+from control_plane.translate import messages as m
+from control_plane.translate.listener import PUBLIC_ROUTES
+
+MODEL_HEADER = "x-frugal-model"
+INFERENCE_PATHS = r"^/v1/(chat/)?completions(:stream)?$"
+RETRY_ON = "connect-failure,refused-stream,unavailable,reset-before-request"
+
+
+def engine_cluster_name(model: Model, group: ReplicaGroup) -> str:
+    return f"engine.{model.name}.{group.name}"
+
+
+def _without_filters() -> dict[str, Any]:
+    """Routes Envoy answers itself skip the safety filter and the transcoder."""
+    disabled = {"@type": m.FILTER_CONFIG, "disabled": True}
+    return {m.EXT_PROC_FILTER: disabled, m.TRANSCODER_FILTER: disabled}
+
+
+def _header(name: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def _json_response(status: int, body: object) -> dict[str, Any]:
+    """A fixed JSON answer; ext_proc and the transcoder are skipped for it."""
+    return {
+        "direct_response": {"status": status, "body": {"inline_string": json.dumps(body)}},
+        "response_headers_to_add": [_header("content-type", "application/json")],
+        "typed_per_filter_config": _without_filters(),
+    }
+
+
+def _model_card(model: Model, created: int) -> dict[str, Any]:
+    return {"id": model.name, "object": "model", "created": created, "owned_by": model.owned_by}
+
+
+def _model_routes(config: FrugalConfig, created: int) -> list[dict[str, Any]]:
+    cards = [_model_card(model, created) for model in config.models]
+    routes: list[dict[str, Any]] = [
+        {
+            "match": {"path": "/v1/models", "headers": [_method("GET")]},
+            **_json_response(200, {"object": "list", "data": cards}),
+        }
+    ]
+    routes += [
+        {
+            "match": {"path": f"/v1/models/{card['id']}", "headers": [_method("GET")]},
+            **_json_response(200, card),
+        }
+        for card in cards
+    ]
+    return routes
+
+
+def _method(name: str) -> dict[str, Any]:
+    return {"name": ":method", "string_match": {"exact": name}}
+
+
+def _inference_route(model: Model) -> dict[str, Any]:
+    return {
+        "match": {
+            "safe_regex": {"regex": INFERENCE_PATHS},
+            "headers": [{"name": MODEL_HEADER, "string_match": {"exact": model.name}}],
+        },
+        "route": {
+            "weighted_clusters": {
+                "clusters": [
+                    {"name": engine_cluster_name(model, group), "weight": group.weight}
+                    for group in model.groups
+                ]
+            },
+            # Streams last as long as generation does; the HCM's stream idle timeout
+            # bounds a stalled one (the default 15 s route timeout would cut them).
+            "timeout": "0s",
+            "retry_policy": {
+                "retry_on": RETRY_ON,
+                "num_retries": 3,
+                "retry_host_predicate": [
+                    {
+                        "name": "envoy.retry_host_predicates.previous_hosts",
+                        "typed_config": {"@type": m.PREVIOUS_HOSTS},
+                    }
+                ],
+                "host_selection_retry_max_attempts": 5,
+            },
+        },
+    }
+
+
+def _unknown_model_route() -> dict[str, Any]:
+    """Backstop for a request the safety filter did not tag: refuse, never guess a model.
+
+    A plain-text local reply: local_reply_config gives it OpenAI's error body.
+    """
+    message = "The model does not exist or you do not have access to it."
+    return {
+        "match": {"safe_regex": {"regex": INFERENCE_PATHS}},
+        "direct_response": {"status": 404, "body": {"inline_string": message}},
+    }
+
+
+def build_route_configuration(config: FrugalConfig, created: int) -> m.RouteConfiguration:
+    routes = [
+        *_model_routes(config, created),
+        *(_inference_route(model) for model in config.models),
+        _unknown_model_route(),
+    ]
+    return m.parse(
+        {
+            "name": PUBLIC_ROUTES,
+            "virtual_hosts": [{"name": "openai", "domains": ["*"], "routes": routes}],
+        },
+        m.RouteConfiguration,
+    )

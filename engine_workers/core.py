@@ -1,0 +1,105 @@
+"""The request core of a worker (core layer): validate, build the engine request, run it.
+
+It knows nothing of gRPC: the servicer hands it plain values and converts what it yields.
+It times each request (arrival -> first token -> last token) and feeds the metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from engine_workers.engine import Delta, EngineBackend, GenerationRequest
+from engine_workers.metrics import EngineMetrics
+from engine_workers.prompt import (
+    ChatTurn,
+    FlatPrompt,
+    SamplingParams,
+    ValidatedSampling,
+    flatten_chat,
+    flatten_completion_prompt,
+    validate_sampling,
+)
+from engine_workers.tokenizer import count_tokens
+
+
+@dataclass
+class RequestTiming:
+    """Monotonic timestamps of one request, from its arrival in the servicer."""
+
+    arrival: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    last_token: float | None = None
+
+    def engine_ms(self) -> float | None:
+        return None if self.last_token is None else (self.last_token - self.arrival) * 1000.0
+
+    def ttft_ms(self) -> float | None:
+        return None if self.first_token is None else (self.first_token - self.arrival) * 1000.0
+
+
+class EngineCore:
+    """Turns validated requests into engine sequences for one served model."""
+
+    def __init__(
+        self, backend: EngineBackend, metrics: EngineMetrics, *, model: str, echo: bool
+    ) -> None:
+        self.backend = backend
+        self.metrics = metrics
+        self.model = model
+        self.echo = echo
+
+    def chat_request(
+        self, request_id: str, turns: Sequence[ChatTurn], params: SamplingParams
+    ) -> GenerationRequest:
+        sampling = validate_sampling(params, self.model)
+        return self._build(request_id, flatten_chat(turns), sampling)
+
+    def completion_request(
+        self, request_id: str, prompt: object, params: SamplingParams
+    ) -> GenerationRequest:
+        sampling = validate_sampling(params, self.model)
+        return self._build(request_id, flatten_completion_prompt(prompt), sampling)
+
+    def _build(
+        self, request_id: str, prompt: FlatPrompt, sampling: ValidatedSampling
+    ) -> GenerationRequest:
+        return GenerationRequest(
+            request_id=request_id,
+            prompt=prompt.text,
+            prompt_tokens=count_tokens(prompt.text),
+            max_tokens=sampling.max_tokens,
+            stop=sampling.stop,
+            seed=sampling.seed,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            echo_text=prompt.last_user_text if self.echo else None,
+        )
+
+    def abort(self, request_id: str) -> None:
+        """Stop a sequence now (e.g. its client went away); safe to call more than once."""
+        self.backend.abort(request_id)
+
+    async def generate(
+        self, request: GenerationRequest, timing: RequestTiming
+    ) -> AsyncIterator[Delta]:
+        """Run the sequence; however the caller leaves (done, error, cancelled), abort it."""
+        self.metrics.observe_prompt(request.prompt_tokens)
+        deltas = self.backend.generate(request)
+        try:
+            async for delta in deltas:
+                now = time.perf_counter()
+                if timing.first_token is None:
+                    timing.first_token = now
+                timing.last_token = now
+                yield delta
+        finally:
+            # Async generators are only closed by the garbage collector unless told to.
+            aclose = getattr(deltas, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self.backend.abort(request.request_id)
+            if timing.last_token is not None:
+                ttft = None if timing.first_token is None else timing.first_token - timing.arrival
+                self.metrics.observe_request(ttft, timing.last_token - timing.arrival)

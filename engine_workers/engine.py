@@ -1,0 +1,74 @@
+"""The engine backend protocol and its value types (core layer, pure: no gRPC, no I/O).
+
+A backend is a continuous-batching engine: it admits `GenerationRequest`s, streams `Delta`s
+for each, and reports its load. Backends are registered by name in `engine_workers.backends`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One sequence to generate, already validated and flattened to prompt text."""
+
+    request_id: str
+    prompt: str
+    prompt_tokens: int
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    # Set only in echo mode: the text the engine streams back instead of generating.
+    echo_text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """New output text of one sequence; the last one has finish_reason and usage set."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: TokenUsage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSnapshot:
+    """What the model-server protocol of the Gateway API Inference Extension asks for."""
+
+    running: int
+    waiting: int
+    kv_cache_usage: float  # fraction of the KV budget in use, 0..1
+    tokens_generated_total: int
+
+
+class EngineBackend(Protocol):
+    """A continuous-batching engine behind one worker."""
+
+    async def start(self) -> None: ...
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Stream the sequence's output; closing the iterator early aborts the sequence."""
+        ...
+
+    def abort(self, request_id: str) -> None:
+        """Remove the sequence from the batch or the queue at once; unknown ids are ignored."""
+        ...
+
+    def load(self) -> LoadSnapshot: ...
+
+    async def stop(self) -> None: ...

@@ -1,0 +1,231 @@
+"""The `frugal.v1.Inference` servicer (edge layer): proto <-> core conversion only.
+
+Every handler converts the request to plain values, calls `EngineCore`, and converts the
+deltas back to OpenAI-shaped messages. Domain errors become gRPC status in `_fail`, the one
+place that calls `context.abort`. Engine time goes back as trailing metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+
+import grpc
+from google.protobuf import json_format
+
+from engine_workers.core import EngineCore, RequestTiming
+from engine_workers.engine import Delta, GenerationRequest, TokenUsage
+from engine_workers.errors import EngineError
+from engine_workers.prompt import ChatTurn, SamplingParams
+from frugal.v1 import inference_pb2 as pb
+from frugal.v1 import inference_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+
+ENGINE_MS_KEY = "x-frugal-engine-ms"
+ENGINE_TTFT_MS_KEY = "x-frugal-engine-ttft-ms"
+
+CHAT_COMPLETION = "chat.completion"
+CHAT_COMPLETION_CHUNK = "chat.completion.chunk"
+TEXT_COMPLETION = "text_completion"
+
+
+def _optional(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def _json_value(message: Any, name: str) -> object:
+    """A google.protobuf.Value field as a Python value; None when absent."""
+    if not message.HasField(name):
+        return None
+    return json_format.MessageToDict(getattr(message, name))
+
+
+def _sampling(request: Any, *, chat: bool) -> SamplingParams:
+    return SamplingParams(
+        model=request.model,
+        n=_optional(request, "n"),
+        max_tokens=_optional(request, "max_tokens"),
+        max_completion_tokens=_optional(request, "max_completion_tokens") if chat else None,
+        stop=_json_value(request, "stop"),
+        seed=_optional(request, "seed"),
+        temperature=_optional(request, "temperature"),
+        top_p=_optional(request, "top_p"),
+    )
+
+
+def _turns(request: Any) -> list[ChatTurn]:
+    return [ChatTurn(role=m.role, content=_json_value(m, "content")) for m in request.messages]
+
+
+def _usage(usage: TokenUsage) -> Any:
+    return pb.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+def _trailers(timing: RequestTiming) -> tuple[tuple[str, str], ...]:
+    pairs = ((ENGINE_MS_KEY, timing.engine_ms()), (ENGINE_TTFT_MS_KEY, timing.ttft_ms()))
+    return tuple((key, f"{ms:.3f}") for key, ms in pairs if ms is not None)
+
+
+async def _fail(context: Any, exc: Exception, timing: RequestTiming) -> NoReturn:
+    """Translate an exception into the RPC's status: the one place errors leave as gRPC."""
+    if isinstance(exc, EngineError):
+        code, details = exc.code, exc.message
+    else:
+        logger.exception("request failed", exc_info=exc)
+        code, details = grpc.StatusCode.INTERNAL, "internal engine error"
+    await context.abort(code, details, trailing_metadata=_trailers(timing))
+    raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+class _Outcome:
+    """The collected output of a unary request."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.finish_reason = "stop"
+        self.usage = TokenUsage(0, 0)
+
+    def add(self, delta: Delta) -> None:
+        self.text.append(delta.text)
+        if delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason
+        if delta.usage is not None:
+            self.usage = delta.usage
+
+
+class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
+    def __init__(self, core: EngineCore) -> None:
+        self._core = core
+
+    async def _collect(self, request: GenerationRequest, timing: RequestTiming) -> _Outcome:
+        outcome = _Outcome()
+        async for delta in self._core.generate(request, timing):
+            outcome.add(delta)
+        return outcome
+
+    async def CreateChatCompletion(self, request: Any, context: Any) -> Any:
+        timing = RequestTiming()
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        try:
+            generation = self._core.chat_request(
+                request_id, _turns(request), _sampling(request, chat=True)
+            )
+            outcome = await self._collect(generation, timing)
+        except Exception as exc:
+            await _fail(context, exc, timing)
+        context.set_trailing_metadata(_trailers(timing))
+        message = pb.AssistantMessage(role="assistant", content="".join(outcome.text))
+        return pb.ChatCompletion(
+            id=request_id,
+            object=CHAT_COMPLETION,
+            created=int(time.time()),
+            model=request.model,
+            choices=[pb.ChatChoice(index=0, message=message, finish_reason=outcome.finish_reason)],
+            usage=_usage(outcome.usage),
+        )
+
+    async def StreamChatCompletion(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        timing = RequestTiming()
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        # If the client goes away while this handler waits on a write, the generators below are
+        # not resumed; the RPC's done-callback still frees the engine slot at once.
+        context.add_done_callback(lambda _: self._core.abort(request_id))
+
+        def chunk(**fields: Any) -> Any:
+            return pb.ChatCompletionChunk(
+                id=request_id,
+                object=CHAT_COMPLETION_CHUNK,
+                created=created,
+                model=request.model,
+                **fields,
+            )
+
+        def choice(delta: Any, finish_reason: str | None = None) -> Any:
+            return pb.ChatChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
+
+        try:
+            generation = self._core.chat_request(
+                request_id, _turns(request), _sampling(request, chat=True)
+            )
+            yield chunk(choices=[choice(pb.ChatDelta(role="assistant", content=""))])
+            last = Delta("")
+            async for delta in self._core.generate(generation, timing):
+                if delta.text:
+                    yield chunk(choices=[choice(pb.ChatDelta(content=delta.text))])
+                last = delta
+            yield chunk(choices=[choice(pb.ChatDelta(), last.finish_reason or "stop")])
+            if request.stream_options.include_usage and last.usage is not None:
+                yield chunk(choices=[], usage=_usage(last.usage))
+        except Exception as exc:
+            await _fail(context, exc, timing)
+        context.set_trailing_metadata(_trailers(timing))
+
+    async def CreateCompletion(self, request: Any, context: Any) -> Any:
+        timing = RequestTiming()
+        request_id = f"cmpl-{uuid.uuid4().hex}"
+        try:
+            generation = self._core.completion_request(
+                request_id, _json_value(request, "prompt"), _sampling(request, chat=False)
+            )
+            outcome = await self._collect(generation, timing)
+        except Exception as exc:
+            await _fail(context, exc, timing)
+        context.set_trailing_metadata(_trailers(timing))
+        return pb.Completion(
+            id=request_id,
+            object=TEXT_COMPLETION,
+            created=int(time.time()),
+            model=request.model,
+            choices=[
+                pb.CompletionChoice(
+                    index=0, text="".join(outcome.text), finish_reason=outcome.finish_reason
+                )
+            ],
+            usage=_usage(outcome.usage),
+        )
+
+    async def StreamCompletion(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        timing = RequestTiming()
+        request_id = f"cmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        # If the client goes away while this handler waits on a write, the generators below are
+        # not resumed; the RPC's done-callback still frees the engine slot at once.
+        context.add_done_callback(lambda _: self._core.abort(request_id))
+
+        def chunk(**fields: Any) -> Any:
+            return pb.Completion(
+                id=request_id,
+                object=TEXT_COMPLETION,
+                created=created,
+                model=request.model,
+                **fields,
+            )
+
+        try:
+            generation = self._core.completion_request(
+                request_id, _json_value(request, "prompt"), _sampling(request, chat=False)
+            )
+            last = Delta("")
+            async for delta in self._core.generate(generation, timing):
+                if delta.text:
+                    yield chunk(choices=[pb.CompletionChoice(index=0, text=delta.text)])
+                last = delta
+            final = pb.CompletionChoice(
+                index=0, text="", finish_reason=last.finish_reason or "stop"
+            )
+            yield chunk(choices=[final])
+            if request.stream_options.include_usage and last.usage is not None:
+                yield chunk(choices=[], usage=_usage(last.usage))
+        except Exception as exc:
+            await _fail(context, exc, timing)
+        context.set_trailing_metadata(_trailers(timing))

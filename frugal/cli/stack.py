@@ -1,0 +1,91 @@
+"""What `frugal up` runs: one child process per part of the stack, planned from the config.
+
+Pure layer: `plan_stack` turns a FrugalConfig into process specs (argv + env);
+supervisor.py runs them. Tests plan the same stack on their own ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from control_plane.model import FrugalConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENGINE_METRICS_PORT_OFFSET = 1000
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    name: str
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def find_envoy() -> str:
+    """The real Envoy binary: $FRUGAL_ENVOY_BIN, the project's own venv, or PATH."""
+    candidates = [os.environ.get("FRUGAL_ENVOY_BIN"), str(REPO_ROOT / ".venv-envoy/bin/envoy")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    found = shutil.which("envoy")
+    if found is None:
+        raise FileNotFoundError("no Envoy binary: run `make setup` or set FRUGAL_ENVOY_BIN")
+    return found
+
+
+def _python_module(module: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", module)
+
+
+def engine_worker_specs(config: FrugalConfig) -> list[ChildSpec]:
+    specs = []
+    for model in config.models:
+        for group in model.groups:
+            profile = json.dumps(config.profiles[group.profile])
+            for index, endpoint in enumerate(group.replicas):
+                env = {
+                    "FRUGAL_ENGINE_HOST": endpoint.host,
+                    "FRUGAL_ENGINE_PORT": str(endpoint.port),
+                    "FRUGAL_ENGINE_METRICS_PORT": str(endpoint.port + ENGINE_METRICS_PORT_OFFSET),
+                    "FRUGAL_ENGINE_MODEL": model.name,
+                    "FRUGAL_ENGINE_GROUP": group.name,
+                    "FRUGAL_ENGINE_BACKEND": model.backend,
+                    "FRUGAL_ENGINE_ECHO": str(model.echo).lower(),
+                    "FRUGAL_ENGINE_SIM": profile,
+                }
+                name = f"engine:{model.name}/{group.name}/{index}"
+                specs.append(ChildSpec(name, _python_module("engine_workers"), env))
+    return specs
+
+
+def plan_stack(config: FrugalConfig, config_path: Path, bootstrap_path: Path) -> list[ChildSpec]:
+    """Children in start order: engines, safety filter, control plane, then Envoy."""
+    safety = ChildSpec(
+        "safety_filter",
+        _python_module("safety_filter"),
+        {
+            "FRUGAL_SAFETY_HOST": config.safety_filter.host,
+            "FRUGAL_SAFETY_PORT": str(config.safety_filter.port),
+            "FRUGAL_SAFETY_MODELS": json.dumps(sorted(m.name for m in config.models)),
+            "FRUGAL_SAFETY_MAX_BODY_BYTES": str(config.listener.max_request_bytes),
+        },
+    )
+    control_plane = ChildSpec(
+        "control_plane", _python_module("control_plane"), {"FRUGAL_CP_CONFIG": str(config_path)}
+    )
+    envoy = ChildSpec(
+        "envoy",
+        (
+            find_envoy(),
+            "-c", str(bootstrap_path),
+            "--use-dynamic-base-id",
+            "--log-level", "warn",
+            "--drain-time-s", "2",
+        ),
+    )  # fmt: skip
+    return [*engine_worker_specs(config), safety, control_plane, envoy]

@@ -1,0 +1,131 @@
+"""`frugal up`: run the whole stack in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from control_plane.config_file import ConfigError, load_config
+from control_plane.model import FrugalConfig
+from engine_workers.backends.sim_model import SimProfile
+from frugal.cli.envoy_bootstrap import write_bootstrap
+from frugal.cli.stack import REPO_ROOT, plan_stack
+from frugal.cli.supervisor import Supervisor
+
+READY_TIMEOUT_S = 90.0
+
+
+class StackFailed(Exception):
+    pass
+
+
+def check_profiles(config: FrugalConfig) -> None:
+    """Engine profiles are opaque to the control plane; the sim backend validates them here."""
+    for name, parameters in config.profiles.items():
+        try:
+            SimProfile.model_validate(parameters)
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"profiles.{name}.{field}: {first['msg']}") from error
+
+
+def api_url(config: FrugalConfig) -> str:
+    return f"http://{config.listener.host}:{config.listener.port}"
+
+
+async def wait_until_serving(config: FrugalConfig, supervisor: Supervisor) -> None:
+    """Until Envoy answers /v1/models with the configured models, or a child dies."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if (dead := supervisor.dead()) is not None:
+                raise StackFailed(f"{dead[0]} exited with code {dead[1]} during start-up")
+            with contextlib.suppress(httpx.HTTPError):
+                response = await client.get(api_url(config) + "/v1/models")
+                if response.status_code == 200:
+                    return
+            await asyncio.sleep(0.25)
+    raise StackFailed(f"the API did not answer on {api_url(config)} in {READY_TIMEOUT_S:.0f} s")
+
+
+def banner(config: FrugalConfig) -> str:
+    url = api_url(config)
+    echo = next((m.name for m in config.models if m.echo), config.models[0].name)
+    body = json.dumps({"model": echo, "messages": [{"role": "user", "content": "Hello, Frugal!"}]})
+    return "\n".join(
+        [
+            "",
+            f"Frugal is serving the OpenAI API on {url}/v1",
+            f"  models: {', '.join(m.name for m in config.models)}",
+            "  try:",
+            f"    curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\",
+            f"      -d '{body}'",
+            "  Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+async def run_stack(config: FrugalConfig, config_path: Path) -> int:
+    bootstrap = write_bootstrap(config, REPO_ROOT / "var")
+    supervisor = Supervisor()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        for spec in plan_stack(config, config_path, bootstrap):
+            await supervisor.start(spec)
+        if not await _first(wait_until_serving(config, supervisor), stopped):
+            return 130
+        print(banner(config), flush=True)
+        if await _first(supervisor.wait_any_exit(), stopped):
+            name, code = supervisor.dead() or ("a child", -1)
+            raise StackFailed(f"{name} exited with code {code}; stopping the stack")
+        return 0
+    except StackFailed as failure:
+        print(f"frugal up: {failure}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        print("frugal up: stopping", file=sys.stderr, flush=True)
+        await supervisor.stop()
+
+
+async def _first(work: Coroutine[Any, Any, object], stopped: asyncio.Task[Any]) -> bool:
+    """Run `work` until it ends (True) or Ctrl-C / SIGTERM comes first (False)."""
+    task = asyncio.create_task(work)
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # re-raise its failure
+        return True
+    task.cancel()
+    return False
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("up", help="run the whole stack in the foreground")
+    parser.add_argument("-c", "--config", type=Path, default=Path("frugal.yaml"))
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        check_profiles(config)
+    except ConfigError as error:
+        print(f"frugal up: {error}", file=sys.stderr)
+        return 2
+    return asyncio.run(run_stack(config, args.config.resolve()))

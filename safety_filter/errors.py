@@ -1,0 +1,63 @@
+"""Errors the safety filter answers with, in OpenAI's shape.
+
+Pure layer. Every refusal is an `ApiError` carrying its HTTP status and OpenAI
+error type and code; the ext_proc processor turns it into an immediate response
+in one place, and Envoy's local_reply_config wraps the message into
+`{"error": {"message", "type", "code"}}` (control_plane/translate/local_replies.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ApiError(Exception):
+    status: int
+    type: str
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def invalid_request(message: str, code: str = "invalid_request") -> ApiError:
+    return ApiError(400, "invalid_request_error", code, message)
+
+
+def model_not_found(model: str) -> ApiError:
+    return ApiError(
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        f"The model `{model}` does not exist or you do not have access to it.",
+    )
+
+
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        f"The request body is larger than the limit of {limit} bytes.",
+    )
+
+
+# HTTP status of an upstream (engine) error -> OpenAI error type and code.
+UPSTREAM_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "model_not_found"),
+    409: ("invalid_request_error", "conflict"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    499: ("invalid_request_error", "cancelled"),
+    503: ("server_error", "service_unavailable"),
+    504: ("timeout_error", "upstream_timeout"),
+}
+
+
+def upstream_error(status: int, message: str) -> ApiError:
+    kind, code = UPSTREAM_ERRORS.get(status, ("server_error", "engine_error"))
+    return ApiError(status, kind, code, message)

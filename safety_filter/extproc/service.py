@@ -1,0 +1,50 @@
+"""The ext_proc gRPC service: one RequestProcessor per stream, phases dispatched by name.
+
+I/O edge: reads ProcessingRequests from Envoy, hands each phase to the processor,
+and turns a refusal (ApiError) into an immediate response, in this one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
+
+from safety_filter.errors import ApiError
+from safety_filter.extproc.processor import RequestProcessor, Responses, immediate_response
+
+log = logging.getLogger(__name__)
+
+PHASES: dict[str, Callable[[RequestProcessor, Any], Responses]] = {
+    "request_headers": RequestProcessor.on_request_headers,
+    "request_body": RequestProcessor.on_request_body,
+    "response_headers": RequestProcessor.on_response_headers,
+    "response_body": RequestProcessor.on_response_body,
+    "response_trailers": RequestProcessor.on_response_trailers,
+}
+
+
+class ExternalProcessorService(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, models: frozenset[str], max_body_bytes: int) -> None:
+        self._models = models
+        self._max_body_bytes = max_body_bytes
+
+    async def Process(
+        self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: Any
+    ) -> AsyncIterator[ext.ProcessingResponse]:
+        processor = RequestProcessor(self._models, self._max_body_bytes)
+        async for request in request_iterator:
+            phase = request.WhichOneof("request")
+            handler = PHASES.get(phase or "")
+            if handler is None:
+                log.warning("ext_proc phase %s is not configured; ignoring it", phase)
+                continue
+            try:
+                for response in handler(processor, getattr(request, phase)):
+                    yield response
+            except ApiError as error:
+                yield immediate_response(error)
+                return

@@ -1,0 +1,55 @@
+"""Server-Sent Events the safety filter adds to a stream, and error bodies it rewrites.
+
+Pure layer. The transcoder frames each gRPC message as `data: {...}\n\n` but
+never ends a stream with `data: [DONE]`, and an HTTP/1.1 client never sees the
+gRPC status trailer; these helpers give the end of every stream an explicit
+meaning (ENVOY_NOTES, grpc_json_transcoder).
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import unquote
+
+from safety_filter.errors import ApiError, upstream_error
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+# gRPC status code -> HTTP status, as Envoy's transcoder maps them (grpc/status.cc).
+GRPC_TO_HTTP: dict[int, int] = {
+    0: 200, 1: 499, 2: 500, 3: 400, 4: 504, 5: 404, 6: 409, 7: 403, 8: 429,
+    9: 400, 10: 409, 11: 400, 12: 501, 13: 500, 14: 503, 15: 500, 16: 401,
+}  # fmt: skip
+
+
+def error_json(error: ApiError) -> bytes:
+    body = {"error": {"message": error.message, "type": error.type, "code": error.code}}
+    return json.dumps(body).encode()
+
+
+def error_event(error: ApiError) -> bytes:
+    return b"data: " + error_json(error) + b"\n\n"
+
+
+def error_from_grpc_status(status: str, message: str) -> ApiError:
+    """An error from the `grpc-status` / `grpc-message` trailers of a failed stream."""
+    http = GRPC_TO_HTTP.get(int(status), 500) if status.isdigit() else 500
+    return upstream_error(http, unquote(message) or "The engine failed while generating.")
+
+
+def openai_error_body(status: int, body: bytes) -> bytes:
+    """The body of a failed response, in OpenAI's shape.
+
+    Envoy's own local replies already are (local_reply_config); the transcoder
+    turns a gRPC status into `{"code", "message"}`, which is rewritten here.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = {"message": body.decode(errors="replace")}
+    if not isinstance(data, dict):
+        data = {}
+    if isinstance(data.get("error"), dict):
+        return body
+    message = str(data.get("message") or f"The engine answered with status {status}.")
+    return error_json(upstream_error(status, message))

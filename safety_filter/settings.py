@@ -1,0 +1,16 @@
+"""Settings of the safety filter process (env prefix FRUGAL_SAFETY_)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SafetyFilterSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FRUGAL_SAFETY_", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=0, le=65535)
+    # The models the gateway serves; a request for any other gets 404 model_not_found.
+    models: frozenset[str] = frozenset()
+    max_body_bytes: int = Field(default=1 << 20, gt=0)

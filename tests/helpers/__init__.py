@@ -1,0 +1,1 @@
+"""Helpers shared by Frugal's tests: real processes and sample resources, no mocks."""

@@ -1,0 +1,89 @@
+"""A whole Frugal stack for end-to-end tests, run by the same code as `frugal up`.
+
+Layer: test support (process I/O). Writes a frugal.yaml on free loopback ports,
+starts engines, safety filter, control plane and the real Envoy through
+frugal.cli's planner and supervisor, and keeps every child's log for failures.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from control_plane.config_file import load_config
+from control_plane.model import FrugalConfig
+from frugal.cli.envoy_bootstrap import write_bootstrap
+from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET, plan_stack
+from frugal.cli.supervisor import Supervisor
+from frugal.cli.up import wait_until_serving
+
+# Fast, low-jitter profiles: tests drive the path, not the latency model.
+FAST = {"a_ms": 2.0, "b_ms": 0.05, "c_ms": 0.001, "max_batch": 64, "jitter": 0.0}
+
+
+def free_port(*, with_metrics: bool = False) -> int:
+    """A loopback port that is free now (and, for engines, its metrics port too)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not with_metrics or _is_free(port + ENGINE_METRICS_PORT_OFFSET):
+            return port
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return port < 65536
+
+
+def replicas(count: int) -> list[str]:
+    return [f"127.0.0.1:{free_port(with_metrics=True)}" for _ in range(count)]
+
+
+def stack_config(models: list[dict[str, Any]], profiles: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "listener": {"port": free_port(), "max_request_bytes": 64 * 1024},
+        "control_plane": {"xds_port": free_port()},
+        "envoy": {"admin_port": free_port(), "node_id": "frugal-test"},
+        "safety_filter": {"port": free_port()},
+        "profiles": profiles,
+        "models": models,
+    }
+
+
+class FrugalStack:
+    def __init__(self, directory: Path, data: dict[str, Any]) -> None:
+        self.directory = directory
+        self.config_path = directory / "frugal.yaml"
+        self.config_path.write_text(yaml.safe_dump(data))
+        self.config: FrugalConfig = load_config(self.config_path)
+        self.logs: deque[str] = deque(maxlen=4000)
+        self.supervisor = Supervisor(sink=lambda name, line: self.logs.append(f"[{name}] {line}"))
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.listener.port}"
+
+    @property
+    def envoy_admin(self) -> str:
+        return f"http://127.0.0.1:{self.config.envoy.admin_port}"
+
+    async def start(self) -> None:
+        bootstrap = write_bootstrap(self.config, self.directory)
+        for spec in plan_stack(self.config, self.config_path, bootstrap):
+            await self.supervisor.start(spec)
+        await wait_until_serving(self.config, self.supervisor)
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+
+    def log_text(self) -> str:
+        return "\n".join(self.logs)
