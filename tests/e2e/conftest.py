@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ def _require_envoy() -> None:
 @pytest.fixture(scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FrugalStack]:
     _require_envoy()
-    models = [
+    models: list[dict[str, Any]] = [
         {"name": "sim-echo", "echo": True, "groups": [
             {"name": "echo", "profile": "fast", "replicas": replicas(1)}]},
         {"name": "sim-mixtral", "groups": [

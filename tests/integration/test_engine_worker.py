@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ import pytest_asyncio
 from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from engine_workers.backends.sim_model import SimProfile
 from engine_workers.prompt import ChatTurn, flatten_chat
 from engine_workers.server import EngineWorker
 from engine_workers.settings import EngineSettings
@@ -36,7 +38,8 @@ def _free_port() -> int:
 @contextlib.asynccontextmanager
 async def running_worker(**overrides: Any) -> AsyncIterator[EngineWorker]:
     sim = {**FAST_SIM, **overrides.pop("sim", {})}
-    settings = EngineSettings(port=0, model=MODEL, group="g1", sim=sim, **overrides)
+    profile = SimProfile.model_validate(sim)
+    settings = EngineSettings(port=0, model=MODEL, group="g1", sim=profile, **overrides)
     worker = EngineWorker(settings)
     await worker.start()
     try:
@@ -77,7 +80,7 @@ async def echo_stub(echo_worker: EngineWorker) -> AsyncIterator[Any]:
 
 def _value(python: object) -> struct_pb2.Value:
     value = struct_pb2.Value()
-    json_format.ParseDict(python, value)
+    json_format.Parse(json.dumps(python), value)
     return value
 
 
@@ -353,7 +356,7 @@ async def test_fault_after_tokens_fails_mid_stream_with_internal() -> None:
 
 
 async def test_graceful_stop_reports_not_serving_first() -> None:
-    settings = EngineSettings(port=0, model=MODEL, sim=FAST_SIM)
+    settings = EngineSettings(port=0, model=MODEL, sim=SimProfile.model_validate(FAST_SIM))
     stopping = EngineWorker(settings)
     await stopping.start()
     async with grpc.aio.insecure_channel(stopping.address) as channel:

@@ -43,7 +43,7 @@ def _simulate_ttft(profile: SimProfile, prompts: dict[str, int]) -> dict[str, fl
     batch = BatchScheduler(profile)
     for request_id, prompt_tokens in prompts.items():
         batch.submit(request_id, prompt_tokens, _state(generated_tokens(1, 4)))
-    clock, ttft = 0.0, {}
+    clock, ttft = 0.0, dict[str, float]()
     while not batch.idle:
         prefill = batch.admit()
         clock += step_ms(profile, batch.n_running, prefill)
