@@ -6,12 +6,23 @@ by `load_config` (config_file.py) with pydantic's message, which names the field
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
+
+
+def engine_cluster_name(model: str, group: str) -> str:
+    """The Envoy cluster of one replica group. Dot-free, because Envoy's stats tag
+    extraction takes a cluster name up to its first dot (Prometheus labels)."""
+    return f"engine__{_slug(model)}__{_slug(group)}"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
 
 class Frozen(BaseModel):
@@ -70,7 +81,7 @@ class ListenerConfig(Frozen):
     host: str = "127.0.0.1"
     port: Port = 8080
     max_request_bytes: int = Field(default=1 << 20, gt=0, le=64 << 20)
-    stream_idle_timeout_s: float = Field(default=300.0, gt=0)
+    stream_idle_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
 
 
 class ControlPlaneConfig(Frozen):
@@ -104,8 +115,16 @@ class FrugalConfig(Frozen):
         if len(set(names)) != len(names):
             raise ValueError("models: duplicate model name")
         seen: dict[str, str] = {}
+        clusters: dict[str, str] = {}
         for model in self.models:
             for group in model.groups:
+                cluster = engine_cluster_name(model.name, group.name)
+                other = clusters.setdefault(cluster, f"{model.name}/{group.name}")
+                if other != f"{model.name}/{group.name}":
+                    raise ValueError(
+                        f"models.{model.name}.groups.{group.name}.name: gives the same Envoy "
+                        f"cluster name ({cluster}) as {other}; rename one of them"
+                    )
                 if group.profile not in self.profiles:
                     raise ValueError(
                         f"models.{model.name}.groups.{group.name}.profile: unknown profile "

@@ -11,10 +11,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from control_plane.model import Endpoint, FrugalConfig, Model, ReplicaGroup
+from control_plane.model import Endpoint, FrugalConfig, Model, ReplicaGroup, engine_cluster_name
 from control_plane.translate import messages as m
 from control_plane.translate.listener import ADS, INFERENCE_SERVICE, SAFETY_FILTER_CLUSTER
-from control_plane.translate.routes import engine_cluster_name
 
 # Streams are long-lived and many: Envoy's default circuit breakers (1024 requests,
 # 3 concurrent retries) would turn a burst or a replica failure into 503s.
@@ -48,7 +47,7 @@ def _is_ip(host: str) -> bool:
 
 
 def build_engine_cluster(model: Model, group: ReplicaGroup) -> m.Cluster:
-    name = engine_cluster_name(model, group)
+    name = engine_cluster_name(model.name, group.name)
     return m.parse(
         {
             "name": name,
@@ -84,7 +83,7 @@ def build_engine_cluster(model: Model, group: ReplicaGroup) -> m.Cluster:
 def build_load_assignment(model: Model, group: ReplicaGroup) -> m.ClusterLoadAssignment:
     return m.parse(
         {
-            "cluster_name": engine_cluster_name(model, group),
+            "cluster_name": engine_cluster_name(model.name, group.name),
             "endpoints": [{"lb_endpoints": _lb_endpoints(group.replicas)}],
         },
         m.ClusterLoadAssignment,

@@ -83,7 +83,7 @@ def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener
         "codec_type": "AUTO",
         "use_remote_address": True,
         "generate_request_id": True,
-        "stream_idle_timeout": f"{listener.stream_idle_timeout_s}s",
+        "stream_idle_timeout": m.duration(listener.stream_idle_timeout_s),
         "request_headers_timeout": "10s",
         "max_request_headers_kb": 60,
         "common_http_protocol_options": {"max_headers_count": 100},

@@ -22,7 +22,7 @@ import envoy.extensions.filters.http.router.v3.router_pb2
 import envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2
 import envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2
 import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
 from google.protobuf.message import Message
 
 M = TypeVar("M", bound=Message)
@@ -45,6 +45,13 @@ STDOUT_LOG = TYPE + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
+
+
+def duration(seconds: float) -> str:
+    """A protobuf Duration's JSON form (plain f"{s}s" breaks on 1e-05 and 1e+20)."""
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(round(seconds * 1e9))
+    return value.ToJsonString()
 
 
 def parse(data: dict[str, Any], message_type: type[M]) -> M:

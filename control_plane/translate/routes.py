@@ -12,17 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from control_plane.model import FrugalConfig, Model, ReplicaGroup
+from control_plane.model import FrugalConfig, Model, engine_cluster_name
 from control_plane.translate import messages as m
 from control_plane.translate.listener import PUBLIC_ROUTES
 
 MODEL_HEADER = "x-frugal-model"
 INFERENCE_PATHS = r"^/v1/(chat/)?completions(:stream)?$"
 RETRY_ON = "connect-failure,refused-stream,unavailable,reset-before-request"
-
-
-def engine_cluster_name(model: Model, group: ReplicaGroup) -> str:
-    return f"engine.{model.name}.{group.name}"
 
 
 def _without_filters() -> dict[str, Any]:
@@ -79,7 +75,7 @@ def _inference_route(model: Model) -> dict[str, Any]:
         "route": {
             "weighted_clusters": {
                 "clusters": [
-                    {"name": engine_cluster_name(model, group), "weight": group.weight}
+                    {"name": engine_cluster_name(model.name, group.name), "weight": group.weight}
                     for group in model.groups
                 ]
             },

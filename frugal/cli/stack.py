@@ -24,6 +24,8 @@ class ChildSpec:
     name: str
     argv: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
+    # The stack stops when an essential child exits; others are reported and routed around.
+    essential: bool = False
 
 
 def find_envoy() -> str:
@@ -74,6 +76,7 @@ def plan_stack(config: FrugalConfig, config_path: Path, bootstrap_path: Path) ->
             "FRUGAL_SAFETY_MODELS": json.dumps(sorted(m.name for m in config.models)),
             "FRUGAL_SAFETY_MAX_BODY_BYTES": str(config.listener.max_request_bytes),
         },
+        essential=True,
     )
     control_plane = ChildSpec(
         "control_plane", _python_module("control_plane"), {"FRUGAL_CP_CONFIG": str(config_path)}
@@ -87,5 +90,6 @@ def plan_stack(config: FrugalConfig, config_path: Path, bootstrap_path: Path) ->
             "--log-level", "warn",
             "--drain-time-s", "2",
         ),
+        essential=True,
     )  # fmt: skip
     return [*engine_worker_specs(config), safety, control_plane, envoy]

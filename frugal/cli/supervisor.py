@@ -32,6 +32,12 @@ def print_sink(name: str, line: str) -> None:
     print(f"[{name}] {line}", flush=True)
 
 
+def describe_exit(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
+
+
 @dataclass
 class RunningChild:
     spec: ChildSpec
@@ -72,20 +78,35 @@ class Supervisor:
                 return name, child.process.returncode
         return None
 
-    async def wait_any_exit(self) -> tuple[str, int]:
+    async def wait_essential_exit(self) -> tuple[str, int]:
+        """Until a child the stack cannot serve without exits; report the others as they go.
+
+        An engine replica that dies is routed around by Envoy (health checks, retries),
+        and Envoy keeps its last config without the control plane, so only Envoy and
+        the safety filter are essential.
+        """
         waits = {
-            asyncio.create_task(child.process.wait()): name for name, child in self.children.items()
+            asyncio.create_task(child.process.wait()): child.spec
+            for child in self.children.values()
+            if child.process.returncode is None
         }
-        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        first = done.pop()
-        return waits[first], first.result()
+        while waits:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                spec = waits.pop(task)
+                if spec.essential:
+                    for other in waits:
+                        other.cancel()
+                    return spec.name, task.result()
+                self._sink("frugal", f"{spec.name} {describe_exit(task.result())}; still serving")
+        return "every child", 0
 
     async def stop(self) -> None:
-        """Stop every child, the last started first."""
-        for child in reversed(list(self.children.values())):
-            await self._stop_one(child)
+        """Stop every child: the last started (the front door, Envoy) first, then the rest."""
+        children = list(self.children.values())
+        if children:
+            await self._stop_one(children[-1])
+            await asyncio.gather(*(self._stop_one(child) for child in children[:-1]))
 
     async def _stop_one(self, child: RunningChild) -> None:
         process = child.process

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -21,9 +21,10 @@ from control_plane.model import FrugalConfig
 from engine_workers.backends.sim_model import SimProfile
 from frugal.cli.envoy_bootstrap import write_bootstrap
 from frugal.cli.stack import REPO_ROOT, plan_stack
-from frugal.cli.supervisor import Supervisor
+from frugal.cli.supervisor import Supervisor, describe_exit
 
 READY_TIMEOUT_S = 90.0
+T = TypeVar("T")
 
 
 class StackFailed(Exception):
@@ -45,17 +46,17 @@ def api_url(config: FrugalConfig) -> str:
     return f"http://{config.listener.host}:{config.listener.port}"
 
 
-async def wait_until_serving(config: FrugalConfig, supervisor: Supervisor) -> None:
+async def wait_until_serving(config: FrugalConfig, supervisor: Supervisor) -> bool:
     """Until Envoy answers /v1/models with the configured models, or a child dies."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     async with httpx.AsyncClient(timeout=2.0) as client:
         while time.monotonic() < deadline:
             if (dead := supervisor.dead()) is not None:
-                raise StackFailed(f"{dead[0]} exited with code {dead[1]} during start-up")
+                raise StackFailed(f"{dead[0]} {describe_exit(dead[1])} during start-up")
             with contextlib.suppress(httpx.HTTPError):
                 response = await client.get(api_url(config) + "/v1/models")
                 if response.status_code == 200:
-                    return
+                    return True
             await asyncio.sleep(0.25)
     raise StackFailed(f"the API did not answer on {api_url(config)} in {READY_TIMEOUT_S:.0f} s")
 
@@ -89,12 +90,13 @@ async def run_stack(config: FrugalConfig, config_path: Path) -> int:
     try:
         for spec in plan_stack(config, config_path, bootstrap):
             await supervisor.start(spec)
-        if not await _first(wait_until_serving(config, supervisor), stopped):
+        if not await _unless_stopped(wait_until_serving(config, supervisor), stopped):
             return 130
         print(banner(config), flush=True)
-        if await _first(supervisor.wait_any_exit(), stopped):
-            name, code = supervisor.dead() or ("a child", -1)
-            raise StackFailed(f"{name} exited with code {code}; stopping the stack")
+        essential_exit = await _unless_stopped(supervisor.wait_essential_exit(), stopped)
+        if essential_exit is not None:
+            name, code = essential_exit
+            raise StackFailed(f"{name} {describe_exit(code)}; stopping the stack")
         return 0
     except StackFailed as failure:
         print(f"frugal up: {failure}", file=sys.stderr, flush=True)
@@ -104,15 +106,14 @@ async def run_stack(config: FrugalConfig, config_path: Path) -> int:
         await supervisor.stop()
 
 
-async def _first(work: Coroutine[Any, Any, object], stopped: asyncio.Task[Any]) -> bool:
-    """Run `work` until it ends (True) or Ctrl-C / SIGTERM comes first (False)."""
+async def _unless_stopped(work: Coroutine[Any, Any, T], stopped: asyncio.Task[Any]) -> T | None:
+    """`work`'s result, or None if Ctrl-C / SIGTERM comes first (then `work` is cancelled)."""
     task = asyncio.create_task(work)
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
-        task.result()  # re-raise its failure
-        return True
+        return task.result()
     task.cancel()
-    return False
+    return None
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

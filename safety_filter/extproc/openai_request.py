@@ -113,8 +113,21 @@ def parse_inference_request(path: str, body: bytes) -> InferenceRequest:
     return InferenceRequest(request.model, bool(request.stream), include_usage)
 
 
+# Fields that take "a string or a list": pydantic reports each branch of the union
+# separately (`stop.str: ...`), which names no real field; say what is allowed instead.
+UNION_FIELDS: dict[str, str] = {
+    "stop": "must be a string or a list of at most 4 strings",
+    "prompt": "must be a string or a list of exactly one string",
+    "content": "must be a string or a list of text parts ({'type': 'text', 'text': ...})",
+}
+
+
 def _describe(exc: ValidationError) -> ApiError:
     first = exc.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "body"
     code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
-    return invalid_request(f"{field}: {first['msg']}", code)
+    path: list[str] = []
+    for part in first["loc"]:
+        path.append(str(part))
+        if part in UNION_FIELDS and first["type"] != "missing":
+            return invalid_request(f"{'.'.join(path)}: {UNION_FIELDS[str(part)]}", code)
+    return invalid_request(f"{'.'.join(path) or 'body'}: {first['msg']}", code)

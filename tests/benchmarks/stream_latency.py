@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import tempfile
@@ -37,7 +38,7 @@ class Samples:
 
     def add(self, start: float, arrivals: list[float]) -> None:
         self.ttft_ms.append((arrivals[0] - start) * 1000)
-        self.tbt_ms += [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:], strict=False)]
+        self.tbt_ms += [(b - a) * 1000 for a, b in itertools.pairwise(arrivals)]
 
 
 async def via_gateway(client: httpx.AsyncClient, tokens: int, into: Samples) -> None:
@@ -94,7 +95,8 @@ def report(gateway: Samples, grpc_direct: Samples, rounds: int, tokens: int) -> 
 
 
 async def run(rounds: int, tokens: int) -> str:
-    models = [{"name": MODEL, "groups": [{"name": "tp2", "profile": "tp2", "replicas": replicas(1)}]}]
+    group = {"name": "tp2", "profile": "tp2", "replicas": replicas(1)}
+    models = [{"name": MODEL, "groups": [group]}]
     with tempfile.TemporaryDirectory() as directory:
         stack = FrugalStack(Path(directory), stack_config(models, {"tp2": TP2}))
         try:

@@ -105,6 +105,17 @@ def test_duplicate_model_names_are_refused(tmp_path: Path) -> None:
     assert "duplicate model name" in message
 
 
+def test_names_that_give_the_same_envoy_cluster_are_refused(tmp_path: Path) -> None:
+    data = base()
+    group = data["models"][0]["groups"][0]["name"]
+    data["models"][0]["name"] = "m.1"
+    data["models"][1]["name"] = "m_1"
+    data["models"][1]["groups"][0]["name"] = group
+    message = refusal(write(tmp_path, data))
+    assert f"models.m_1.groups.{group}.name" in message
+    assert "engine__m_1__" in message
+
+
 def test_duplicate_group_names_are_refused(tmp_path: Path) -> None:
     data = base()
     data["models"][0]["groups"][1]["name"] = "g1"
@@ -131,7 +142,9 @@ def test_weights_adding_up_to_zero_are_refused(tmp_path: Path) -> None:
         ("envoy", "admin_port", 65536),
     ],
 )
-def test_a_bad_port_names_its_field(tmp_path: Path, section: str, field: str, value: object) -> None:
+def test_a_bad_port_names_its_field(
+    tmp_path: Path, section: str, field: str, value: object
+) -> None:
     data = base()
     data[section] = {field: value}
     message = refusal(write(tmp_path, data))

@@ -293,7 +293,9 @@ def test_an_error_body_ended_by_trailers_is_rewritten_there() -> None:
     only(processor.on_request_headers(request_headers(CHAT)))
     only(processor.on_request_body(chat_body()))
     only(processor.on_response_headers(response_headers(503)))
-    assert list(processor.on_response_body(ext.HttpBody(body=b'{"code":14,"message":"down"}'))) == []
+    assert (
+        list(processor.on_response_body(ext.HttpBody(body=b'{"code":14,"message":"down"}'))) == []
+    )
     last, _ = list(processor.on_response_trailers(trailers(grpc_status="14")))
     assert json.loads(streamed(last).body) == {
         "error": {"message": "down", "type": "server_error", "code": "service_unavailable"}

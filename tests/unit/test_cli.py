@@ -1,0 +1,184 @@
+"""`frugal up` planning: the child processes, Envoy's bootstrap, and refusal of a bad config."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from control_plane.config_file import ConfigError
+from control_plane.model import FrugalConfig
+from frugal.cli.__main__ import main
+from frugal.cli.envoy_bootstrap import render_bootstrap
+from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET, plan_stack
+from frugal.cli.up import check_profiles
+
+CONFIG: dict[str, Any] = {
+    "listener": {"port": 18080, "max_request_bytes": 4096},
+    "control_plane": {"host": "127.0.0.1", "xds_port": 18001},
+    "envoy": {"admin_port": 19901, "node_id": "test-node"},
+    "safety_filter": {"port": 50999},
+    "profiles": {"fast": {"a_ms": 1.0, "max_batch": 8}, "slow": {"a_ms": 9.0}},
+    "models": [
+        {
+            "name": "alpha",
+            "groups": [
+                {"name": "g1", "profile": "fast", "replicas": ["127.0.0.1:7001"]},
+                {"name": "g2", "profile": "slow", "replicas": ["127.0.0.1:7002", "127.0.0.1:7003"]},
+            ],
+        },
+        {
+            "name": "beta",
+            "echo": True,
+            "groups": [{"name": "e", "profile": "fast", "replicas": ["127.0.0.1:7004"]}],
+        },
+    ],
+}
+
+
+@pytest.fixture
+def envoy_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A stand-in path for the Envoy binary via $FRUGAL_ENVOY_BIN (plan_stack only names it)."""
+    path = tmp_path / "envoy"
+    path.write_text("")
+    monkeypatch.setenv("FRUGAL_ENVOY_BIN", str(path))
+    return str(path)
+
+
+def config(**profiles: dict[str, Any]) -> FrugalConfig:
+    data = json.loads(json.dumps(CONFIG))
+    data["profiles"].update(profiles)
+    return FrugalConfig.model_validate(data)
+
+
+def test_plan_stack_starts_engines_then_filter_control_plane_envoy(
+    tmp_path: Path, envoy_bin: str
+) -> None:
+    specs = plan_stack(config(), tmp_path / "frugal.yaml", tmp_path / "boot.yaml")
+    assert [s.name for s in specs] == [
+        "engine:alpha/g1/0",
+        "engine:alpha/g2/0",
+        "engine:alpha/g2/1",
+        "engine:beta/e/0",
+        "safety_filter",
+        "control_plane",
+        "envoy",
+    ]
+
+
+def test_one_engine_per_replica_with_its_settings(tmp_path: Path, envoy_bin: str) -> None:
+    specs = plan_stack(config(), tmp_path / "frugal.yaml", tmp_path / "boot.yaml")
+    engines = [s for s in specs if s.name.startswith("engine:")]
+    assert [s.argv for s in engines] == [(sys.executable, "-m", "engine_workers")] * 4
+    envs = [
+        (
+            e.env["FRUGAL_ENGINE_PORT"],
+            e.env["FRUGAL_ENGINE_MODEL"],
+            e.env["FRUGAL_ENGINE_GROUP"],
+            e.env["FRUGAL_ENGINE_ECHO"],
+            json.loads(e.env["FRUGAL_ENGINE_SIM"]),
+        )
+        for e in engines
+    ]
+    assert envs == [
+        ("7001", "alpha", "g1", "false", {"a_ms": 1.0, "max_batch": 8}),
+        ("7002", "alpha", "g2", "false", {"a_ms": 9.0}),
+        ("7003", "alpha", "g2", "false", {"a_ms": 9.0}),
+        ("7004", "beta", "e", "true", {"a_ms": 1.0, "max_batch": 8}),
+    ]
+    first = engines[0].env
+    assert first["FRUGAL_ENGINE_HOST"] == "127.0.0.1"
+    assert first["FRUGAL_ENGINE_METRICS_PORT"] == str(7001 + ENGINE_METRICS_PORT_OFFSET)
+    assert first["FRUGAL_ENGINE_BACKEND"] == "sim"
+
+
+def test_the_other_children_get_their_settings(tmp_path: Path, envoy_bin: str) -> None:
+    config_path, bootstrap = tmp_path / "frugal.yaml", tmp_path / "boot.yaml"
+    *_, safety, control_plane, envoy = plan_stack(config(), config_path, bootstrap)
+    assert safety.argv == (sys.executable, "-m", "safety_filter")
+    assert safety.env == {
+        "FRUGAL_SAFETY_HOST": "127.0.0.1",
+        "FRUGAL_SAFETY_PORT": "50999",
+        "FRUGAL_SAFETY_MODELS": '["alpha", "beta"]',
+        "FRUGAL_SAFETY_MAX_BODY_BYTES": "4096",
+    }
+    assert control_plane.argv == (sys.executable, "-m", "control_plane")
+    assert control_plane.env == {"FRUGAL_CP_CONFIG": str(config_path)}
+    assert envoy.argv[:3] == (envoy_bin, "-c", str(bootstrap))
+
+
+def test_the_bootstrap_names_node_admin_and_control_plane() -> None:
+    bootstrap = yaml.safe_load(render_bootstrap(config()))
+    assert bootstrap["node"]["id"] == "test-node"
+    assert bootstrap["admin"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 19901,
+    }
+    (xds,) = bootstrap["static_resources"]["clusters"]
+    assert xds["name"] == "xds_cluster"
+    (locality,) = xds["load_assignment"]["endpoints"]
+    (endpoint,) = locality["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 18001,
+    }
+    grpc_services = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"]
+    assert grpc_services == [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]
+
+
+def test_the_bootstrap_xds_port_can_be_overridden() -> None:
+    bootstrap = yaml.safe_load(render_bootstrap(config(), xds_port=23456))
+    (xds,) = bootstrap["static_resources"]["clusters"]
+    address = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"]["port_value"] == 23456
+
+
+def test_check_profiles_accepts_the_configured_profiles() -> None:
+    check_profiles(config())
+
+
+def test_check_profiles_refuses_an_unknown_field() -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_profiles(config(odd={"a_ms": 1.0, "warp_factor": 9}))
+    assert str(caught.value).startswith("profiles.odd.warp_factor:")
+
+
+def test_check_profiles_refuses_a_negative_duration() -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_profiles(config(odd={"a_ms": -1.0}))
+    assert str(caught.value).startswith("profiles.odd.a_ms:")
+    assert "greater than or equal to 0" in str(caught.value)
+
+
+def test_up_refuses_a_bad_config_before_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = json.loads(json.dumps(CONFIG))
+    data["listener"]["port"] = 0
+    path = tmp_path / "frugal.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["up", "-c", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"frugal up: {path}: ")
+    assert "listener.port" in captured.err
+
+
+def test_up_refuses_a_bad_profile_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = json.loads(json.dumps(CONFIG))
+    data["profiles"]["slow"]["max_batch"] = 0
+    path = tmp_path / "frugal.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["up", "-c", str(path)]) == 2
+    assert "profiles.slow.max_batch" in capsys.readouterr().err
+
+
+def test_up_refuses_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["up", "-c", str(tmp_path / "absent.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
