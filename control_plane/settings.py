@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,3 +14,4 @@ class ControlPlaneSettings(BaseSettings):
     config: Path = Path("frugal.yaml")
     # Override frugal.yaml's xDS port (0 = any free port, for tests).
     xds_port: int | None = None
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="FRUGAL_REDIS_URL")

@@ -26,11 +26,13 @@ from engine_workers.tokenizer import count_tokens
 
 @dataclass
 class RequestTiming:
-    """Monotonic timestamps of one request, from its arrival in the servicer."""
+    """Monotonic timestamps and token counts of one request, from its arrival in the servicer."""
 
     arrival: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
     last_token: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def engine_ms(self) -> float | None:
         return None if self.last_token is None else (self.last_token - self.arrival) * 1000.0
@@ -86,6 +88,7 @@ class EngineCore:
     ) -> AsyncIterator[Delta]:
         """Run the sequence; however the caller leaves (done, error, cancelled), abort it."""
         self.metrics.observe_prompt(request.prompt_tokens)
+        timing.prompt_tokens = request.prompt_tokens
         deltas = self.backend.generate(request)
         try:
             async for delta in deltas:
@@ -93,6 +96,9 @@ class EngineCore:
                 if timing.first_token is None:
                     timing.first_token = now
                 timing.last_token = now
+                timing.completion_tokens += 1 if delta.text else 0
+                if delta.usage is not None:
+                    timing.completion_tokens = delta.usage.completion_tokens
                 yield delta
         finally:
             # Async generators are only closed by the garbage collector unless told to.

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 ENGINE_MS_KEY = "x-frugal-engine-ms"
 ENGINE_TTFT_MS_KEY = "x-frugal-engine-ttft-ms"
+PROMPT_TOKENS_KEY = "x-frugal-prompt-tokens"
+COMPLETION_TOKENS_KEY = "x-frugal-completion-tokens"
 
 CHAT_COMPLETION = "chat.completion"
 CHAT_COMPLETION_CHUNK = "chat.completion.chunk"
@@ -71,8 +73,15 @@ def _usage(usage: TokenUsage) -> Any:
 
 
 def _trailers(timing: RequestTiming) -> tuple[tuple[str, str], ...]:
+    """Engine time, and the tokens used even when the request failed or was cut short
+    (the gateway settles token budgets from these)."""
     pairs = ((ENGINE_MS_KEY, timing.engine_ms()), (ENGINE_TTFT_MS_KEY, timing.ttft_ms()))
-    return tuple((key, f"{ms:.3f}") for key, ms in pairs if ms is not None)
+    times = tuple((key, f"{ms:.3f}") for key, ms in pairs if ms is not None)
+    return (
+        *times,
+        (PROMPT_TOKENS_KEY, str(timing.prompt_tokens)),
+        (COMPLETION_TOKENS_KEY, str(timing.completion_tokens)),
+    )
 
 
 async def _fail(context: Any, exc: Exception, timing: RequestTiming) -> NoReturn:

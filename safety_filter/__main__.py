@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
+from prometheus_client import start_http_server
+from pydantic import ValidationError
+
+from frugal.keys.hashing import PepperError, load_peppers
 from safety_filter.server import start_server
 from safety_filter.settings import SafetyFilterSettings
 
@@ -13,11 +18,13 @@ log = logging.getLogger("safety_filter")
 
 
 async def run(settings: SafetyFilterSettings) -> None:
-    server, port = await start_server(settings)
+    running = await start_server(settings, load_peppers())
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, settings.host, registry=running.registry)
     log.info(
-        "safety filter serving ext_proc on %s:%d for models %s",
+        "safety filter (ext_authz, rate limits, ext_proc) on %s:%d for models %s",
         settings.host,
-        port,
+        running.port,
         sorted(settings.models),
     )
     stop = asyncio.Event()
@@ -25,12 +32,16 @@ async def run(settings: SafetyFilterSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await server.stop(grace=2)
+    await running.stop()
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(run(SafetyFilterSettings()))
+    try:
+        asyncio.run(run(SafetyFilterSettings()))
+    except (PepperError, ValidationError) as error:
+        log.error("%s", error)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

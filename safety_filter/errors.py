@@ -17,6 +17,8 @@ class ApiError(Exception):
     type: str
     code: str
     message: str
+    # Extra response headers, e.g. OpenAI's x-ratelimit-* on a 429.
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __str__(self) -> str:
         return self.message
@@ -41,6 +43,30 @@ def body_too_large(limit: int) -> ApiError:
         "invalid_request_error",
         "request_too_large",
         f"The request body is larger than the limit of {limit} bytes.",
+    )
+
+
+def model_not_allowed(model: str) -> ApiError:
+    return ApiError(
+        403,
+        "permission_error",
+        "model_not_allowed",
+        f"This API key may not use the model `{model}`.",
+    )
+
+
+def tokens_exhausted(limit: int, remaining: int, reset_s: float) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limit_error",
+        "tokens_per_minute_exceeded",
+        f"Rate limit reached for tokens per minute: limit {limit}, remaining {remaining}; "
+        f"try again in {reset_s:.0f}s or ask for fewer max_tokens.",
+        (
+            ("x-ratelimit-limit-tokens", str(limit)),
+            ("x-ratelimit-remaining-tokens", str(remaining)),
+            ("x-ratelimit-reset-tokens", f"{reset_s:.0f}s"),
+        ),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -14,3 +16,7 @@ class SafetyFilterSettings(BaseSettings):
     # The models the gateway serves; a request for any other gets 404 model_not_found.
     models: frozenset[str] = frozenset()
     max_body_bytes: int = Field(default=1 << 20, gt=0)
+    # {"default": policy, "models": {name: policy}} (frugal.yaml's content policies).
+    policies: dict[str, Any] = Field(default_factory=dict)
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="FRUGAL_REDIS_URL")
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint

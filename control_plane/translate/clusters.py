@@ -13,7 +13,8 @@ from typing import Any
 
 from control_plane.model import Endpoint, FrugalConfig, Model, ReplicaGroup, engine_cluster_name
 from control_plane.translate import messages as m
-from control_plane.translate.listener import ADS, INFERENCE_SERVICE, SAFETY_FILTER_CLUSTER
+from control_plane.translate.listener import ADS, INFERENCE_SERVICE
+from control_plane.translate.policy_filters import SAFETY_FILTER_CLUSTER
 
 # Streams are long-lived and many: Envoy's default circuit breakers (1024 requests,
 # 3 concurrent retries) would turn a burst or a replica failure into 503s.

@@ -15,10 +15,15 @@ from control_plane.translate.local_replies import (
     ERROR_METADATA_NAMESPACE,
     build_local_reply_config,
 )
+from control_plane.translate.policy_filters import (
+    SAFETY_FILTER_CLUSTER,
+    ext_authz_filter,
+    local_rate_limit_filter,
+    rate_limit_filter,
+)
 
 PUBLIC_LISTENER = "public"
 PUBLIC_ROUTES = "public"
-SAFETY_FILTER_CLUSTER = "safety_filter"
 INFERENCE_SERVICE = "frugal.v1.Inference"
 ADS: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
 
@@ -91,6 +96,9 @@ def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener
         "rds": {"route_config_name": PUBLIC_ROUTES, "config_source": ADS},
         "local_reply_config": build_local_reply_config(),
         "http_filters": [
+            ext_authz_filter(),
+            local_rate_limit_filter(config),
+            rate_limit_filter(),
             _ext_proc_filter(),
             _transcoder_filter(descriptor),
             {"name": "envoy.filters.http.router", "typed_config": {"@type": m.ROUTER}},

@@ -16,8 +16,11 @@ import envoy.config.endpoint.v3.endpoint_pb2
 import envoy.config.listener.v3.listener_pb2
 import envoy.config.route.v3.route_pb2
 import envoy.extensions.access_loggers.stream.v3.stream_pb2
+import envoy.extensions.filters.http.ext_authz.v3.ext_authz_pb2
 import envoy.extensions.filters.http.ext_proc.v3.ext_proc_pb2
 import envoy.extensions.filters.http.grpc_json_transcoder.v3.transcoder_pb2
+import envoy.extensions.filters.http.local_ratelimit.v3.local_rate_limit_pb2
+import envoy.extensions.filters.http.ratelimit.v3.rate_limit_pb2
 import envoy.extensions.filters.http.router.v3.router_pb2
 import envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2
 import envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2
@@ -34,6 +37,9 @@ ClusterLoadAssignment = envoy.config.endpoint.v3.endpoint_pb2.ClusterLoadAssignm
 
 TYPE = "type.googleapis.com/"
 HCM = TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+EXT_AUTHZ = TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+LOCAL_RATE_LIMIT = TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+RATE_LIMIT = TYPE + "envoy.extensions.filters.http.ratelimit.v3.RateLimit"
 EXT_PROC = TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
 EXT_PROC_PER_ROUTE = TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 TRANSCODER = TYPE + "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder"
@@ -43,6 +49,9 @@ HTTP_PROTOCOL_OPTIONS = TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolO
 PREVIOUS_HOSTS = TYPE + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 STDOUT_LOG = TYPE + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
 
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+LOCAL_RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+RATE_LIMIT_FILTER = "envoy.filters.http.ratelimit"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
 

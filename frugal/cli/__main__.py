@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from frugal.cli import up
+from frugal.cli import keys, up
 
-COMMANDS = (up,)
+COMMANDS = (up, keys)
 
 
 def main(argv: list[str] | None = None) -> int:

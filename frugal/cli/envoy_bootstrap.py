@@ -20,8 +20,6 @@ def render_bootstrap(config: FrugalConfig, xds_port: int | None = None) -> str:
     )
 
 
-def write_bootstrap(config: FrugalConfig, directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "envoy-bootstrap.yaml"
+def write_bootstrap(config: FrugalConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_bootstrap(config))
-    return path

@@ -12,6 +12,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from control_plane.model import FrugalConfig
 
@@ -65,31 +66,100 @@ def engine_worker_specs(config: FrugalConfig) -> list[ChildSpec]:
     return specs
 
 
-def plan_stack(config: FrugalConfig, config_path: Path, bootstrap_path: Path) -> list[ChildSpec]:
-    """Children in start order: engines, safety filter, control plane, then Envoy."""
+@dataclass(frozen=True)
+class StackFiles:
+    """Where a running stack keeps its generated files (under var/ for `frugal up`)."""
+
+    directory: Path
+
+    @property
+    def bootstrap(self) -> Path:
+        return self.directory / "envoy-bootstrap.yaml"
+
+    @property
+    def pepper(self) -> Path:
+        return self.directory / "secrets" / "key-peppers.json"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.directory / "secrets" / "admin-token"
+
+    @property
+    def demo_key(self) -> Path:
+        return self.directory / "secrets" / "demo-key"
+
+
+def redis_spec(config: FrugalConfig, files: StackFiles) -> ChildSpec | None:
+    """A redis-server for a managed, loopback Redis URL (data kept across restarts)."""
+    if not config.redis.managed:
+        return None
+    url = urlsplit(config.redis.url)
+    if url.hostname not in ("127.0.0.1", "localhost"):
+        raise ValueError(f"redis.url: a managed Redis must be on loopback, not {url.hostname}")
+    data_dir = Path(config.redis.data_dir)
+    if not data_dir.is_absolute():
+        data_dir = files.directory.parent / data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = (
+        shutil.which("redis-server") or "redis-server",
+        "--port", str(url.port or 6379),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir),
+        "--save", "60 1",
+        "--appendonly", "no",
+    )  # fmt: skip
+    return ChildSpec("redis", argv, essential=True)
+
+
+def _policies(config: FrugalConfig) -> str:
+    per_model = {m.name: m.content_policy for m in config.models if m.content_policy is not None}
+    return json.dumps({"default": config.safety_filter.content_policy, "models": per_model})
+
+
+def plan_stack(config: FrugalConfig, config_path: Path, files: StackFiles) -> list[ChildSpec]:
+    """Children in start order: Redis, engines, safety filter, control plane, then Envoy."""
+    shared = {
+        "FRUGAL_REDIS_URL": config.redis.url,
+        "FRUGAL_KEY_PEPPER_FILE": str(files.pepper),
+    }
     safety = ChildSpec(
         "safety_filter",
         _python_module("safety_filter"),
         {
+            **shared,
             "FRUGAL_SAFETY_HOST": config.safety_filter.host,
             "FRUGAL_SAFETY_PORT": str(config.safety_filter.port),
             "FRUGAL_SAFETY_MODELS": json.dumps(sorted(m.name for m in config.models)),
             "FRUGAL_SAFETY_MAX_BODY_BYTES": str(config.listener.max_request_bytes),
+            "FRUGAL_SAFETY_POLICIES": _policies(config),
         },
         essential=True,
     )
     control_plane = ChildSpec(
-        "control_plane", _python_module("control_plane"), {"FRUGAL_CP_CONFIG": str(config_path)}
+        "control_plane",
+        _python_module("control_plane"),
+        {
+            **shared,
+            "FRUGAL_CP_CONFIG": str(config_path),
+            "FRUGAL_ADMIN_TOKEN_FILE": str(files.admin_token),
+        },
     )
     envoy = ChildSpec(
         "envoy",
         (
             find_envoy(),
-            "-c", str(bootstrap_path),
+            "-c", str(files.bootstrap),
             "--use-dynamic-base-id",
             "--log-level", "warn",
             "--drain-time-s", "2",
         ),
         essential=True,
     )  # fmt: skip
-    return [*engine_worker_specs(config), safety, control_plane, envoy]
+    redis = redis_spec(config, files)
+    return [
+        *([redis] if redis else []),
+        *engine_worker_specs(config),
+        safety,
+        control_plane,
+        envoy,
+    ]

@@ -19,9 +19,12 @@ from pydantic import ValidationError
 from control_plane.config_file import ConfigError, load_config
 from control_plane.model import FrugalConfig
 from engine_workers.backends.sim_model import SimProfile
+from frugal.cli.demo_key import ensure_demo_key
 from frugal.cli.envoy_bootstrap import write_bootstrap
-from frugal.cli.stack import REPO_ROOT, plan_stack
+from frugal.cli.stack import REPO_ROOT, StackFiles, plan_stack
 from frugal.cli.supervisor import Supervisor, describe_exit
+from frugal.keys.admin_token import ensure_admin_token_file
+from frugal.keys.hashing import ensure_pepper_file
 
 READY_TIMEOUT_S = 90.0
 T = TypeVar("T")
@@ -46,22 +49,48 @@ def api_url(config: FrugalConfig) -> str:
     return f"http://{config.listener.host}:{config.listener.port}"
 
 
-async def wait_until_serving(config: FrugalConfig, supervisor: Supervisor) -> bool:
-    """Until Envoy answers /v1/models with the configured models, or a child dies."""
+def admin_url(config: FrugalConfig) -> str:
+    return f"http://{config.admin.host}:{config.admin.port}"
+
+
+async def _until_ok(url: str, headers: dict[str, str], supervisor: Supervisor) -> None:
+    """Until GET `url` answers 200, or a child dies, or the start-up time runs out."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    async with httpx.AsyncClient(timeout=2.0) as client:
+    async with httpx.AsyncClient(timeout=2.0, headers=headers) as client:
         while time.monotonic() < deadline:
             if (dead := supervisor.dead()) is not None:
                 raise StackFailed(f"{dead[0]} {describe_exit(dead[1])} during start-up")
             with contextlib.suppress(httpx.HTTPError):
-                response = await client.get(api_url(config) + "/v1/models")
-                if response.status_code == 200:
-                    return True
+                if (await client.get(url)).status_code == 200:
+                    return
             await asyncio.sleep(0.25)
-    raise StackFailed(f"the API did not answer on {api_url(config)} in {READY_TIMEOUT_S:.0f} s")
+    raise StackFailed(f"{url} did not answer in {READY_TIMEOUT_S:.0f} s")
 
 
-def banner(config: FrugalConfig) -> str:
+def prepare_files(config: FrugalConfig, files: StackFiles) -> None:
+    """Secrets (created once, 0600) and Envoy's bootstrap, under `files.directory`."""
+    ensure_pepper_file(files.pepper)
+    ensure_admin_token_file(files.admin_token)
+    write_bootstrap(config, files.bootstrap)
+
+
+async def start_stack(
+    config: FrugalConfig, config_path: Path, files: StackFiles, supervisor: Supervisor
+) -> str:
+    """Start every child and wait until the API serves; returns the demo API key."""
+    prepare_files(config, files)
+    for spec in plan_stack(config, config_path, files):
+        await supervisor.start(spec)
+    token = files.admin_token.read_text().strip()
+    admin_headers = {"authorization": f"Bearer {token}"}
+    await _until_ok(admin_url(config) + "/admin/v1/keys", admin_headers, supervisor)
+    key = await ensure_demo_key(admin_url(config), files)
+    api_headers = {"authorization": f"Bearer {key}"}
+    await _until_ok(api_url(config) + "/v1/models", api_headers, supervisor)
+    return key
+
+
+def banner(config: FrugalConfig, key: str) -> str:
     url = api_url(config)
     echo = next((m.name for m in config.models if m.echo), config.models[0].name)
     body = json.dumps({"model": echo, "messages": [{"role": "user", "content": "Hello, Frugal!"}]})
@@ -70,9 +99,13 @@ def banner(config: FrugalConfig) -> str:
             "",
             f"Frugal is serving the OpenAI API on {url}/v1",
             f"  models: {', '.join(m.name for m in config.models)}",
+            f"  demo API key: {key}",
+            f"  admin REST: {admin_url(config)}/docs (token in var/secrets/admin-token)",
             "  try:",
-            f"    curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\",
-            f"      -d '{body}'",
+            f"    export OPENAI_API_KEY={key}",
+            f"    curl -s {url}/v1/chat/completions \\",
+            '      -H "authorization: Bearer $OPENAI_API_KEY" \\',
+            f"      -H 'content-type: application/json' -d '{body}'",
             "  Ctrl-C stops everything.",
             "",
         ]
@@ -80,7 +113,7 @@ def banner(config: FrugalConfig) -> str:
 
 
 async def run_stack(config: FrugalConfig, config_path: Path) -> int:
-    bootstrap = write_bootstrap(config, REPO_ROOT / "var")
+    files = StackFiles(REPO_ROOT / "var")
     supervisor = Supervisor()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -88,11 +121,10 @@ async def run_stack(config: FrugalConfig, config_path: Path) -> int:
         loop.add_signal_handler(sig, stop.set)
     stopped = asyncio.create_task(stop.wait())
     try:
-        for spec in plan_stack(config, config_path, bootstrap):
-            await supervisor.start(spec)
-        if not await _unless_stopped(wait_until_serving(config, supervisor), stopped):
+        key = await _unless_stopped(start_stack(config, config_path, files, supervisor), stopped)
+        if key is None:
             return 130
-        print(banner(config), flush=True)
+        print(banner(config, key), flush=True)
         essential_exit = await _unless_stopped(supervisor.wait_essential_exit(), stopped)
         if essential_exit is not None:
             name, code = essential_exit

@@ -85,6 +85,10 @@ class InferenceRequest:
     model: str
     stream: bool
     include_usage: bool
+    # The most it may generate (max_completion_tokens, else max_tokens); None: not said.
+    max_output_tokens: int | None
+    # The parsed body, for checks that rewrite it (prompt redaction).
+    body: dict[str, Any]
 
 
 SCHEMAS: dict[str, type[_Sampling]] = {
@@ -110,7 +114,8 @@ def parse_inference_request(path: str, body: bytes) -> InferenceRequest:
     if request.stream_options is not None and not request.stream:
         raise invalid_request("stream_options: only allowed when 'stream' is true", "invalid_value")
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    return InferenceRequest(request.model, bool(request.stream), include_usage)
+    max_output = getattr(request, "max_completion_tokens", None) or request.max_tokens
+    return InferenceRequest(request.model, bool(request.stream), include_usage, max_output, data)
 
 
 # Fields that take "a string or a list": pydantic reports each branch of the union

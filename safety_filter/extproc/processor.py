@@ -1,165 +1,265 @@
 """The request processor: one object per ext_proc stream, one method per phase.
 
-Converts between Envoy's ext_proc messages and the pure rules in
-openai_request.py / sse.py. Phases (ARCHITECTURE, "One request"):
-- request headers: remember the path; an inference call without a body is refused;
-- request body (BUFFERED): parse and validate once, refuse unknown models, set
-  `x-frugal-model` for routing, rewrite `:path` to the `:stream` binding;
+Converts between Envoy's ext_proc messages and the pure rules beside it. Phases
+(ARCHITECTURE, "One request"; ext_authz and the rate limits ran before):
+- request headers: the path, and the key's id, models and token limit that
+  ext_authz put in headers;
+- request body (BUFFERED): parse and validate once; unknown model 404, a model the
+  key may not use 403; prompt checks (block / redact / log); reserve the token
+  budget; set `x-frugal-model`; move streams to their `:stream` binding;
 - response headers: mark SSE, drop the gRPC headers the transcoder leaks;
-- response body (FULL_DUPLEX_STREAMED): pass chunks on; an error body becomes
-  OpenAI-shaped;
-- response trailers: end a stream with `data: [DONE]`, or with an error event
-  when the engine failed, so no failure looks like a clean end.
-Auth, quotas and content checks (issue 3) add their steps to these methods.
+- response body (FULL_DUPLEX_STREAMED): output checks (streams through a hold-back
+  window, whole bodies at once); an error body becomes OpenAI-shaped;
+- response trailers: settle the real usage; end a stream with `data: [DONE]`, or
+  with an error event when the engine failed, so no failure looks like a clean end.
+`close` settles what is still open when the stream ends early (client gone).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from dataclasses import dataclass
 
-from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
-from google.protobuf.struct_pb2 import Struct
 
-from safety_filter.errors import ApiError, body_too_large, invalid_request, model_not_found
-from safety_filter.extproc.openai_request import SCHEMAS, parse_inference_request
+from frugal.accounting.token_budget import TokenBudget
+from safety_filter.checks import StreamRedactor
+from safety_filter.errors import (
+    body_too_large,
+    invalid_request,
+    model_not_allowed,
+    model_not_found,
+)
+from safety_filter.extproc.messages import body_chunk, header_value, set_header
+from safety_filter.extproc.openai_request import SCHEMAS, InferenceRequest, parse_inference_request
+from safety_filter.extproc.output_filter import SseOutputFilter, check_whole_body
+from safety_filter.extproc.policies import PolicyBook
+from safety_filter.extproc.prompt_check import check_prompt, prompt_characters
 from safety_filter.extproc.sse import (
     DONE_EVENT,
     error_event,
     error_from_grpc_status,
     error_json,
     openai_error_body,
+    output_blocked,
 )
+from safety_filter.extproc.usage import UsageMeter, estimate_tokens
 
 MODEL_HEADER = "x-frugal-model"
-ERROR_METADATA_NAMESPACE = "frugal.error"
 STREAM_SUFFIX = ":stream"
 LEAKED_GRPC_HEADERS = ("grpc-status", "grpc-message", "grpc-accept-encoding")
+PROMPT_TOKENS_TRAILER = "x-frugal-prompt-tokens"
+COMPLETION_TOKENS_TRAILER = "x-frugal-completion-tokens"
 
-Responses = Iterable[ext.ProcessingResponse]
-
-
-def header_value(headers: ext.HttpHeaders | ext.HttpTrailers, name: str) -> str:
-    source = headers.headers if isinstance(headers, ext.HttpHeaders) else headers.trailers
-    for header in source.headers:
-        if header.key == name:
-            return str(header.raw_value.decode() if header.raw_value else header.value)
-    return ""
+Responses = list[ext.ProcessingResponse]
 
 
-def _set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
-    return base_pb2.HeaderValueOption(
-        header=base_pb2.HeaderValue(key=name, raw_value=value.encode()),
-        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
-    )
+@dataclass(frozen=True)
+class ProcessorContext:
+    """What every request processor of one server shares."""
+
+    models: frozenset[str]
+    max_body_bytes: int
+    policies: PolicyBook
+    budget: TokenBudget
+    # Reserved for a request that sets no max_tokens (the engine's own cap applies).
+    default_max_tokens: int = 4096
 
 
-def _body_chunk(body: bytes, end_of_stream: bool) -> ext.ProcessingResponse:
-    streamed = ext.StreamedBodyResponse(body=body, end_of_stream=end_of_stream)
-    mutation = ext.BodyMutation(streamed_response=streamed)
-    common = ext.CommonResponse(body_mutation=mutation)
-    return ext.ProcessingResponse(response_body=ext.BodyResponse(response=common))
+@dataclass(frozen=True)
+class KeyGrant:
+    """What ext_authz found out about the caller's key (x-frugal-key-* headers)."""
+
+    key_id: str
+    models: frozenset[str] | None  # None: every model
+    tpm: int | None
+
+    @classmethod
+    def from_headers(cls, headers: ext.HttpHeaders) -> KeyGrant | None:
+        key_id = header_value(headers, "x-frugal-key-id")
+        if not key_id:
+            return None
+        models = header_value(headers, "x-frugal-key-models")
+        tpm = header_value(headers, "x-frugal-key-tpm")
+        return cls(
+            key_id,
+            None if models in ("", "*") else frozenset(models.split(",")),
+            int(tpm) if tpm.isdigit() else None,
+        )
 
 
 class RequestProcessor:
     """Holds what one HTTP request's phases need to know of each other."""
 
-    def __init__(self, models: frozenset[str], max_body_bytes: int) -> None:
-        self._models = models
-        self._max_body_bytes = max_body_bytes
+    def __init__(self, context: ProcessorContext) -> None:
+        self._context = context
         self._schema_path: str | None = None
         self._stream = False
+        self._grant: KeyGrant | None = None
+        self._request_id = ""
+        self._request: InferenceRequest | None = None
+        self._meter: UsageMeter | None = None
+        self._output: SseOutputFilter | None = None
         self._response_status = 0
-        self._error_body = bytearray()
+        self._held = bytearray()  # an error body, or a whole unary body, until it ends
         self._finished = False
 
-    def on_request_headers(self, headers: ext.HttpHeaders) -> Responses:
+    async def on_request_headers(self, headers: ext.HttpHeaders) -> Responses:
         path = header_value(headers, ":path").split("?", 1)[0]
         self._stream = path.endswith(STREAM_SUFFIX)
         base = path.removesuffix(STREAM_SUFFIX)
         self._schema_path = base if base in SCHEMAS else None
+        self._grant = KeyGrant.from_headers(headers)
+        self._request_id = header_value(headers, "x-request-id")
         if self._schema_path and headers.end_of_stream:
             raise invalid_request("The request has no body; send a JSON object.", "invalid_json")
-        yield ext.ProcessingResponse(request_headers=ext.HeadersResponse())
+        return [ext.ProcessingResponse(request_headers=ext.HeadersResponse())]
 
-    def on_request_body(self, body: ext.HttpBody) -> Responses:
+    async def on_request_body(self, body: ext.HttpBody) -> Responses:
         if self._schema_path is None:
-            yield ext.ProcessingResponse(request_body=ext.BodyResponse())
-            return
-        if len(body.body) > self._max_body_bytes:
-            raise body_too_large(self._max_body_bytes)
+            return [ext.ProcessingResponse(request_body=ext.BodyResponse())]
+        if len(body.body) > self._context.max_body_bytes:
+            raise body_too_large(self._context.max_body_bytes)
         request = parse_inference_request(self._schema_path, body.body)
-        if request.model not in self._models:
+        if request.model not in self._context.models:
             raise model_not_found(request.model)
+        grant = self._grant
+        if grant is not None and grant.models is not None and request.model not in grant.models:
+            raise model_not_allowed(request.model)
+        self._request = request
+        verdict = check_prompt(request.body, self._context.policies.for_model(request.model))
+        await self._reserve(request)
         self._stream = self._stream or request.stream
-        set_headers = [_set_header(MODEL_HEADER, request.model)]
+        set_headers = [set_header(MODEL_HEADER, request.model)]
         if self._stream:
-            set_headers.append(_set_header(":path", self._schema_path + STREAM_SUFFIX))
+            set_headers.append(set_header(":path", self._schema_path + STREAM_SUFFIX))
+        mutation = None
+        if verdict.redacted:
+            new_body = json.dumps(request.body, ensure_ascii=False).encode()
+            set_headers.append(set_header("content-length", str(len(new_body))))
+            mutation = ext.BodyMutation(body=new_body)
         common = ext.CommonResponse(
-            header_mutation=ext.HeaderMutation(set_headers=set_headers), clear_route_cache=True
+            header_mutation=ext.HeaderMutation(set_headers=set_headers),
+            body_mutation=mutation,
+            clear_route_cache=True,
         )
-        yield ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))
+        return [ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))]
 
-    def on_response_headers(self, headers: ext.HttpHeaders) -> Responses:
+    async def _reserve(self, request: InferenceRequest) -> None:
+        if self._grant is None:
+            return
+        meter = UsageMeter(
+            self._context.budget,
+            self._grant.key_id,
+            self._request_id or f"anonymous-{id(self)}",
+            request.model,
+            estimate_tokens(prompt_characters(request.body)),
+        )
+        max_output = request.max_output_tokens or self._context.default_max_tokens
+        await meter.reserve(self._grant.tpm, max_output)
+        self._meter = meter
+
+    async def on_response_headers(self, headers: ext.HttpHeaders) -> Responses:
         status = header_value(headers, ":status")
         self._response_status = int(status) if status.isdigit() else 0
         set_headers = []
         if self._stream and self._response_status == 200:
             set_headers = [
-                _set_header("content-type", "text/event-stream"),
-                _set_header("cache-control", "no-cache"),
+                set_header("content-type", "text/event-stream"),
+                set_header("cache-control", "no-cache"),
             ]
+            if self._request is not None:
+                policy = self._context.policies.for_model(self._request.model)
+                self._output = SseOutputFilter(StreamRedactor(policy))
         mutation = ext.HeaderMutation(
             set_headers=set_headers, remove_headers=list(LEAKED_GRPC_HEADERS)
         )
         common = ext.CommonResponse(header_mutation=mutation)
-        yield ext.ProcessingResponse(response_headers=ext.HeadersResponse(response=common))
+        return [ext.ProcessingResponse(response_headers=ext.HeadersResponse(response=common))]
 
-    def on_response_body(self, body: ext.HttpBody) -> Responses:
-        if self._response_status != 200:
-            # An engine error before the first byte: the transcoder's {"code", "message"}
-            # body is replaced by OpenAI's shape once it is complete.
-            self._error_body += body.body
-            if body.end_of_stream:
-                yield self._finish(self._rewritten_error())
-            return
-        if body.end_of_stream and self._stream:
-            yield _body_chunk(body.body, end_of_stream=False)
-            yield self._finish(DONE_EVENT)
-            return
+    async def on_response_body(self, body: ext.HttpBody) -> Responses:
+        if self._finished:
+            return []
+        if self._output is not None:
+            return await self._stream_chunk(body.body, body.end_of_stream)
+        if self._holds_body():
+            self._held += body.body
+            if not body.end_of_stream:
+                return []
+            return [await self._finish_held(None)]
         self._finished = body.end_of_stream
-        yield _body_chunk(body.body, body.end_of_stream)
+        return [body_chunk(body.body, body.end_of_stream)]
 
-    def on_response_trailers(self, trailers: ext.HttpTrailers) -> Responses:
-        if not self._finished:
-            yield self._finish(self._stream_ending(trailers))
-        yield ext.ProcessingResponse(response_trailers=ext.TrailersResponse())
+    async def _stream_chunk(self, raw: bytes, end_of_stream: bool) -> Responses:
+        assert self._output is not None
+        out = self._output.feed(raw)
+        if out.blocked is not None:
+            await self._settle(None)
+            return [self._finish(out.body + error_event(output_blocked(out.blocked)))]
+        if not end_of_stream:
+            return [body_chunk(out.body, end_of_stream=False)]
+        await self._settle(None)
+        return [self._finish(out.body + self._output.finish().body + DONE_EVENT)]
+
+    def _holds_body(self) -> bool:
+        """Whole bodies are held until complete: an engine error (rewritten to OpenAI's
+        shape) and a unary answer (its text checked as a whole)."""
+        return self._output is None and (self._response_status != 200 or self._request is not None)
+
+    async def _finish_held(self, trailer_usage: tuple[int, int] | None) -> ext.ProcessingResponse:
+        body = bytes(self._held)
+        if self._response_status != 200:
+            await self._settle((0, 0))  # the engine answered nothing
+            return self._finish(openai_error_body(self._response_status, body))
+        assert self._request is not None
+        policy = self._context.policies.for_model(self._request.model)
+        checked, usage = check_whole_body(body, policy)
+        await self._settle(usage or trailer_usage)
+        return self._finish(checked)
+
+    async def on_response_trailers(self, trailers: ext.HttpTrailers) -> Responses:
+        responses = []
+        usage = _usage_from_trailers(trailers)
+        if not self._finished and self._holds_body():
+            responses.append(await self._finish_held(usage))
+        elif not self._finished:
+            await self._settle(usage)
+            responses.append(self._finish(self._stream_ending(trailers)))
+        responses.append(ext.ProcessingResponse(response_trailers=ext.TrailersResponse()))
+        return responses
 
     def _stream_ending(self, trailers: ext.HttpTrailers) -> bytes:
-        if self._response_status != 200:
-            return self._rewritten_error()
+        tail = self._output.finish() if self._output is not None else None
+        if tail is not None and tail.blocked is not None:
+            return error_event(output_blocked(tail.blocked))
+        held = tail.body if tail is not None else b""
         status = header_value(trailers, "grpc-status") or "0"
         if status == "0":
-            return DONE_EVENT if self._stream else b""
+            return held + (DONE_EVENT if self._stream else b"")
         error = error_from_grpc_status(status, header_value(trailers, "grpc-message"))
-        return error_event(error) if self._stream else error_json(error)
+        return held + (error_event(error) if self._stream else error_json(error))
 
-    def _rewritten_error(self) -> bytes:
-        return openai_error_body(self._response_status, bytes(self._error_body))
+    async def _settle(self, usage: tuple[int, int] | None) -> None:
+        if self._meter is None:
+            return
+        if usage is None:
+            seen = self._output.text_events if self._output is not None else 0
+            await self._meter.settle(None, seen)
+        else:
+            await self._meter.settle(*usage)
+
+    async def close(self) -> None:
+        """The stream is over, however it ended: charge what was not charged yet."""
+        await self._settle(None)
 
     def _finish(self, last_chunk: bytes) -> ext.ProcessingResponse:
         self._finished = True
-        return _body_chunk(last_chunk, end_of_stream=True)
+        return body_chunk(last_chunk, end_of_stream=True)
 
 
-def immediate_response(error: ApiError) -> ext.ProcessingResponse:
-    """A refusal. Envoy's local_reply_config turns the plain message into OpenAI's shape
-    with the type and code sent as dynamic metadata (control_plane/translate/local_replies.py)."""
-    metadata = Struct()
-    metadata.update({ERROR_METADATA_NAMESPACE: {"type": error.type, "code": error.code}})
-    return ext.ProcessingResponse(
-        immediate_response=ext.ImmediateResponse(
-            status={"code": error.status}, body=error.message.encode()
-        ),
-        dynamic_metadata=metadata,
-    )
+def _usage_from_trailers(trailers: ext.HttpTrailers) -> tuple[int, int] | None:
+    prompt = header_value(trailers, PROMPT_TOKENS_TRAILER)
+    completion = header_value(trailers, COMPLETION_TOKENS_TRAILER)
+    if prompt.isdigit() and completion.isdigit():
+        return int(prompt), int(completion)
+    return None

@@ -7,18 +7,19 @@ and turns a refusal (ApiError) into an immediate response, in this one place.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 
 from safety_filter.errors import ApiError
-from safety_filter.extproc.processor import RequestProcessor, Responses, immediate_response
+from safety_filter.extproc.messages import immediate_response
+from safety_filter.extproc.processor import ProcessorContext, RequestProcessor, Responses
 
 log = logging.getLogger(__name__)
 
-PHASES: dict[str, Callable[[RequestProcessor, Any], Responses]] = {
+PHASES: dict[str, Callable[[RequestProcessor, Any], Awaitable[Responses]]] = {
     "request_headers": RequestProcessor.on_request_headers,
     "request_body": RequestProcessor.on_request_body,
     "response_headers": RequestProcessor.on_response_headers,
@@ -28,23 +29,26 @@ PHASES: dict[str, Callable[[RequestProcessor, Any], Responses]] = {
 
 
 class ExternalProcessorService(ext_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, models: frozenset[str], max_body_bytes: int) -> None:
-        self._models = models
-        self._max_body_bytes = max_body_bytes
+    def __init__(self, context: ProcessorContext) -> None:
+        self._context = context
 
     async def Process(
         self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: Any
     ) -> AsyncIterator[ext.ProcessingResponse]:
-        processor = RequestProcessor(self._models, self._max_body_bytes)
-        async for request in request_iterator:
-            phase = request.WhichOneof("request")
-            handler = PHASES.get(phase or "")
-            if handler is None:
-                log.warning("ext_proc phase %s is not configured; ignoring it", phase)
-                continue
-            try:
-                for response in handler(processor, getattr(request, phase)):
+        processor = RequestProcessor(self._context)
+        try:
+            async for request in request_iterator:
+                phase = request.WhichOneof("request")
+                handler = PHASES.get(phase or "")
+                if handler is None:
+                    log.warning("ext_proc phase %s is not configured; ignoring it", phase)
+                    continue
+                try:
+                    responses = await handler(processor, getattr(request, phase))
+                except ApiError as error:
+                    yield immediate_response(error)
+                    return
+                for response in responses:
                     yield response
-            except ApiError as error:
-                yield immediate_response(error)
-                return
+        finally:
+            await processor.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from urllib.parse import unquote
 
+from safety_filter.checks import Match
 from safety_filter.errors import ApiError, upstream_error
 
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -29,6 +30,15 @@ def error_json(error: ApiError) -> bytes:
 
 def error_event(error: ApiError) -> bytes:
     return b"data: " + error_json(error) + b"\n\n"
+
+
+def output_blocked(match: Match) -> ApiError:
+    return ApiError(
+        400,
+        "invalid_request_error",
+        "content_policy_violation",
+        f"The response was stopped by the content policy: it contained {match.category}.",
+    )
 
 
 def error_from_grpc_status(status: str, message: str) -> ApiError:

@@ -104,7 +104,9 @@ async def run(rounds: int, tokens: int) -> str:
             worker = stack.config.models[0].groups[0].replicas[0]
             gateway, grpc_direct = Samples(), Samples()
             async with (
-                httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client,
+                httpx.AsyncClient(
+                    base_url=stack.base_url, headers=stack.auth, timeout=30
+                ) as client,
                 grpc.aio.insecure_channel(str(worker)) as channel,
             ):
                 stub = pb_grpc.InferenceStub(channel)

@@ -33,7 +33,7 @@ async def test_client_disconnect_stops_generation(stack: FrugalStack) -> None:
     assert model is not None
     metrics_port = model.groups[0].replicas[0].port + ENGINE_METRICS_PORT_OFFSET
     body = {"model": "sim-slow", "messages": [{"role": "user", "content": "go"}], "stream": True}
-    async with httpx.AsyncClient(base_url=stack.base_url) as client:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth) as client:
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
             assert response.status_code == 200
             lines = response.aiter_lines()

@@ -27,9 +27,8 @@ def _assert_openai_error(
 
 def _post(stack: FrugalStack, path: str, body: bytes | str) -> httpx.Response:
     content = body.encode() if isinstance(body, str) else body
-    return httpx.post(
-        stack.base_url + path, content=content, headers={"content-type": "application/json"}
-    )
+    headers = {"content-type": "application/json", **stack.auth}
+    return httpx.post(stack.base_url + path, content=content, headers=headers)
 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
@@ -64,7 +63,7 @@ def test_unknown_model_is_404_model_not_found(stack: FrugalStack) -> None:
 
 def test_unknown_path_is_404(stack: FrugalStack) -> None:
     _assert_openai_error(_post(stack, "/v1/embeddings", "{}"), 404)
-    _assert_openai_error(httpx.get(stack.base_url + "/nothing/here"), 404)
+    _assert_openai_error(httpx.get(stack.base_url + "/nothing/here", headers=stack.auth), 404)
 
 
 def test_n_2_is_400(stack: FrugalStack) -> None:

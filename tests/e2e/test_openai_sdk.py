@@ -12,11 +12,11 @@ ECHO_TEXT = "Hello, Frugal!  Streams   keep   spacing,\n newlines and ünïcode 
 
 
 def _client(stack: FrugalStack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=stack.api_key, max_retries=0)
 
 
 def _async_client(stack: FrugalStack) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=stack.base_url + "/v1", api_key="unused", max_retries=0)
+    return openai.AsyncOpenAI(base_url=stack.base_url + "/v1", api_key=stack.api_key, max_retries=0)
 
 
 def _echo_messages(text: str = ECHO_TEXT) -> list[ChatCompletionMessageParam]:

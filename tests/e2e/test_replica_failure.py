@@ -60,7 +60,9 @@ async def _unary(client: httpx.AsyncClient) -> int:
 
 
 async def test_sigkill_one_replica(pair_stack: FrugalStack) -> None:
-    async with httpx.AsyncClient(base_url=pair_stack.base_url, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=pair_stack.base_url, headers=pair_stack.auth, timeout=30
+    ) as client:
         streams = [asyncio.create_task(_stream_outcome(client)) for _ in range(6)]
         await asyncio.sleep(1.0)  # every stream is under way on one of the two replicas
         victim = next(name for name in pair_stack.supervisor.children if name.endswith("/0"))

@@ -16,10 +16,9 @@ import yaml
 
 from control_plane.config_file import load_config
 from control_plane.model import FrugalConfig
-from frugal.cli.envoy_bootstrap import write_bootstrap
-from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET, plan_stack
+from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET, StackFiles
 from frugal.cli.supervisor import Supervisor
-from frugal.cli.up import wait_until_serving
+from frugal.cli.up import admin_url, start_stack
 
 # Fast, low-jitter profiles: tests drive the path, not the latency model.
 FAST = {"a_ms": 2.0, "b_ms": 0.05, "c_ms": 0.001, "max_batch": 64, "jitter": 0.0}
@@ -48,12 +47,17 @@ def replicas(count: int) -> list[str]:
     return [f"127.0.0.1:{free_port(with_metrics=True)}" for _ in range(count)]
 
 
-def stack_config(models: list[dict[str, Any]], profiles: dict[str, Any]) -> dict[str, Any]:
+def stack_config(
+    models: list[dict[str, Any]], profiles: dict[str, Any], **sections: Any
+) -> dict[str, Any]:
     return {
         "listener": {"port": free_port(), "max_request_bytes": 64 * 1024},
         "control_plane": {"xds_port": free_port()},
         "envoy": {"admin_port": free_port(), "node_id": "frugal-test"},
         "safety_filter": {"port": free_port()},
+        "admin": {"port": free_port()},
+        "redis": {"url": f"redis://127.0.0.1:{free_port()}/0", "data_dir": "redis"},
+        **sections,
         "profiles": profiles,
         "models": models,
     }
@@ -65,6 +69,8 @@ class FrugalStack:
         self.config_path = directory / "frugal.yaml"
         self.config_path.write_text(yaml.safe_dump(data))
         self.config: FrugalConfig = load_config(self.config_path)
+        self.files = StackFiles(directory / "var")
+        self.api_key = ""
         self.logs: deque[str] = deque(maxlen=4000)
         self.supervisor = Supervisor(sink=lambda name, line: self.logs.append(f"[{name}] {line}"))
 
@@ -76,11 +82,21 @@ class FrugalStack:
     def envoy_admin(self) -> str:
         return f"http://127.0.0.1:{self.config.envoy.admin_port}"
 
+    @property
+    def admin_url(self) -> str:
+        return admin_url(self.config)
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.files.admin_token.read_text().strip()}"}
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """Headers that authenticate with the stack's demo key."""
+        return {"authorization": f"Bearer {self.api_key}"}
+
     async def start(self) -> None:
-        bootstrap = write_bootstrap(self.config, self.directory)
-        for spec in plan_stack(self.config, self.config_path, bootstrap):
-            await self.supervisor.start(spec)
-        await wait_until_serving(self.config, self.supervisor)
+        self.api_key = await start_stack(self.config, self.config_path, self.files, self.supervisor)
 
     async def stop(self) -> None:
         await self.supervisor.stop()

@@ -14,7 +14,7 @@ from control_plane.config_file import ConfigError
 from control_plane.model import FrugalConfig
 from frugal.cli.__main__ import main
 from frugal.cli.envoy_bootstrap import render_bootstrap
-from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET, plan_stack
+from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET, StackFiles, plan_stack
 from frugal.cli.up import check_profiles
 
 CONFIG: dict[str, Any] = {
@@ -22,6 +22,7 @@ CONFIG: dict[str, Any] = {
     "control_plane": {"host": "127.0.0.1", "xds_port": 18001},
     "envoy": {"admin_port": 19901, "node_id": "test-node"},
     "safety_filter": {"port": 50999},
+    "redis": {"url": "redis://127.0.0.1:16399/0", "data_dir": "redis"},
     "profiles": {"fast": {"a_ms": 1.0, "max_batch": 8}, "slow": {"a_ms": 9.0}},
     "models": [
         {
@@ -58,8 +59,9 @@ def config(**profiles: dict[str, Any]) -> FrugalConfig:
 def test_plan_stack_starts_engines_then_filter_control_plane_envoy(
     tmp_path: Path, envoy_bin: str
 ) -> None:
-    specs = plan_stack(config(), tmp_path / "frugal.yaml", tmp_path / "boot.yaml")
+    specs = plan_stack(config(), tmp_path / "frugal.yaml", StackFiles(tmp_path / "var"))
     assert [s.name for s in specs] == [
+        "redis",
         "engine:alpha/g1/0",
         "engine:alpha/g2/0",
         "engine:alpha/g2/1",
@@ -71,7 +73,7 @@ def test_plan_stack_starts_engines_then_filter_control_plane_envoy(
 
 
 def test_one_engine_per_replica_with_its_settings(tmp_path: Path, envoy_bin: str) -> None:
-    specs = plan_stack(config(), tmp_path / "frugal.yaml", tmp_path / "boot.yaml")
+    specs = plan_stack(config(), tmp_path / "frugal.yaml", StackFiles(tmp_path / "var"))
     engines = [s for s in specs if s.name.startswith("engine:")]
     assert [s.argv for s in engines] == [(sys.executable, "-m", "engine_workers")] * 4
     envs = [
@@ -97,18 +99,30 @@ def test_one_engine_per_replica_with_its_settings(tmp_path: Path, envoy_bin: str
 
 
 def test_the_other_children_get_their_settings(tmp_path: Path, envoy_bin: str) -> None:
-    config_path, bootstrap = tmp_path / "frugal.yaml", tmp_path / "boot.yaml"
-    *_, safety, control_plane, envoy = plan_stack(config(), config_path, bootstrap)
+    config_path, files = tmp_path / "frugal.yaml", StackFiles(tmp_path / "var")
+    redis, *_, safety, control_plane, envoy = plan_stack(config(), config_path, files)
+    assert redis.argv[1:5] == ("--port", "16399", "--bind", "127.0.0.1")
+    assert redis.argv[6] == str(tmp_path / "redis")
+    shared = {
+        "FRUGAL_REDIS_URL": "redis://127.0.0.1:16399/0",
+        "FRUGAL_KEY_PEPPER_FILE": str(files.pepper),
+    }
     assert safety.argv == (sys.executable, "-m", "safety_filter")
     assert safety.env == {
+        **shared,
         "FRUGAL_SAFETY_HOST": "127.0.0.1",
         "FRUGAL_SAFETY_PORT": "50999",
         "FRUGAL_SAFETY_MODELS": '["alpha", "beta"]',
         "FRUGAL_SAFETY_MAX_BODY_BYTES": "4096",
+        "FRUGAL_SAFETY_POLICIES": '{"default": {}, "models": {}}',
     }
     assert control_plane.argv == (sys.executable, "-m", "control_plane")
-    assert control_plane.env == {"FRUGAL_CP_CONFIG": str(config_path)}
-    assert envoy.argv[:3] == (envoy_bin, "-c", str(bootstrap))
+    assert control_plane.env == {
+        **shared,
+        "FRUGAL_CP_CONFIG": str(config_path),
+        "FRUGAL_ADMIN_TOKEN_FILE": str(files.admin_token),
+    }
+    assert envoy.argv[:3] == (envoy_bin, "-c", str(files.bootstrap))
 
 
 def test_the_bootstrap_names_node_admin_and_control_plane() -> None:

@@ -39,18 +39,31 @@ def refused(path: str, body: bytes) -> ApiError:
 
 def test_a_valid_chat_request() -> None:
     assert parse_inference_request(CHAT, chat()) == InferenceRequest(
-        model="sim-echo", stream=False, include_usage=False
+        model="sim-echo",
+        stream=False,
+        include_usage=False,
+        max_output_tokens=None,
+        body=json.loads(chat()),
     )
 
 
 def test_a_valid_streaming_chat_request_with_usage() -> None:
     body = chat(stream=True, stream_options={"include_usage": True}, max_tokens=9, seed=1)
-    assert parse_inference_request(CHAT, body) == InferenceRequest("sim-echo", True, True)
+    assert parse_inference_request(CHAT, body) == InferenceRequest(
+        "sim-echo", True, True, 9, json.loads(body)
+    )
+
+
+def test_max_completion_tokens_wins_over_max_tokens() -> None:
+    request = parse_inference_request(CHAT, chat(max_tokens=9, max_completion_tokens=4))
+    assert request.max_output_tokens == 4
 
 
 def test_a_valid_completion_request() -> None:
     body = completion(stream=True, max_tokens=5)
-    assert parse_inference_request(COMPLETIONS, body) == InferenceRequest("sim-echo", True, False)
+    assert parse_inference_request(COMPLETIONS, body) == InferenceRequest(
+        "sim-echo", True, False, 5, json.loads(body)
+    )
 
 
 def test_content_as_a_list_of_text_parts() -> None:
@@ -193,7 +206,9 @@ def test_unknown_fields_are_ignored() -> None:
         response_format={"type": "json_object"},
         logit_bias={"1": 2},
     )
-    assert parse_inference_request(CHAT, body) == InferenceRequest("sim-echo", False, False)
+    assert parse_inference_request(CHAT, body) == InferenceRequest(
+        "sim-echo", False, False, None, json.loads(body)
+    )
 
 
 def test_a_prompt_list_of_one_string_is_fine() -> None:

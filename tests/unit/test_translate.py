@@ -8,8 +8,11 @@ from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.grpc_json_transcoder.v3 import transcoder_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
@@ -110,10 +113,33 @@ def test_one_public_listener_on_the_configured_address() -> None:
 def test_http_filters_in_order() -> None:
     hcm = hcm_of(resources())
     assert [f.name for f in hcm.http_filters] == [
+        "envoy.filters.http.ext_authz",
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.ratelimit",
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]
+
+
+def test_policy_filters_fail_closed_with_503() -> None:
+    hcm = hcm_of(resources())
+    authz = http_filter(hcm, "envoy.filters.http.ext_authz", ext_authz_pb2.ExtAuthz())
+    assert authz.failure_mode_allow is False
+    assert authz.status_on_error.code == 503
+    limit = http_filter(hcm, "envoy.filters.http.ratelimit", rate_limit_pb2.RateLimit())
+    assert limit.failure_mode_deny is True
+    assert limit.status_on_error.code == 503
+    actions = limit.rate_limits[0].actions
+    assert [a.request_headers.header_name for a in actions] == [
+        "x-frugal-key-id",
+        "x-frugal-key-rpm",
+    ]
+    local = http_filter(
+        hcm, "envoy.filters.http.local_ratelimit", local_rate_limit_pb2.LocalRateLimit()
+    )
+    assert local.filter_enforced.default_value.numerator == 100
+    assert local.token_bucket.max_tokens == 2000
 
 
 def test_ext_proc_fails_closed_and_streams_responses() -> None:

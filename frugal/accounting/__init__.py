@@ -1,0 +1,20 @@
+"""Per-key accounting shared by Frugal's services: request rate, token budget, usage ledger.
+
+Redis-backed; each module's docstring gives its key layout. Nothing here knows about Envoy.
+"""
+
+from frugal.accounting.ledger import UsageRow, read_all_usage, read_usage
+from frugal.accounting.request_rate import RateDecision, RequestRateLimiter
+from frugal.accounting.token_budget import Refusal, Reservation, TokenBudget, WindowUsage
+
+__all__ = [
+    "RateDecision",
+    "Refusal",
+    "RequestRateLimiter",
+    "Reservation",
+    "TokenBudget",
+    "UsageRow",
+    "WindowUsage",
+    "read_all_usage",
+    "read_usage",
+]

@@ -1,0 +1,332 @@
+"""API keys in Redis: create, list, revoke, rotate, and authenticate on the hot path.
+
+I/O layer over the pure `format`, `hashing` and `record` modules; shared by the
+safety filter (authenticate) and the control plane's admin API (the rest).
+Redis layout (nothing else is written):
+
+    frugal:key:rec:<id>   hash, one field per KeyRecord field, each value JSON
+    frugal:key:ids        set of every key id
+
+Records are never deleted (revocation is a flag), so an id is never reused.
+Each process caches records for at most `cache_ttl_s` (0.5 s), so a revocation
+made anywhere is honoured everywhere within that plus one Redis round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError, WatchError
+
+from frugal.keys.format import fingerprint, is_key_id, new_key, parse_key
+from frugal.keys.hashing import Peppers, hash_secret, verify
+from frugal.keys.record import KeyRecord, KeySpec, KeyStatus, utc_now
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "frugal:key:"
+MAX_CACHED = 100_000
+# HSET only if the record exists: a late touch or revoke never resurrects a partial hash.
+_UPDATE_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
+class KeyNotFoundError(LookupError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no API key with id {key_id!r}")
+        self.key_id = key_id
+
+
+class KeyStateError(ValueError):
+    """The key cannot do this in its current state (e.g. rotate a revoked key)."""
+
+
+class KeyStoreUnavailable(RuntimeError):
+    """Redis did not answer; callers fail closed."""
+
+
+class AuthOutcome(StrEnum):
+    OK = "ok"
+    MISSING = "missing"  # no credentials at all (decided by the caller)
+    MALFORMED = "malformed"
+    UNKNOWN = "unknown"  # no such id, or the secret does not match
+    EXPIRED = "expired"  # past expires_at, or past a rotation's overlap
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class AuthDecision:
+    outcome: AuthOutcome
+    record: KeyRecord | None = None
+
+
+_STATUS_OUTCOMES = {
+    KeyStatus.ACTIVE: AuthOutcome.OK,
+    KeyStatus.ROTATING: AuthOutcome.OK,
+    KeyStatus.EXPIRED: AuthOutcome.EXPIRED,
+    KeyStatus.REVOKED: AuthOutcome.REVOKED,
+}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def encode_record(record: KeyRecord) -> dict[Any, str]:
+    return {name: json.dumps(value) for name, value in record.model_dump(mode="json").items()}
+
+
+def decode_record(raw: Mapping[Any, Any]) -> KeyRecord | None:
+    """A record from HGETALL's answer; None when there is none or it is damaged."""
+    if not raw:
+        return None
+    fields = {_text(name): json.loads(_text(value)) for name, value in raw.items()}
+    try:
+        return KeyRecord.model_validate(fields)
+    except ValidationError as error:
+        log.error("damaged key record %s: %s", fingerprint(str(fields.get("id"))), error)
+        return None
+
+
+@contextlib.contextmanager
+def _redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except RedisError as error:
+        raise KeyStoreUnavailable(f"key store unavailable: {error}") from error
+
+
+class KeyStore:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        peppers: Peppers,
+        cache_ttl_s: float = 0.5,
+        touch_interval_s: float = 10.0,
+    ) -> None:
+        if cache_ttl_s > 0.5:
+            raise ValueError("cache_ttl_s above 0.5 s would let revoked keys live on for > 1 s")
+        self._redis = redis
+        self._peppers = peppers
+        self._cache_ttl_s = cache_ttl_s
+        self._touch_interval_s = touch_interval_s
+        # id -> (monotonic deadline, record or None for "no such key")
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self._touched: dict[str, float] = {}
+        self._update_if_exists = redis.register_script(_UPDATE_IF_EXISTS)
+
+    @staticmethod
+    def record_key(key_id: str) -> str:
+        return f"{KEY_PREFIX}rec:{key_id}"
+
+    ids_key = f"{KEY_PREFIX}ids"
+
+    # -- admin operations (always read Redis) ---------------------------------------------
+
+    async def create(
+        self,
+        name: str,
+        tenant: str,
+        models: list[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[KeyRecord, str]:
+        """A new key; the plaintext is returned here once and stored nowhere."""
+        spec = KeySpec(
+            name=name, tenant=tenant, models=models, rpm=rpm, tpm=tpm, expires_at=expires_at
+        )
+        return await self.create_from_spec(spec)
+
+    async def create_from_spec(
+        self, spec: KeySpec, replaces: str | None = None
+    ) -> tuple[KeyRecord, str]:
+        record, plaintext = self._mint(spec, replaces)
+        with _redis_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self.record_key(record.id), mapping=encode_record(record))
+                pipe.sadd(self.ids_key, record.id)
+                await pipe.execute()
+        log.info("created API key %s for tenant %s", fingerprint(record.id), record.tenant)
+        return record, plaintext
+
+    def _mint(self, spec: KeySpec, replaces: str | None) -> tuple[KeyRecord, str]:
+        issued = new_key()
+        version = self._peppers.current
+        record = KeyRecord(
+            id=issued.key_id,
+            **spec.model_dump(),
+            created_at=utc_now(),
+            replaces=replaces,
+            secret_hash=hash_secret(issued.secret, self._peppers, version),
+            pepper_version=version,
+        )
+        return record, issued.plaintext
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        if not is_key_id(key_id):
+            return None
+        with _redis_errors():
+            return decode_record(await self._redis.hgetall(self.record_key(key_id)))
+
+    async def list(self) -> list[KeyRecord]:
+        """Every key, oldest first."""
+        with _redis_errors():
+            ids = sorted(_text(i) for i in await self._redis.smembers(self.ids_key))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key_id in ids:
+                    pipe.hgetall(self.record_key(key_id))
+                answers = await pipe.execute()
+        records = [r for raw in answers if (r := decode_record(raw)) is not None]
+        return sorted(records, key=lambda r: (r.created_at, r.id))
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        """Refuse the key from now on (idempotent); other processes follow within 1 s."""
+        now = json.dumps(utc_now().isoformat())
+        with _redis_errors():
+            found = await self._update_if_exists(
+                keys=[self.record_key(key_id)], args=["revoked", "true", "revoked_at", now]
+            )
+        self._cache.pop(key_id, None)
+        if not found:
+            raise KeyNotFoundError(key_id)
+        log.info("revoked API key %s", fingerprint(key_id))
+        return await self._require(key_id)
+
+    async def rotate(self, key_id: str, overlap_s: float) -> tuple[KeyRecord, str]:
+        """A successor with the same grants; the old key works until now + overlap_s."""
+        if overlap_s < 0:
+            raise ValueError("overlap_s must be >= 0")
+        old_key = self.record_key(key_id)
+        with _redis_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        await pipe.watch(old_key)
+                        old = decode_record(await pipe.hgetall(old_key))
+                        if old is None:
+                            raise KeyNotFoundError(key_id)
+                        self._check_rotatable(old)
+                        new, plaintext = self._mint(old.spec(), replaces=old.id)
+                        valid_until = utc_now() + timedelta(seconds=overlap_s)
+                        pipe.multi()  # type: ignore[no-untyped-call]
+                        pipe.hset(self.record_key(new.id), mapping=encode_record(new))
+                        pipe.sadd(self.ids_key, new.id)
+                        pipe.hset(old_key, mapping={
+                            "replaced_by": json.dumps(new.id),
+                            "valid_until": json.dumps(valid_until.isoformat()),
+                        })  # fmt: skip
+                        await pipe.execute()
+                        break
+                    except WatchError:
+                        continue  # the old record changed under us: look again
+        self._cache.pop(key_id, None)
+        log.info(
+            "rotated API key %s -> %s (overlap %.0f s)",
+            fingerprint(key_id),
+            fingerprint(new.id),
+            overlap_s,
+        )
+        return new, plaintext
+
+    @staticmethod
+    def _check_rotatable(old: KeyRecord) -> None:
+        status = old.status(utc_now())
+        if status in (KeyStatus.REVOKED, KeyStatus.EXPIRED):
+            raise KeyStateError(f"key {old.id} is {status.value} and cannot be rotated")
+        if old.replaced_by is not None:
+            raise KeyStateError(f"key {old.id} was already rotated to {old.replaced_by}")
+
+    async def _require(self, key_id: str) -> KeyRecord:
+        record = await self.get(key_id)
+        if record is None:
+            raise KeyNotFoundError(key_id)
+        return record
+
+    # -- hot path (cached) ----------------------------------------------------------------
+
+    async def authenticate(self, plaintext: str) -> KeyRecord | None:
+        """The key's record if it may be used now; None otherwise (no reason given)."""
+        decision = await self.check(plaintext)
+        return decision.record if decision.outcome is AuthOutcome.OK else None
+
+    async def check(self, plaintext: str) -> AuthDecision:
+        """Authenticate and say why not: parse, look up by id, compare hashes, then validity."""
+        parsed = parse_key(plaintext)
+        if parsed is None:
+            return AuthDecision(AuthOutcome.MALFORMED)
+        record = await self.get_cached(parsed.key_id)
+        if record is None or not verify(
+            parsed.secret, record.secret_hash, record.pepper_version, self._peppers
+        ):
+            return AuthDecision(AuthOutcome.UNKNOWN)
+        outcome = _STATUS_OUTCOMES[record.status(utc_now())]
+        if outcome is AuthOutcome.OK:
+            await self._touch(record.id)
+        return AuthDecision(outcome, record)
+
+    async def get_cached(self, key_id: str) -> KeyRecord | None:
+        """The record as Redis held it at most `cache_ttl_s` ago (None: no such key)."""
+        if not is_key_id(key_id):
+            return None
+        cached = self._cache.get(key_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        # Concurrent misses for one id share one Redis round trip.
+        loading = self._loading.get(key_id)
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(key_id))
+            self._loading[key_id] = loading
+            loading.add_done_callback(lambda done: self._loaded(key_id, done))
+        return await asyncio.shield(loading)
+
+    async def _load(self, key_id: str) -> KeyRecord | None:
+        with _redis_errors():
+            record = decode_record(await self._redis.hgetall(self.record_key(key_id)))
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()  # bounded memory under a flood of random ids
+        self._cache[key_id] = (time.monotonic() + self._cache_ttl_s, record)
+        return record
+
+    def _loaded(self, key_id: str, done: asyncio.Future[KeyRecord | None]) -> None:
+        self._loading.pop(key_id, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here, so no "never retrieved" warning if all waiters left
+
+    async def _touch(self, key_id: str) -> None:
+        """Record use at most once per `touch_interval_s` per key and process."""
+        now = time.monotonic()
+        if now - self._touched.get(key_id, -self._touch_interval_s) < self._touch_interval_s:
+            return
+        if len(self._touched) >= MAX_CACHED:
+            self._touched.clear()
+        self._touched[key_id] = now
+        stamp = json.dumps(utc_now().isoformat())
+        try:
+            await self._update_if_exists(
+                keys=[self.record_key(key_id)], args=["last_used_at", stamp]
+            )
+        except RedisError as error:  # the request is authenticated; the stamp can wait
+            log.warning("could not record use of key %s: %s", fingerprint(key_id), error)
+
+    def forget_cached(self, key_id: str | None = None) -> None:
+        """Drop cached records (one id, or all)."""
+        if key_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key_id, None)

@@ -1,0 +1,49 @@
+"""Sensitive-content detection for prompts and streamed LLM output.
+
+Pure layer of the safety filter (the ScaleLLM paper's Safety Module): no I/O
+except `load_blocklist`, which reads the term file a caller names.
+- match.py: `Match` (category + span, never the text) and the `Detector` protocol;
+- detectors/: one module per category, registered by name in `DETECTORS`;
+- policy.py: `ContentPolicy`, `merge`, `DEFAULT_POLICY`, `scan`, `redact`;
+- stream.py: `StreamRedactor`, which redacts a stream chunk by chunk with the
+  same result as redacting the whole text;
+- evaluate.py: recall / precision on a labelled corpus.
+"""
+
+from safety_filter.checks.detectors import DETECTORS
+from safety_filter.checks.match import Detector, Match
+from safety_filter.checks.policy import (
+    DEFAULT_POLICY,
+    ContentPolicy,
+    OutputAction,
+    PolicyAction,
+    detectors_for,
+    load_blocklist,
+    merge,
+    redact,
+    resolve_overlaps,
+    scan,
+)
+from safety_filter.checks.registry import DetectorOptions, DetectorRegistry, UnknownDetectorError
+from safety_filter.checks.stream import StreamRedactor, StreamResult
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "DETECTORS",
+    "ContentPolicy",
+    "Detector",
+    "DetectorOptions",
+    "DetectorRegistry",
+    "Match",
+    "OutputAction",
+    "PolicyAction",
+    "StreamRedactor",
+    "StreamResult",
+    "UnknownDetectorError",
+    "detectors_for",
+    "load_blocklist",
+    "merge",
+    "redact",
+    "resolve_overlaps",
+    "scan",
+]

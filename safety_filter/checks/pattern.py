@@ -1,0 +1,134 @@
+"""Detectors made of regular expressions whose candidates are checked in code.
+
+Pure layer (safety filter). Most categories are one or more `PatternSpec`s: a
+regex compiled once at import, the alphabet of characters a match can consume,
+its longest match, and optionally the literal prefixes every match starts with
+and a validator (Luhn, mod-97, `ipaddress`...) that keeps precision high.
+
+Two rules keep streamed and whole-text results identical (see stream.py):
+- a candidate that fails validation is skipped one character at a time (the
+  next search starts at `candidate.start + 1`), so where the search resumes
+  depends only on accepted matches, never on where a chunk happened to end;
+- every quantifier is bounded and no sub-pattern (lookarounds included)
+  consumes a character outside `alphabet`, so an attempt at position `s` reads
+  at most `max_length + peek` characters and never past a character outside
+  the alphabet. `unsettled_from` follows from that: attempts before the last
+  such character, or more than `max_length + peek` from the end, are final.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from safety_filter.checks.match import Match
+
+# (text, start, end) of a regex candidate -> the end of the accepted match
+# (possibly shorter, never <= start) or None to reject it.
+Validator = Callable[[str, int, int], int | None]
+
+
+class Spec(Protocol):
+    """What a `PatternDetector` needs from each of its patterns."""
+
+    @property
+    def max_length(self) -> int: ...
+
+    def find(self, category: str, text: str, start: int) -> Iterable[Match]: ...
+
+    def unsettled_from(self, text: str, start: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class PatternSpec:
+    """One regex of a detector, with what a stream needs to know about it."""
+
+    regex: re.Pattern[str]
+    alphabet: frozenset[str]
+    max_length: int
+    prefixes: tuple[str, ...] = ()
+    ignore_case: bool = False
+    peek: int = 2  # characters a lookahead may read past the end of a match
+    validate: Validator | None = None
+    _prefix_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _folded_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _longest_prefix: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        flags = re.IGNORECASE if self.ignore_case else 0
+        prefix_regex = re.compile("|".join(map(re.escape, self.prefixes)), flags)
+        folded = tuple(p.lower() for p in self.prefixes) if self.ignore_case else self.prefixes
+        # Derived once; the dataclass is frozen.
+        object.__setattr__(self, "_prefix_regex", prefix_regex)
+        object.__setattr__(self, "_folded_prefixes", folded)
+        object.__setattr__(self, "_longest_prefix", max(map(len, self.prefixes), default=0))
+
+    @property
+    def max_read(self) -> int:
+        return self.max_length + self.peek
+
+    def find(self, category: str, text: str, start: int) -> Iterable[Match]:
+        pos = start
+        while (candidate := self.regex.search(text, pos)) is not None:
+            end: int | None = candidate.end()
+            if self.validate is not None:
+                end = self.validate(text, candidate.start(), candidate.end())
+            if end is None or end <= candidate.start():
+                pos = candidate.start() + 1
+                continue
+            yield Match(category, candidate.start(), end)
+            pos = end
+
+    def unsettled_from(self, text: str, start: int) -> int:
+        n = len(text)
+        lowest = max(start, n - self.max_read + 1)
+        run_start = n
+        while run_start > lowest and text[run_start - 1] in self.alphabet:
+            run_start -= 1
+        if not self.prefixes:
+            return run_start
+        return self._first_prefix(text, run_start)
+
+    def _first_prefix(self, text: str, lowest: int) -> int:
+        """The first position >= lowest where a prefix occurs or the text ends in part of one."""
+        n = len(text)
+        whole = self._prefix_regex.search(text, lowest)
+        first = whole.start() if whole is not None else n
+        for position in range(max(lowest, n - self._longest_prefix + 1), first):
+            head = text[position:].lower() if self.ignore_case else text[position:]
+            if any(prefix.startswith(head) for prefix in self._folded_prefixes):
+                return position
+        return first
+
+
+def charset(*parts: str) -> frozenset[str]:
+    """An alphabet from literal characters; "A-Z"-style ranges are expanded."""
+    chars: set[str] = set()
+    for part in parts:
+        i = 0
+        while i < len(part):
+            if i + 2 < len(part) and part[i + 1] == "-":
+                chars.update(chr(c) for c in range(ord(part[i]), ord(part[i + 2]) + 1))
+                i += 3
+            else:
+                chars.add(part[i])
+                i += 1
+    return frozenset(chars)
+
+
+class PatternDetector:
+    """A detector for one category built from one or more `PatternSpec`s."""
+
+    def __init__(self, name: str, specs: Iterable[Spec]) -> None:
+        self.name = name
+        self.specs = tuple(specs)
+        self.max_match_length: int | None = max(spec.max_length for spec in self.specs)
+
+    def find(self, text: str, start: int = 0) -> list[Match]:
+        found = [m for spec in self.specs for m in spec.find(self.name, text, start)]
+        return sorted(found, key=lambda m: (m.start, -m.end))
+
+    def unsettled_from(self, text: str, start: int = 0) -> int:
+        return min(spec.unsettled_from(text, start) for spec in self.specs)

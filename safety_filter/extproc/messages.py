@@ -1,0 +1,50 @@
+"""Building and reading Envoy ext_proc messages: the conversions the processor needs.
+
+Thin layer over the generated protobufs, so the processor reads as decisions.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+from google.protobuf.struct_pb2 import Struct
+
+from safety_filter.errors import ApiError
+
+ERROR_METADATA_NAMESPACE = "frugal.error"
+
+
+def header_value(headers: ext.HttpHeaders | ext.HttpTrailers, name: str) -> str:
+    source = headers.headers if isinstance(headers, ext.HttpHeaders) else headers.trailers
+    for header in source.headers:
+        if header.key == name:
+            return str(header.raw_value.decode() if header.raw_value else header.value)
+    return ""
+
+
+def set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=name, raw_value=value.encode()),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+def body_chunk(body: bytes, end_of_stream: bool) -> ext.ProcessingResponse:
+    streamed = ext.StreamedBodyResponse(body=body, end_of_stream=end_of_stream)
+    mutation = ext.BodyMutation(streamed_response=streamed)
+    common = ext.CommonResponse(body_mutation=mutation)
+    return ext.ProcessingResponse(response_body=ext.BodyResponse(response=common))
+
+
+def immediate_response(error: ApiError) -> ext.ProcessingResponse:
+    """A refusal. Envoy's local_reply_config turns the plain message into OpenAI's shape
+    with the type and code sent as dynamic metadata (control_plane/translate/local_replies.py)."""
+    metadata = Struct()
+    metadata.update({ERROR_METADATA_NAMESPACE: {"type": error.type, "code": error.code}})
+    headers = ext.HeaderMutation(set_headers=[set_header(k, v) for k, v in error.headers])
+    return ext.ProcessingResponse(
+        immediate_response=ext.ImmediateResponse(
+            status={"code": error.status}, headers=headers, body=error.message.encode()
+        ),
+        dynamic_metadata=metadata,
+    )

@@ -1,0 +1,34 @@
+"""Which content policy applies to a request: the model's own, or the default.
+
+Pure layer. Policies come from frugal.yaml (`safety_filter.content_policy` and each
+model's `content_policy`), handed to the safety filter as JSON by `frugal up`; an
+empty default means safety_filter.checks' DEFAULT_POLICY (PII and secrets redacted
+in prompts and output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from safety_filter.checks import DEFAULT_POLICY, ContentPolicy
+
+
+class PolicyBook:
+    def __init__(self, default: ContentPolicy, per_model: Mapping[str, ContentPolicy]) -> None:
+        self._default = default
+        self._per_model = dict(per_model)
+
+    def for_model(self, model: str) -> ContentPolicy:
+        return self._per_model.get(model, self._default)
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any]) -> PolicyBook:
+        """`{"default": {...}, "models": {name: {...}}}`; raises pydantic's ValidationError."""
+        default_data = data.get("default") or {}
+        default = ContentPolicy.model_validate(default_data) if default_data else DEFAULT_POLICY
+        per_model = {
+            name: ContentPolicy.model_validate(policy)
+            for name, policy in (data.get("models") or {}).items()
+        }
+        return cls(default, per_model)

@@ -1,0 +1,71 @@
+"""Checking a request's prompt text against its content policy, before an engine sees it.
+
+Pure layer. Finds every piece of user-supplied text in a chat or completion body
+(message contents as strings or text parts, the prompt), scans it, and decides:
+`block` refuses the request (400 content_policy_violation naming the category,
+never the match), `redact` rewrites the text in place (`[REDACTED:EMAIL]`), `log`
+only reports what it found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from safety_filter.checks import ContentPolicy, Match, redact, scan
+from safety_filter.errors import ApiError
+
+TextSlot = tuple[Any, Any]  # (container, key or index) holding one string
+
+
+def _text_slots(body: dict[str, Any]) -> Iterator[TextSlot]:
+    for message in body.get("messages") or ():
+        content = message.get("content")
+        if isinstance(content, str):
+            yield message, "content"
+        elif isinstance(content, list):
+            yield from ((part, "text") for part in content if isinstance(part, dict))
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        yield body, "prompt"
+    elif isinstance(prompt, list):
+        yield from ((prompt, index) for index in range(len(prompt)))
+
+
+def prompt_characters(body: dict[str, Any]) -> int:
+    return sum(len(c[k]) for c, k in _text_slots(body) if isinstance(c[k], str))
+
+
+@dataclass
+class PromptVerdict:
+    matches: list[Match] = field(default_factory=list)
+    redacted: bool = False  # the body was rewritten in place
+
+
+def policy_violation(match: Match) -> ApiError:
+    return ApiError(
+        400,
+        "invalid_request_error",
+        "content_policy_violation",
+        f"The request was refused by the content policy: it contains {match.category}.",
+    )
+
+
+def check_prompt(body: dict[str, Any], policy: ContentPolicy) -> PromptVerdict:
+    """Raise ApiError for `block`; with `redact`, rewrite `body`'s texts in place."""
+    verdict = PromptVerdict()
+    for container, key in _text_slots(body):
+        text = container[key]
+        if not isinstance(text, str) or not text:
+            continue
+        matches = scan(text, policy)
+        if not matches:
+            continue
+        verdict.matches += matches
+        if policy.prompt_action == "block":
+            raise policy_violation(matches[0])
+        if policy.prompt_action == "redact":
+            container[key] = redact(text, matches)
+            verdict.redacted = True
+    return verdict
