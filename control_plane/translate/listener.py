@@ -98,8 +98,8 @@ def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener
         "http_filters": [
             ext_authz_filter(),
             local_rate_limit_filter(config),
-            rate_limit_filter(),
             _ext_proc_filter(),
+            rate_limit_filter(),
             _transcoder_filter(descriptor),
             {"name": "envoy.filters.http.router", "typed_config": {"@type": m.ROUTER}},
         ],

@@ -1,12 +1,14 @@
 """The policy filters in front of the safety filter's request processor.
 
-Pure layer. Order on the way in (ARCHITECTURE "One request", with the rate
-limits moved before ext_proc so a refused request costs no body parsing and
-reserves no tokens):
+Pure layer. Order on the way in (ARCHITECTURE "One request"):
 1. ext_authz: API key -> `x-frugal-key-id` / tenant / limits headers, or 401;
 2. local_ratelimit: a per-Envoy token bucket over all traffic (backstop);
-3. ratelimit: the per-key request rate, decided by the safety filter's
-   RateLimitService over Redis from the headers ext_authz set.
+3. (ext_proc, listener.py: body checks, token reservation, `x-frugal-model`);
+4. ratelimit: the per-key request rate, decided by the safety filter's
+   RateLimitService over Redis from the headers ext_authz set. It must come after
+   ext_proc: Envoy's rate limit filter only acts on a route with a cluster, and the
+   model route is known only once ext_proc has set the model header. A request it
+   refuses has its token reservation settled at 0 by ext_proc's response phase.
 Every policy service fails closed with 503 (ENVOY_NOTES: ext_authz defaults to
 403 and the rate limit filter to fail open).
 """
@@ -68,6 +70,10 @@ def rate_limit_filter() -> dict[str, Any]:
             "timeout": "1s",
             "failure_mode_deny": True,
             "status_on_error": UNAVAILABLE,
+            # Envoy passes the RLS's response headers (OpenAI's x-ratelimit-*-requests) to
+            # the client only on a 429; the draft standard headers, made from the RLS's
+            # descriptor statuses, tell every client its budget on every answer.
+            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
             "rate_limit_service": {
                 "grpc_service": _safety_filter_grpc("1s"),
                 "transport_api_version": "V3",

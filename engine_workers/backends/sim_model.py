@@ -39,6 +39,9 @@ class SimProfile(BaseModel):
     output_tokens_max: int = Field(default=256, ge=1)
     # Test hook: every request fails with INTERNAL after this many generated tokens.
     fault_after_tokens: int | None = Field(default=None, ge=0)
+    # Real tokenizers cut words into sub-word pieces; > 0 cuts every token into pieces of
+    # 1..subword_max_chars characters (seeded), so output checks meet text split anywhere.
+    subword_max_chars: int = Field(default=0, ge=0, le=64)
 
     @model_validator(mode="after")
     def _check_output_range(self) -> SimProfile:
@@ -204,5 +207,22 @@ class SequenceState:
 def sequence_source(*, echo_text: str | None, seed: int, profile: SimProfile) -> list[str]:
     """The tokens a sequence will decode: the echoed text, or seeded pseudo-text."""
     if echo_text is not None:
-        return tokenize(echo_text)
-    return generated_tokens(seed, natural_length(seed, profile))
+        tokens = tokenize(echo_text)
+    else:
+        tokens = generated_tokens(seed, natural_length(seed, profile))
+    if profile.subword_max_chars:
+        return subword_pieces(tokens, profile.subword_max_chars, seed)
+    return tokens
+
+
+def subword_pieces(tokens: list[str], max_chars: int, seed: int) -> list[str]:
+    """Each token cut into pieces of 1..max_chars characters; joining them gives the text back."""
+    rng = random.Random(seed)
+    pieces = []
+    for token in tokens:
+        start = 0
+        while start < len(token):
+            end = start + rng.randint(1, max_chars)
+            pieces.append(token[start:end])
+            start = end
+    return pieces

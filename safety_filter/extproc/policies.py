@@ -2,8 +2,8 @@
 
 Pure layer. Policies come from frugal.yaml (`safety_filter.content_policy` and each
 model's `content_policy`), handed to the safety filter as JSON by `frugal up`; an
-empty default means safety_filter.checks' DEFAULT_POLICY (PII and secrets redacted
-in prompts and output).
+policy states only what differs from safety_filter.checks' DEFAULT_POLICY (every
+PII and secret detector, redacting in prompts and output).
 """
 
 from __future__ import annotations
@@ -24,11 +24,16 @@ class PolicyBook:
 
     @classmethod
     def from_config(cls, data: Mapping[str, Any]) -> PolicyBook:
-        """`{"default": {...}, "models": {name: {...}}}`; raises pydantic's ValidationError."""
-        default_data = data.get("default") or {}
-        default = ContentPolicy.model_validate(default_data) if default_data else DEFAULT_POLICY
+        """`{"default": {...}, "models": {name: {...}}}`; raises pydantic's ValidationError.
+
+        Each policy states only what differs from DEFAULT_POLICY (e.g. just its actions).
+        """
+        default = _over_default(data.get("default") or {})
         per_model = {
-            name: ContentPolicy.model_validate(policy)
-            for name, policy in (data.get("models") or {}).items()
+            name: _over_default(policy) for name, policy in (data.get("models") or {}).items()
         }
         return cls(default, per_model)
+
+
+def _over_default(fields: Mapping[str, Any]) -> ContentPolicy:
+    return ContentPolicy.model_validate({**DEFAULT_POLICY.model_dump(), **fields})

@@ -11,6 +11,21 @@ import pytest
 from frugal.cli.stack import find_envoy
 from tests.helpers.stack import FAST, FrugalStack, replicas, stack_config
 
+CONTENT_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "content"
+BLOCKLIST = [
+    line.strip()
+    for line in (CONTENT_FIXTURES / "blocklist.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+RAW_OUTPUT_REDACTED = {
+    "detectors": [
+        "EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "SECRET", "BLOCKLIST",
+    ],
+    "prompt_action": "log",
+    "output_action": "redact",
+    "blocklist": BLOCKLIST,
+}  # fmt: skip
+
 
 def _require_envoy() -> None:
     try:
@@ -32,12 +47,23 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fruga
             {"name": "slow", "profile": "slow", "replicas": replicas(1)}]},
         {"name": "sim-faulty", "groups": [
             {"name": "faulty", "profile": "faulty", "replicas": replicas(1)}]},
+        # Prompts pass unchanged (log), so only the output check stands between a
+        # sensitive echo and the client; sub-word pieces split it across many events.
+        {"name": "sim-echo-raw", "echo": True, "content_policy": RAW_OUTPUT_REDACTED,
+         "groups": [{"name": "raw", "profile": "subword", "replicas": replicas(1)}]},
+        {"name": "sim-echo-guarded", "echo": True,
+         "content_policy": {"prompt_action": "log", "output_action": "block"},
+         "groups": [{"name": "guarded", "profile": "subword", "replicas": replicas(1)}]},
+        {"name": "sim-echo-strict", "echo": True,
+         "content_policy": {"prompt_action": "block", "output_action": "block"},
+         "groups": [{"name": "strict", "profile": "fast", "replicas": replicas(1)}]},
     ]  # fmt: skip
     profiles = {
         "fast": FAST,
         # ~20 ms a token: long enough for a client to leave mid-stream.
         "slow": {**FAST, "a_ms": 20.0, "output_tokens_min": 400, "output_tokens_max": 400},
         "faulty": {**FAST, "fault_after_tokens": 3},
+        "subword": {**FAST, "subword_max_chars": 4},
     }
     running = FrugalStack(Path(tmp_path_factory.mktemp("stack")), stack_config(models, profiles))
     try:

@@ -16,6 +16,7 @@ from engine_workers.backends.sim_model import (
     sequence_source,
     step_ms,
     step_seconds,
+    subword_pieces,
 )
 from engine_workers.tokenizer import count_tokens, tokenize
 
@@ -212,3 +213,12 @@ def test_fault_after_tokens() -> None:
 def test_profile_rejects_inverted_output_range() -> None:
     with pytest.raises(ValueError, match="output_tokens_min"):
         SimProfile(output_tokens_min=10, output_tokens_max=5)
+
+
+def test_subword_pieces_join_back_and_respect_the_size() -> None:
+    tokens = ["Hello", ", jane.doe@example.com", " ünïcode 🚀"]
+    pieces = subword_pieces(tokens, 3, seed=11)
+    assert "".join(pieces) == "".join(tokens)
+    assert all(1 <= len(piece) <= 3 for piece in pieces)
+    assert len(pieces) > len(tokens)
+    assert subword_pieces(tokens, 3, seed=11) == pieces

@@ -115,8 +115,8 @@ def test_http_filters_in_order() -> None:
     assert [f.name for f in hcm.http_filters] == [
         "envoy.filters.http.ext_authz",
         "envoy.filters.http.local_ratelimit",
-        "envoy.filters.http.ratelimit",
         "envoy.filters.http.ext_proc",
+        "envoy.filters.http.ratelimit",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]

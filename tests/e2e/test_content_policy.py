@@ -1,0 +1,112 @@
+"""Sensitive content through the real Envoy: prompts redacted or refused, output redacted or
+stopped, and no sensitive value of the labelled corpus ever streamed out in clear."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.helpers.stack import FrugalStack
+
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "content" / "corpus.jsonl"
+EMAIL = "jane.roe@example.org"
+
+
+def _positives() -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row["label"] == "positive"]
+
+
+def _chat(model: str, text: str, **fields: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": text}], **fields}
+
+
+async def _post(stack: FrugalStack, body: dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth, timeout=10) as c:
+        return await c.post("/v1/chat/completions", json=body)
+
+
+def _events(response: httpx.Response) -> list[str]:
+    return [e.removeprefix("data: ") for e in response.text.split("\n\n") if e]
+
+
+def _streamed_text(events: list[str]) -> str:
+    text = ""
+    for event in events:
+        if event.startswith("{") and "choices" in event:
+            for choice in json.loads(event)["choices"]:
+                text += choice.get("delta", {}).get("content") or ""
+    return text
+
+
+async def test_the_default_policy_redacts_the_prompt(stack: FrugalStack) -> None:
+    response = await _post(stack, _chat("sim-echo", f"mail {EMAIL} now"))
+    assert response.json()["choices"][0]["message"]["content"] == "mail [REDACTED:EMAIL] now"
+
+
+async def test_a_blocking_prompt_policy_refuses_naming_only_the_category(
+    stack: FrugalStack,
+) -> None:
+    response = await _post(stack, _chat("sim-echo-strict", f"mail {EMAIL} now"))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "content_policy_violation"
+    assert "EMAIL" in error["message"]
+    assert EMAIL not in response.text
+
+
+async def test_output_is_redacted_when_only_the_output_is_checked(stack: FrugalStack) -> None:
+    unary = await _post(stack, _chat("sim-echo-raw", f"mail {EMAIL} now"))
+    assert unary.json()["choices"][0]["message"]["content"] == "mail [REDACTED:EMAIL] now"
+    streamed = await _post(stack, _chat("sim-echo-raw", f"mail {EMAIL} now", stream=True))
+    events = _events(streamed)
+    assert events[-1] == "[DONE]"
+    assert _streamed_text(events) == "mail [REDACTED:EMAIL] now"
+    assert EMAIL not in streamed.text
+
+
+async def test_a_blocking_output_policy_ends_the_stream_with_an_error(stack: FrugalStack) -> None:
+    response = await _post(stack, _chat("sim-echo-guarded", f"x {EMAIL} y", stream=True))
+    events = _events(response)
+    error = json.loads(events[-1])["error"]
+    assert error["code"] == "content_policy_violation"
+    assert "[DONE]" not in events
+    assert "jane" not in _streamed_text(events)
+
+
+async def test_a_blocked_unary_answer_is_withheld(stack: FrugalStack) -> None:
+    response = await _post(stack, _chat("sim-echo-guarded", f"x {EMAIL} y"))
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "content_filter"
+    assert choice["message"]["content"] == ""
+
+
+async def test_no_corpus_positive_leaks_through_a_stream_split_at_random(
+    stack: FrugalStack,
+) -> None:
+    """Every labelled positive, echoed in sub-word pieces of 1-4 characters cut at seeded
+    random places, crosses Envoy and the output check; its value never arrives in clear."""
+    rng = random.Random(2026)
+    async with httpx.AsyncClient(base_url=stack.admin_url, headers=stack.admin_headers) as admin:
+        created = await admin.post("/admin/v1/keys", json={"name": "corpus", "tenant": "test"})
+    headers = {"authorization": f"Bearer {created.json()['key']}"}  # no request limit
+    slots = asyncio.Semaphore(8)
+
+    async def leak(client: httpx.AsyncClient, row: dict[str, Any], seed: int) -> str | None:
+        body = _chat("sim-echo-raw", row["text"], stream=True, seed=seed)
+        async with slots:
+            events = _events(await client.post("/v1/chat/completions", json=body))
+        secret = row["text"][row["start"] : row["end"]]
+        if events[-1] != "[DONE]" or secret.lower() in _streamed_text(events).lower():
+            return f"{row['category']}: {events[-1][:80]}"
+        return None
+
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, timeout=30) as c:
+        rows = _positives()
+        found = await asyncio.gather(*(leak(c, row, rng.randrange(2**31)) for row in rows))
+    assert [f for f in found if f is not None] == []
