@@ -121,7 +121,12 @@ class SseOutputFilter:
             flushed = self._check.finish()
             safe, self.blocked = safe + flushed.text, flushed.blocked
         if self.blocked is not None:
-            return b""
+            # The text before the match was safe to release; the match and what follows are not.
+            if not safe:
+                return b""
+            holder[key] = safe
+            data["choices"][0]["finish_reason"] = None
+            return _encode(data)
         if safe == text:
             return event
         holder[key] = safe

@@ -18,6 +18,7 @@ Converts between Envoy's ext_proc messages and the pure rules beside it. Phases
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
@@ -151,7 +152,7 @@ class RequestProcessor:
         meter = UsageMeter(
             self._context.budget,
             self._grant.key_id,
-            self._request_id or f"anonymous-{id(self)}",
+            self._request_id or f"anonymous-{uuid.uuid4().hex}",
             request.model,
             estimate_tokens(prompt_characters(request.body)),
         )
@@ -199,7 +200,10 @@ class RequestProcessor:
         if not end_of_stream:
             return [body_chunk(out.body, end_of_stream=False)]
         await self._settle(None)
-        return [self._finish(out.body + self._output.finish().body + DONE_EVENT)]
+        tail = self._output.finish()
+        if tail.blocked is not None:
+            return [self._finish(out.body + error_event(output_blocked(tail.blocked)))]
+        return [self._finish(out.body + tail.body + DONE_EVENT)]
 
     def _holds_body(self) -> bool:
         """Whole bodies are held until complete: an engine error (rewritten to OpenAI's

@@ -784,11 +784,6 @@ async def test_an_output_block_policy_ends_the_stream_with_an_error(
     assert row.requests == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: processor._stream_chunk ignores output_filter.finish().blocked when the body "
-    "ends with end_of_stream, so a block found in the held tail ends with [DONE], no error",
-)
 async def test_a_block_found_at_the_end_of_the_body_ends_with_an_error(
     budget: TokenBudget,
 ) -> None:

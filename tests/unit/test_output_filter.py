@@ -11,7 +11,6 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -217,11 +216,6 @@ def test_block_stops_at_the_first_match() -> None:
     assert output.finish() == type(result)(b"", result.blocked)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SseOutputFilter._filter_event returns b'' for the blocking event, dropping the "
-    "text before the match that StreamRedactor released (its contract: text before it is emitted)",
-)
 def test_block_keeps_the_text_before_the_match() -> None:
     output = SseOutputFilter(StreamRedactor(BLOCKING))
     result = output.feed(chat_event("Hello. ") + chat_event(f"Write to {EMAIL} now"))
