@@ -103,6 +103,8 @@ class EnvoyConfig(Frozen):
 class SafetyFilterConfig(Frozen):
     host: str = "127.0.0.1"
     port: Port = 50051
+    # Prometheus metrics (auth outcomes, rate-limit decisions, detections, phase times); 0: off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     # The policy for every model without its own `content_policy`.
     content_policy: ContentPolicy = Field(default_factory=dict)
 

@@ -19,6 +19,7 @@ from frugal.accounting.token_budget import TokenBudget
 from frugal.keys import KeyStore
 from frugal.keys.hashing import Peppers
 from safety_filter.authz.service import add_authorization_servicer
+from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.policies import PolicyBook
 from safety_filter.extproc.processor import ProcessorContext
 from safety_filter.extproc.service import ExternalProcessorService
@@ -64,6 +65,7 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
         max_body_bytes=settings.max_body_bytes,
         policies=PolicyBook.from_config(settings.policies),
         budget=TokenBudget(redis),
+        metrics=ExtProcMetrics(registry),
     )
     ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(context), server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")

@@ -132,6 +132,7 @@ def plan_stack(config: FrugalConfig, config_path: Path, files: StackFiles) -> li
             "FRUGAL_SAFETY_MODELS": json.dumps(sorted(m.name for m in config.models)),
             "FRUGAL_SAFETY_MAX_BODY_BYTES": str(config.listener.max_request_bytes),
             "FRUGAL_SAFETY_POLICIES": _policies(config),
+            "FRUGAL_SAFETY_METRICS_PORT": str(config.safety_filter.metrics_port),
         },
         essential=True,
     )

@@ -46,6 +46,8 @@ class StreamResult:
 
     text: str
     blocked: Match | None = None
+    # What was redacted in `text` (for metrics: categories only, never the values).
+    redacted: tuple[Match, ...] = ()
 
 
 class StreamRedactor:
@@ -106,7 +108,7 @@ class StreamRedactor:
         self._context = text[max(0, cut - CONTEXT_CHARS) : cut]
         self._held = text[cut:]
         self._offset += cut - base
-        return StreamResult(released)
+        return StreamResult(released, redacted=tuple(settled))
 
     def _unsettled_from(self, text: str, base: int) -> int:
         """The earliest position any detector still needs more text to decide about."""

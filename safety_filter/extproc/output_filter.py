@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from safety_filter.checks import ContentPolicy, Match, redact, scan
 
@@ -65,6 +65,7 @@ class SseOutputFilter:
         self._flushed = False
         self._last_event: dict[str, Any] = {}
         self.blocked: Match | None = None
+        self.redacted: list[Match] = []
         self.text_events = 0
 
     def feed(self, raw: bytes) -> FilteredOutput:
@@ -90,6 +91,7 @@ class SseOutputFilter:
             return FilteredOutput(b"", self.blocked)
         self._flushed = True
         result = self._check.finish()
+        self.redacted += result.redacted
         self.blocked = result.blocked
         if self.blocked is not None or not result.text or not self._last_event:
             return FilteredOutput(b"", self.blocked)
@@ -115,10 +117,12 @@ class SseOutputFilter:
         if text:
             self.text_events += 1
             result = self._check.feed(text)
+            self.redacted += result.redacted
             safe, self.blocked = result.text, result.blocked
         if self.blocked is None and data["choices"][0].get("finish_reason") is not None:
             self._flushed = True
             flushed = self._check.finish()
+            self.redacted += flushed.redacted
             safe, self.blocked = safe + flushed.text, flushed.blocked
         if self.blocked is not None:
             # The text before the match was safe to release; the match and what follows are not.
@@ -143,8 +147,14 @@ def usage_of(body: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def check_whole_body(raw: bytes, policy: ContentPolicy) -> tuple[bytes, tuple[int, int] | None]:
-    """A unary answer, checked as a whole: (the body to send, its usage if it reports one).
+class WholeBody(NamedTuple):
+    body: bytes  # to send
+    usage: tuple[int, int] | None  # (prompt, completion) tokens, if the body reports them
+    matches: list[Match]  # what was found in its text
+
+
+def check_whole_body(raw: bytes, policy: ContentPolicy) -> WholeBody:
+    """A unary answer, checked as a whole.
 
     `redact` rewrites the text; `block` withholds it and sets finish_reason to
     "content_filter", as OpenAI does when its own filters stop an answer (the
@@ -153,23 +163,22 @@ def check_whole_body(raw: bytes, policy: ContentPolicy) -> tuple[bytes, tuple[in
     try:
         data = json.loads(raw)
     except ValueError:
-        return raw, None
+        return WholeBody(raw, None, [])
     if not isinstance(data, dict):
-        return raw, None
+        return WholeBody(raw, None, [])
     usage = usage_of(data)
     slot = _text_slot(data)
-    if slot is None:
-        return raw, usage
+    text = slot[0].get(slot[1]) if slot is not None else None
+    if slot is None or not isinstance(text, str) or not text:
+        return WholeBody(raw, usage, [])
     holder, key = slot
-    text = holder.get(key)
-    if not isinstance(text, str) or not text:
-        return raw, usage
     matches = scan(text, policy)
     if not matches:
-        return raw, usage
+        return WholeBody(raw, usage, [])
     if policy.output_action == "block":
         holder[key] = ""
         data["choices"][0]["finish_reason"] = "content_filter"
     else:
         holder[key] = redact(text, matches)
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode(), usage
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return WholeBody(body, usage, matches)

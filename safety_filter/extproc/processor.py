@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
@@ -32,10 +32,15 @@ from safety_filter.errors import (
     model_not_found,
 )
 from safety_filter.extproc.messages import body_chunk, header_value, set_header
+from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.openai_request import SCHEMAS, InferenceRequest, parse_inference_request
 from safety_filter.extproc.output_filter import SseOutputFilter, check_whole_body
 from safety_filter.extproc.policies import PolicyBook
-from safety_filter.extproc.prompt_check import check_prompt, prompt_characters
+from safety_filter.extproc.prompt_check import (
+    check_prompt,
+    policy_violation,
+    prompt_characters,
+)
 from safety_filter.extproc.sse import (
     DONE_EVENT,
     error_event,
@@ -65,6 +70,7 @@ class ProcessorContext:
     budget: TokenBudget
     # Reserved for a request that sets no max_tokens (the engine's own cap applies).
     default_max_tokens: int = 4096
+    metrics: ExtProcMetrics = field(default_factory=ExtProcMetrics)
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,11 @@ class RequestProcessor:
         if grant is not None and grant.models is not None and request.model not in grant.models:
             raise model_not_allowed(request.model)
         self._request = request
-        verdict = check_prompt(request.body, self._context.policies.for_model(request.model))
+        policy = self._context.policies.for_model(request.model)
+        verdict = check_prompt(request.body, policy)
+        self._context.metrics.detected(verdict.matches, "prompt", policy.prompt_action)
+        if verdict.blocked is not None:
+            raise policy_violation(verdict.blocked)
         await self._reserve(request)
         self._stream = self._stream or request.stream
         set_headers = [set_header(MODEL_HEADER, request.model)]
@@ -217,9 +227,10 @@ class RequestProcessor:
             return self._finish(openai_error_body(self._response_status, body))
         assert self._request is not None
         policy = self._context.policies.for_model(self._request.model)
-        checked, usage = check_whole_body(body, policy)
-        await self._settle(usage or trailer_usage)
-        return self._finish(checked)
+        checked = check_whole_body(body, policy)
+        self._context.metrics.detected(checked.matches, "output", policy.output_action)
+        await self._settle(checked.usage or trailer_usage)
+        return self._finish(checked.body)
 
     async def on_response_trailers(self, trailers: ext.HttpTrailers) -> Responses:
         responses = []
@@ -258,6 +269,11 @@ class RequestProcessor:
 
     def _finish(self, last_chunk: bytes) -> ext.ProcessingResponse:
         self._finished = True
+        if self._output is not None:
+            metrics = self._context.metrics
+            metrics.detected(self._output.redacted, "output", "redact")
+            if self._output.blocked is not None:
+                metrics.detected([self._output.blocked], "output", "block")
         return body_chunk(last_chunk, end_of_stream=True)
 
 

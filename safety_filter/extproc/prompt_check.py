@@ -41,6 +41,7 @@ def prompt_characters(body: dict[str, Any]) -> int:
 class PromptVerdict:
     matches: list[Match] = field(default_factory=list)
     redacted: bool = False  # the body was rewritten in place
+    blocked: Match | None = None  # `block`: the first match; the request must be refused
 
 
 def policy_violation(match: Match) -> ApiError:
@@ -53,7 +54,7 @@ def policy_violation(match: Match) -> ApiError:
 
 
 def check_prompt(body: dict[str, Any], policy: ContentPolicy) -> PromptVerdict:
-    """Raise ApiError for `block`; with `redact`, rewrite `body`'s texts in place."""
+    """Scan every prompt text; with `redact`, rewrite `body`'s texts in place."""
     verdict = PromptVerdict()
     for container, key in _text_slots(body):
         text = container[key]
@@ -64,7 +65,7 @@ def check_prompt(body: dict[str, Any], policy: ContentPolicy) -> PromptVerdict:
             continue
         verdict.matches += matches
         if policy.prompt_action == "block":
-            raise policy_violation(matches[0])
+            verdict.blocked = verdict.blocked or matches[0]
         if policy.prompt_action == "redact":
             container[key] = redact(text, matches)
             verdict.redacted = True

@@ -7,6 +7,7 @@ and turns a refusal (ApiError) into an immediate response, in this one place.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -43,11 +44,16 @@ class ExternalProcessorService(ext_grpc.ExternalProcessorServicer):  # type: ign
                 if handler is None:
                     log.warning("ext_proc phase %s is not configured; ignoring it", phase)
                     continue
+                started = time.perf_counter()
                 try:
                     responses = await handler(processor, getattr(request, phase))
                 except ApiError as error:
+                    self._context.metrics.refusals.labels(error.code).inc()
                     yield immediate_response(error)
                     return
+                finally:
+                    seconds = time.perf_counter() - started
+                    self._context.metrics.phase_seconds.labels(phase).observe(seconds)
                 for response in responses:
                     yield response
         finally:

@@ -110,3 +110,17 @@ async def test_no_corpus_positive_leaks_through_a_stream_split_at_random(
         rows = _positives()
         found = await asyncio.gather(*(leak(c, row, rng.randrange(2**31)) for row in rows))
     assert [f for f in found if f is not None] == []
+
+
+async def test_the_safety_filter_exports_its_metrics(stack: FrugalStack) -> None:
+    await _post(stack, _chat("sim-echo", f"mail {EMAIL} now"))
+    port = stack.config.safety_filter.metrics_port
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert 'frugal_auth_decisions_total{outcome="ok"}' in text
+    assert 'frugal_ratelimit_decisions_total{decision="' in text
+    detection = (
+        'frugal_content_detections_total{action="redact",category="EMAIL",direction="prompt"}'
+    )
+    assert detection in text
+    assert 'frugal_extproc_phase_seconds_count{phase="response_body"}' in text

@@ -54,7 +54,7 @@ def stack_config(
         "listener": {"port": free_port(), "max_request_bytes": 64 * 1024},
         "control_plane": {"xds_port": free_port()},
         "envoy": {"admin_port": free_port(), "node_id": "frugal-test"},
-        "safety_filter": {"port": free_port()},
+        "safety_filter": {"port": free_port(), "metrics_port": free_port()},
         "admin": {"port": free_port()},
         "redis": {"url": f"redis://127.0.0.1:{free_port()}/0", "data_dir": "redis"},
         **sections,

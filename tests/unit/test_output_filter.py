@@ -254,7 +254,7 @@ USAGE = {"usage": {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 1
 
 
 def test_a_unary_chat_answer_is_redacted_and_reports_its_usage() -> None:
-    body, usage = check_whole_body(chat_completion(f"Grüße, {EMAIL}!", **USAGE), DEFAULT_POLICY)
+    body, usage, _ = check_whole_body(chat_completion(f"Grüße, {EMAIL}!", **USAGE), DEFAULT_POLICY)
     answer = json.loads(body)
     assert answer["choices"][0]["message"]["content"] == "Grüße, [REDACTED:EMAIL]!"
     assert answer["choices"][0]["finish_reason"] == "stop"
@@ -264,13 +264,13 @@ def test_a_unary_chat_answer_is_redacted_and_reports_its_usage() -> None:
 
 def test_a_unary_completion_answer_is_redacted() -> None:
     raw = json.dumps({"object": "text_completion", "choices": [{"index": 0, "text": EMAIL}]})
-    body, usage = check_whole_body(raw.encode(), DEFAULT_POLICY)
+    body, usage, _ = check_whole_body(raw.encode(), DEFAULT_POLICY)
     assert json.loads(body)["choices"][0]["text"] == "[REDACTED:EMAIL]"
     assert usage is None
 
 
 def test_a_unary_answer_under_block_is_withheld() -> None:
-    body, usage = check_whole_body(chat_completion(f"mail {EMAIL}", **USAGE), BLOCKING)
+    body, usage, _ = check_whole_body(chat_completion(f"mail {EMAIL}", **USAGE), BLOCKING)
     choice = json.loads(body)["choices"][0]
     assert choice["message"]["content"] == ""
     assert choice["finish_reason"] == "content_filter"
@@ -288,7 +288,7 @@ def test_clean_or_textless_bodies_are_returned_as_they_came() -> None:
         b"not json " + EMAIL.encode(),
         b"",
     ):
-        body, _ = check_whole_body(raw, DEFAULT_POLICY)
+        body, _, _ = check_whole_body(raw, DEFAULT_POLICY)
         assert body == raw
     assert check_whole_body(chat_completion(None, **USAGE), DEFAULT_POLICY)[1] == (4, 6)
 

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from safety_filter.checks import DEFAULT_POLICY, ContentPolicy
-from safety_filter.errors import ApiError
-from safety_filter.extproc.prompt_check import check_prompt, prompt_characters
+from safety_filter.extproc.prompt_check import check_prompt, policy_violation, prompt_characters
 
 EMAIL = "jane.doe@example.com"
 SSN = "536-22-1234"
@@ -97,9 +96,9 @@ def test_a_clean_prompt_is_left_alone(body: dict[str, Any]) -> None:
 )
 def test_block_refuses_naming_the_category_not_the_text(body: dict[str, Any]) -> None:
     before = copy.deepcopy(body)
-    with pytest.raises(ApiError) as caught:
-        check_prompt(body, BLOCKING)
-    error = caught.value
+    verdict = check_prompt(body, BLOCKING)
+    assert verdict.blocked is not None
+    error = policy_violation(verdict.blocked)
     assert (error.status, error.type, error.code) == (
         400,
         "invalid_request_error",
@@ -112,10 +111,12 @@ def test_block_refuses_naming_the_category_not_the_text(body: dict[str, Any]) ->
 
 
 def test_block_names_the_first_category_found() -> None:
-    with pytest.raises(ApiError) as caught:
-        check_prompt(chat(f"SSN {SSN}", f"mail {EMAIL}"), BLOCKING)
-    assert "US_SSN" in caught.value.message
-    assert SSN not in caught.value.message
+    verdict = check_prompt(chat(f"SSN {SSN}", f"mail {EMAIL}"), BLOCKING)
+    assert verdict.blocked is not None
+    message = policy_violation(verdict.blocked).message
+    assert "US_SSN" in message
+    assert SSN not in message
+    assert [m.category for m in verdict.matches] == ["US_SSN", "EMAIL"]
 
 
 def test_log_reports_matches_and_changes_nothing() -> None:
