@@ -107,6 +107,14 @@ class SafetyFilterConfig(Frozen):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     # The policy for every model without its own `content_policy`.
     content_policy: ContentPolicy = Field(default_factory=dict)
+    # Processes serving the filter, on port, port+1, ...; Envoy spreads streams over them.
+    processes: int = Field(default=1, ge=1, le=32)
+    # false: no keys, quotas or content checks, only request parsing and routing (for
+    # measuring what the safety chain costs; never in production).
+    enforce: bool = True
+
+    def ports(self) -> list[int]:
+        return [self.port + offset for offset in range(self.processes)]
 
 
 class RedisConfig(Frozen):

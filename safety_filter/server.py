@@ -20,7 +20,7 @@ from frugal.keys import KeyStore
 from frugal.keys.hashing import Peppers
 from safety_filter.authz.service import add_authorization_servicer
 from safety_filter.extproc.metrics import ExtProcMetrics
-from safety_filter.extproc.policies import PolicyBook
+from safety_filter.extproc.policies import NO_CHECKS, PolicyBook
 from safety_filter.extproc.processor import ProcessorContext
 from safety_filter.extproc.service import ExternalProcessorService
 from safety_filter.ratelimit.service import add_ratelimit_servicer
@@ -60,10 +60,11 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     server = grpc.aio.server(options=SERVER_OPTIONS)
     add_authorization_servicer(server, KeyStore(redis, peppers), registry)
     add_ratelimit_servicer(server, redis, registry)
+    policies = PolicyBook.from_config(settings.policies) if settings.enforce else NO_CHECKS
     context = ProcessorContext(
         models=settings.models,
         max_body_bytes=settings.max_body_bytes,
-        policies=PolicyBook.from_config(settings.policies),
+        policies=policies,
         budget=TokenBudget(redis),
         metrics=ExtProcMetrics(registry),
     )

@@ -20,3 +20,5 @@ class SafetyFilterSettings(BaseSettings):
     policies: dict[str, Any] = Field(default_factory=dict)
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="FRUGAL_REDIS_URL")
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
+    # false: parse and route only, no content checks or token accounting (benchmarks).
+    enforce: bool = True

@@ -92,11 +92,13 @@ def build_load_assignment(model: Model, group: ReplicaGroup) -> m.ClusterLoadAss
 
 
 def build_safety_filter_cluster(config: FrugalConfig) -> m.Cluster:
-    endpoint = Endpoint(host=config.safety_filter.host, port=config.safety_filter.port)
+    endpoints = tuple(
+        Endpoint(host=config.safety_filter.host, port=port) for port in config.safety_filter.ports()
+    )
     return m.parse(
         {
             "name": SAFETY_FILTER_CLUSTER,
-            "type": "STATIC" if _is_ip(endpoint.host) else "STRICT_DNS",
+            "type": "STATIC" if _is_ip(config.safety_filter.host) else "STRICT_DNS",
             "connect_timeout": "1s",
             "typed_extension_protocol_options": m.http2_protocol_options(
                 max_concurrent_streams=100_000
@@ -105,7 +107,7 @@ def build_safety_filter_cluster(config: FrugalConfig) -> m.Cluster:
             "circuit_breakers": CIRCUIT_BREAKERS,
             "load_assignment": {
                 "cluster_name": SAFETY_FILTER_CLUSTER,
-                "endpoints": [{"lb_endpoints": _lb_endpoints((endpoint,))}],
+                "endpoints": [{"lb_endpoints": _lb_endpoints(endpoints)}],
             },
         },
         m.Cluster,

@@ -80,6 +80,12 @@ def _transcoder_filter(descriptor: bytes) -> dict[str, Any]:
     }
 
 
+def _policy_filters(config: FrugalConfig, ext_proc: dict[str, Any]) -> list[dict[str, Any]]:
+    if not config.safety_filter.enforce:
+        return [ext_proc]
+    return [ext_authz_filter(), local_rate_limit_filter(config), ext_proc, rate_limit_filter()]
+
+
 def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener:
     listener = config.listener
     hcm = {
@@ -96,10 +102,7 @@ def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener
         "rds": {"route_config_name": PUBLIC_ROUTES, "config_source": ADS},
         "local_reply_config": build_local_reply_config(),
         "http_filters": [
-            ext_authz_filter(),
-            local_rate_limit_filter(config),
-            _ext_proc_filter(),
-            rate_limit_filter(),
+            *_policy_filters(config, _ext_proc_filter()),
             _transcoder_filter(descriptor),
             {"name": "envoy.filters.http.router", "typed_config": {"@type": m.ROUTER}},
         ],

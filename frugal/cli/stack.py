@@ -116,26 +116,33 @@ def _policies(config: FrugalConfig) -> str:
     return json.dumps({"default": config.safety_filter.content_policy, "models": per_model})
 
 
+def safety_filter_specs(config: FrugalConfig, shared: dict[str, str]) -> list[ChildSpec]:
+    """One process per configured port; the first is named `safety_filter`."""
+    safety = config.safety_filter
+    specs = []
+    for index, port in enumerate(safety.ports()):
+        metrics_port = safety.metrics_port + index if safety.metrics_port else 0
+        env = {
+            **shared,
+            "FRUGAL_SAFETY_HOST": safety.host,
+            "FRUGAL_SAFETY_PORT": str(port),
+            "FRUGAL_SAFETY_MODELS": json.dumps(sorted(m.name for m in config.models)),
+            "FRUGAL_SAFETY_MAX_BODY_BYTES": str(config.listener.max_request_bytes),
+            "FRUGAL_SAFETY_POLICIES": _policies(config),
+            "FRUGAL_SAFETY_METRICS_PORT": str(metrics_port),
+            "FRUGAL_SAFETY_ENFORCE": str(safety.enforce).lower(),
+        }
+        name = "safety_filter" if index == 0 else f"safety_filter/{index}"
+        specs.append(ChildSpec(name, _python_module("safety_filter"), env, essential=True))
+    return specs
+
+
 def plan_stack(config: FrugalConfig, config_path: Path, files: StackFiles) -> list[ChildSpec]:
     """Children in start order: Redis, engines, safety filter, control plane, then Envoy."""
     shared = {
         "FRUGAL_REDIS_URL": config.redis.url,
         "FRUGAL_KEY_PEPPER_FILE": str(files.pepper),
     }
-    safety = ChildSpec(
-        "safety_filter",
-        _python_module("safety_filter"),
-        {
-            **shared,
-            "FRUGAL_SAFETY_HOST": config.safety_filter.host,
-            "FRUGAL_SAFETY_PORT": str(config.safety_filter.port),
-            "FRUGAL_SAFETY_MODELS": json.dumps(sorted(m.name for m in config.models)),
-            "FRUGAL_SAFETY_MAX_BODY_BYTES": str(config.listener.max_request_bytes),
-            "FRUGAL_SAFETY_POLICIES": _policies(config),
-            "FRUGAL_SAFETY_METRICS_PORT": str(config.safety_filter.metrics_port),
-        },
-        essential=True,
-    )
     control_plane = ChildSpec(
         "control_plane",
         _python_module("control_plane"),
@@ -160,7 +167,7 @@ def plan_stack(config: FrugalConfig, config_path: Path, files: StackFiles) -> li
     return [
         *([redis] if redis else []),
         *engine_worker_specs(config),
-        safety,
+        *safety_filter_specs(config, shared),
         control_plane,
         envoy,
     ]

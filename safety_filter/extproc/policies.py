@@ -15,6 +15,8 @@ from safety_filter.checks import DEFAULT_POLICY, ContentPolicy
 
 
 class PolicyBook:
+    """The policy of each model."""
+
     def __init__(self, default: ContentPolicy, per_model: Mapping[str, ContentPolicy]) -> None:
         self._default = default
         self._per_model = dict(per_model)
@@ -37,3 +39,7 @@ class PolicyBook:
 
 def _over_default(fields: Mapping[str, Any]) -> ContentPolicy:
     return ContentPolicy.model_validate({**DEFAULT_POLICY.model_dump(), **fields})
+
+
+# No detectors: prompts and output pass unchecked (a stack run with `enforce: false`).
+NO_CHECKS = PolicyBook(ContentPolicy(detectors=(), prompt_action="log"), {})

@@ -181,7 +181,8 @@ class RequestProcessor:
             ]
             if self._request is not None:
                 policy = self._context.policies.for_model(self._request.model)
-                self._output = SseOutputFilter(StreamRedactor(policy))
+                if policy.detectors:
+                    self._output = SseOutputFilter(StreamRedactor(policy))
         mutation = ext.HeaderMutation(
             set_headers=set_headers, remove_headers=list(LEAKED_GRPC_HEADERS)
         )

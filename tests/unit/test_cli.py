@@ -116,6 +116,7 @@ def test_the_other_children_get_their_settings(tmp_path: Path, envoy_bin: str) -
         "FRUGAL_SAFETY_MAX_BODY_BYTES": "4096",
         "FRUGAL_SAFETY_POLICIES": '{"default": {}, "models": {}}',
         "FRUGAL_SAFETY_METRICS_PORT": "0",
+        "FRUGAL_SAFETY_ENFORCE": "true",
     }
     assert control_plane.argv == (sys.executable, "-m", "control_plane")
     assert control_plane.env == {
