@@ -219,7 +219,8 @@ class RequestProcessor:
     def _holds_body(self) -> bool:
         """Whole bodies are held until complete: an engine error (rewritten to OpenAI's
         shape) and a unary answer (its text checked as a whole)."""
-        return self._output is None and (self._response_status != 200 or self._request is not None)
+        unary = self._request is not None and not self._stream
+        return self._output is None and (self._response_status != 200 or unary)
 
     async def _finish_held(self, trailer_usage: tuple[int, int] | None) -> ext.ProcessingResponse:
         body = bytes(self._held)
