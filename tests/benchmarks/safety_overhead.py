@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers.stack import FrugalStack, replicas, stack_config
+from tests.helpers.stack import FrugalStack, consecutive_free_ports, replicas, stack_config
 
 MODEL = "sim-bench"
 PROMPT = "Summarise the ScaleLLM paper for a colleague who runs LLM inference in production."
@@ -106,7 +106,13 @@ async def run_variant(
     models = [{"name": MODEL, "groups": [group]}]
     with tempfile.TemporaryDirectory() as directory:
         data = stack_config(models, {"tp2": {**profile, "time_scale": time_scale}})
-        data["safety_filter"].update(VARIANTS[name])
+        variant = VARIANTS[name]
+        processes = variant.get("processes", 1)
+        data["safety_filter"].update(
+            variant,
+            port=consecutive_free_ports(processes),
+            metrics_port=consecutive_free_ports(processes),
+        )
         # Unlimited demo key for the load: request and token limits are exercised,
         # never reached.
         data["limits"] = {"local_requests_per_second": 100_000}

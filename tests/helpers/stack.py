@@ -43,6 +43,14 @@ def _is_free(port: int) -> bool:
     return port < 65536
 
 
+def consecutive_free_ports(count: int) -> int:
+    """The first of `count` consecutive loopback ports that are all free now."""
+    while True:
+        first = free_port()
+        if all(_is_free(first + offset) for offset in range(1, count)):
+            return first
+
+
 def replicas(count: int) -> list[str]:
     return [f"127.0.0.1:{free_port(with_metrics=True)}" for _ in range(count)]
 
