@@ -10,6 +10,7 @@ import sys
 import redis.asyncio as aioredis
 
 from control_plane.admin.app import create_admin_app
+from control_plane.admin.policies import policies_router
 from control_plane.admin.usage import usage_router
 from control_plane.admin_server import AdminServer
 from control_plane.config_file import ConfigError, load_config
@@ -27,7 +28,7 @@ async def run(settings: ControlPlaneSettings) -> None:
     redis = aioredis.Redis.from_url(settings.redis_url)
     store = KeyStore(redis, load_peppers())
     admin = AdminServer(
-        create_admin_app(store, load_admin_token(), [usage_router(redis)]),
+        create_admin_app(store, load_admin_token(), [usage_router(redis), policies_router(redis)]),
         config.admin.host,
         config.admin.port,
     )

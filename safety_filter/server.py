@@ -18,6 +18,7 @@ from redis.backoff import NoBackoff
 from frugal.accounting.token_budget import TokenBudget
 from frugal.keys import KeyStore
 from frugal.keys.hashing import Peppers
+from frugal.policy_store import PolicyStore
 from safety_filter.authz.service import add_authorization_servicer
 from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.policies import NO_CHECKS, PolicyBook
@@ -60,7 +61,10 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     server = grpc.aio.server(options=SERVER_OPTIONS)
     add_authorization_servicer(server, KeyStore(redis, peppers), registry)
     add_ratelimit_servicer(server, redis, registry)
-    policies = PolicyBook.from_config(settings.policies) if settings.enforce else NO_CHECKS
+    overrides = PolicyStore(redis)
+    policies = (
+        PolicyBook.from_config(settings.policies, overrides) if settings.enforce else NO_CHECKS
+    )
     context = ProcessorContext(
         models=settings.models,
         max_body_bytes=settings.max_body_bytes,

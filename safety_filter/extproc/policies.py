@@ -1,44 +1,92 @@
-"""Which content policy applies to a request: the model's own, or the default.
+"""Which content policy applies to a request: its model's, with its key's merged in.
 
-Pure layer. Policies come from frugal.yaml (`safety_filter.content_policy` and each
-model's `content_policy`), handed to the safety filter as JSON by `frugal up`; an
-policy states only what differs from safety_filter.checks' DEFAULT_POLICY (every
-PII and secret detector, redacting in prompts and output).
+A model's policy comes from frugal.yaml (`safety_filter.content_policy` and each
+model's `content_policy`, handed over as JSON by `frugal up`), with a run-time
+override from the admin REST laid over it; an API key's override is merged into it
+(the stricter action wins, detectors and terms are united). Each configured policy
+states only what differs from safety_filter.checks' DEFAULT_POLICY (every PII and
+secret detector, redacting in prompts and output). Overrides are read from Redis
+through frugal.policy_store and cached for CACHE_TTL_S, so a change made through
+the admin REST applies within about a second.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from safety_filter.checks import DEFAULT_POLICY, ContentPolicy
+from pydantic import ValidationError
+
+from frugal.policy_store import PolicySpec, PolicyStore, Scope
+from safety_filter.checks import DEFAULT_POLICY, ContentPolicy, merge
+
+log = logging.getLogger(__name__)
+
+CACHE_TTL_S = 1.0
 
 
 class PolicyBook:
-    """The policy of each model."""
+    """The policy of each model, and of each key that has an override."""
 
-    def __init__(self, default: ContentPolicy, per_model: Mapping[str, ContentPolicy]) -> None:
+    def __init__(
+        self,
+        default: ContentPolicy,
+        per_model: Mapping[str, ContentPolicy],
+        overrides: PolicyStore | None = None,
+    ) -> None:
         self._default = default
         self._per_model = dict(per_model)
+        self._overrides = overrides
+        self._cache: dict[tuple[Scope, str], tuple[float, PolicySpec | None]] = {}
 
     def for_model(self, model: str) -> ContentPolicy:
+        """The configured policy of `model` (without run-time overrides)."""
         return self._per_model.get(model, self._default)
 
+    async def policy_for(self, model: str, key_id: str | None) -> ContentPolicy:
+        policy = self.for_model(model)
+        model_override = await self._override("model", model)
+        if model_override is not None:
+            policy = _over(policy, model_override.fields())
+        key_override = await self._override("key", key_id) if key_id else None
+        if key_override is not None:
+            # A key's override only ever adds strictness: what it leaves out is the loosest.
+            least = ContentPolicy(detectors=(), prompt_action="log", output_action="redact")
+            policy = merge(policy, _over(least, key_override.fields()))
+        return policy
+
+    async def _override(self, scope: Scope, name: str) -> PolicySpec | None:
+        if self._overrides is None:
+            return None
+        now = time.monotonic()
+        cached = self._cache.get((scope, name))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        spec = await self._overrides.get(scope, name)
+        self._cache[(scope, name)] = (now + CACHE_TTL_S, spec)
+        return spec
+
     @classmethod
-    def from_config(cls, data: Mapping[str, Any]) -> PolicyBook:
-        """`{"default": {...}, "models": {name: {...}}}`; raises pydantic's ValidationError.
-
-        Each policy states only what differs from DEFAULT_POLICY (e.g. just its actions).
-        """
-        default = _over_default(data.get("default") or {})
+    def from_config(
+        cls, data: Mapping[str, Any], overrides: PolicyStore | None = None
+    ) -> PolicyBook:
+        """`{"default": {...}, "models": {name: {...}}}`; raises pydantic's ValidationError."""
+        default = _over(DEFAULT_POLICY, data.get("default") or {})
         per_model = {
-            name: _over_default(policy) for name, policy in (data.get("models") or {}).items()
+            name: _over(DEFAULT_POLICY, policy)
+            for name, policy in (data.get("models") or {}).items()
         }
-        return cls(default, per_model)
+        return cls(default, per_model, overrides)
 
 
-def _over_default(fields: Mapping[str, Any]) -> ContentPolicy:
-    return ContentPolicy.model_validate({**DEFAULT_POLICY.model_dump(), **fields})
+def _over(base: ContentPolicy, fields: Mapping[str, Any]) -> ContentPolicy:
+    try:
+        return ContentPolicy.model_validate({**base.model_dump(), **fields})
+    except ValidationError:
+        log.error("ignoring an invalid content policy override: %s", dict(fields))
+        raise
 
 
 # No detectors: prompts and output pass unchecked (a stack run with `enforce: false`).

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from frugal.accounting.token_budget import TokenBudget
-from safety_filter.checks import StreamRedactor
+from safety_filter.checks import ContentPolicy, StreamRedactor
 from safety_filter.errors import (
     body_too_large,
     invalid_request,
@@ -105,6 +105,7 @@ class RequestProcessor:
         self._grant: KeyGrant | None = None
         self._request_id = ""
         self._request: InferenceRequest | None = None
+        self._policy: ContentPolicy | None = None
         self._meter: UsageMeter | None = None
         self._output: SseOutputFilter | None = None
         self._response_status = 0
@@ -134,7 +135,9 @@ class RequestProcessor:
         if grant is not None and grant.models is not None and request.model not in grant.models:
             raise model_not_allowed(request.model)
         self._request = request
-        policy = self._context.policies.for_model(request.model)
+        key_id = self._grant.key_id if self._grant else None
+        policy = await self._context.policies.policy_for(request.model, key_id)
+        self._policy = policy
         verdict = check_prompt(request.body, policy)
         self._context.metrics.detected(verdict.matches, "prompt", policy.prompt_action)
         if verdict.blocked is not None:
@@ -179,10 +182,8 @@ class RequestProcessor:
                 set_header("content-type", "text/event-stream"),
                 set_header("cache-control", "no-cache"),
             ]
-            if self._request is not None:
-                policy = self._context.policies.for_model(self._request.model)
-                if policy.detectors:
-                    self._output = SseOutputFilter(StreamRedactor(policy))
+            if self._policy is not None and self._policy.detectors:
+                self._output = SseOutputFilter(StreamRedactor(self._policy))
         mutation = ext.HeaderMutation(
             set_headers=set_headers, remove_headers=list(LEAKED_GRPC_HEADERS)
         )
@@ -228,7 +229,7 @@ class RequestProcessor:
             await self._settle((0, 0))  # the engine answered nothing
             return self._finish(openai_error_body(self._response_status, body))
         assert self._request is not None
-        policy = self._context.policies.for_model(self._request.model)
+        policy = self._policy or self._context.policies.for_model(self._request.model)
         checked = check_whole_body(body, policy)
         self._context.metrics.detected(checked.matches, "output", policy.output_action)
         await self._settle(checked.usage or trailer_usage)

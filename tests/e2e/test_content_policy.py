@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,39 @@ async def test_the_safety_filter_exports_its_metrics(stack: FrugalStack) -> None
     )
     assert detection in text
     assert 'frugal_extproc_phase_seconds_count{phase="response_body"}' in text
+
+
+async def _until(check: Callable[[], Awaitable[bool]], seconds: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_policy_overrides_from_the_admin_rest(stack: FrugalStack) -> None:
+    """A model override applies to everyone; a key override only makes that key stricter."""
+    async with httpx.AsyncClient(base_url=stack.admin_url, headers=stack.admin_headers) as admin:
+        created = await admin.post("/admin/v1/keys", json={"name": "strict", "tenant": "t"})
+        strict_key, strict_id = created.json()["key"], created.json()["record"]["id"]
+        refused = await admin.put("/admin/v1/policies/keys/x", json={"detectors": ["NOPE"]})
+        assert refused.status_code == 422
+        put = await admin.put(
+            f"/admin/v1/policies/keys/{strict_id}", json={"prompt_action": "block"}
+        )
+        assert put.status_code == 200
+    body = _chat("sim-echo", f"mail {EMAIL}")
+    strict = {"authorization": f"Bearer {strict_key}"}
+
+    async def strict_refused() -> bool:
+        async with httpx.AsyncClient(base_url=stack.base_url, headers=strict) as client:
+            return (await client.post("/v1/chat/completions", json=body)).status_code == 400
+
+    assert await _until(strict_refused, 3.0)
+    assert (await _post(stack, body)).status_code == 200  # other keys are not affected
+    async with httpx.AsyncClient(base_url=stack.admin_url, headers=stack.admin_headers) as admin:
+        assert (await admin.delete(f"/admin/v1/policies/keys/{strict_id}")).status_code == 204
+        missing = await admin.get(f"/admin/v1/policies/keys/{strict_id}")
+        assert missing.status_code == 404
+        assert "error" in missing.json()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from frugal.policy_store import DETECTOR_NAMES
 from safety_filter.checks import (
     DEFAULT_POLICY,
     DETECTORS,
@@ -262,3 +263,8 @@ def test_unsettled_from_points_at_what_could_still_grow() -> None:
     assert blocklist.unsettled_from("see orion-") == 4
     assert blocklist.unsettled_from("see orion-7") == 4
     assert blocklist.unsettled_from("see orion-7 ") == len("see orion-7 ")
+
+
+def test_the_shared_detector_names_match_the_registry() -> None:
+    """The admin REST validates override policies against frugal.policy_store's list."""
+    assert sorted(DETECTOR_NAMES) == sorted(DETECTORS.names())

@@ -1,0 +1,66 @@
+"""Content-policy overrides set at run time through the admin REST, kept in Redis.
+
+Shared by the control plane (writes, through the admin REST) and the safety filter
+(reads, with a short cache). A policy here states only what it changes; the safety
+filter lays a model's override over its configured policy, and merges a key's
+override into the model's (the stricter action wins).
+Redis: `frugal:policy:model:<name>` and `frugal:policy:key:<key id>`, JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from redis.asyncio import Redis
+
+Scope = Literal["model", "key"]
+
+# The detectors the safety filter registers (safety_filter/checks/detectors); a test
+# keeps this list equal to the registry, so the admin REST can refuse unknown names
+# without importing the safety filter.
+DETECTOR_NAMES = (
+    "EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "SECRET", "BLOCKLIST",
+)  # fmt: skip
+
+
+class PolicySpec(BaseModel):
+    """A content-policy override; fields left out keep what applies without it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    detectors: list[str] | None = None
+    prompt_action: Literal["log", "redact", "block"] | None = None
+    output_action: Literal["redact", "block"] | None = None
+    blocklist: list[str] | None = None
+
+    @field_validator("detectors")
+    @classmethod
+    def _known(cls, names: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(names or ()) - set(DETECTOR_NAMES))
+        if unknown:
+            raise ValueError(f"unknown detectors {unknown}; known: {list(DETECTOR_NAMES)}")
+        return names
+
+    def fields(self) -> dict[str, object]:
+        return self.model_dump(exclude_none=True)
+
+
+def _key(scope: Scope, name: str) -> str:
+    return f"frugal:policy:{scope}:{name}"
+
+
+class PolicyStore:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def get(self, scope: Scope, name: str) -> PolicySpec | None:
+        raw = await self._redis.get(_key(scope, name))
+        return None if raw is None else PolicySpec.model_validate(json.loads(raw))
+
+    async def put(self, scope: Scope, name: str, spec: PolicySpec) -> None:
+        await self._redis.set(_key(scope, name), json.dumps(spec.fields()))
+
+    async def delete(self, scope: Scope, name: str) -> bool:
+        return bool(await self._redis.delete(_key(scope, name)))
