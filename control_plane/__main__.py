@@ -1,19 +1,26 @@
-"""`python -m control_plane`: serve frugal.yaml over ADS, and the admin REST, until SIGTERM."""
+"""`python -m control_plane`: ADS, the balancer loop and the admin REST, until SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, start_http_server
 
 from control_plane.admin.app import create_admin_app
+from control_plane.admin.fleet import fleet_router
 from control_plane.admin.policies import policies_router
 from control_plane.admin.usage import usage_router
 from control_plane.admin_server import AdminServer
+from control_plane.balancer_loop import BalancerLoop
 from control_plane.config_file import ConfigError, load_config
+from control_plane.fleet import Fleet
+from control_plane.load_sampler import LoadSampler
+from control_plane.model import FrugalConfig
 from control_plane.server import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from frugal.keys import KeyStore
@@ -23,26 +30,43 @@ from frugal.keys.hashing import PepperError, load_peppers
 log = logging.getLogger("control_plane")
 
 
+def envoy_admin_urls(config: FrugalConfig) -> tuple[str, ...]:
+    local = f"http://127.0.0.1:{config.envoy.admin_port}"
+    return config.control_plane.envoy_admin_urls or (local,)
+
+
 async def run(settings: ControlPlaneSettings) -> None:
     config = load_config(settings.config)
     redis = aioredis.Redis.from_url(settings.redis_url)
-    store = KeyStore(redis, load_peppers())
+    registry = CollectorRegistry()
+    control_plane = ControlPlane(config)
+    fleet = Fleet(config, redis, control_plane)
+    await fleet.restore()
+    sampler = LoadSampler(envoy_admin_urls(config))
+    balancer = BalancerLoop(control_plane, fleet, sampler, registry)
+    routers = [usage_router(redis), policies_router(redis), fleet_router(fleet, balancer)]
     admin = AdminServer(
-        create_admin_app(store, load_admin_token(), [usage_router(redis), policies_router(redis)]),
+        create_admin_app(KeyStore(redis, load_peppers()), load_admin_token(), routers),
         config.admin.host,
         config.admin.port,
     )
-    control_plane = ControlPlane(config)
     await control_plane.start(settings.xds_port)
     await admin.start()
+    if config.control_plane.metrics_port:
+        start_http_server(config.control_plane.metrics_port, config.control_plane.host, registry)
+    balancing = asyncio.create_task(balancer.run())
     log.info("admin REST on http://%s:%d/admin/docs", config.admin.host, config.admin.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    balancing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await balancing
     await admin.stop()
     await control_plane.stop()
+    await sampler.close()
     await redis.aclose()
 
 

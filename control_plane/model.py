@@ -11,6 +11,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from control_plane.balancer.config import (
+    BalancerConfig,
+    ConcurrencyBandsConfig,
+    StaticConfig,
+)
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 
@@ -39,10 +45,14 @@ class Endpoint(Frozen):
 
     host: str = "127.0.0.1"
     port: Port
+    # Draining: Envoy sends it no new requests; streams under way finish (admin REST).
+    draining: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Endpoint:
         host, _, port = text.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"{text!r} is not host:port")
         return cls(host=host or "127.0.0.1", port=int(port))
 
     def __str__(self) -> str:
@@ -71,6 +81,7 @@ class Model(Frozen):
     echo: bool = Field(default=False, description="stream back the last user message")
     owned_by: str = "frugal"
     content_policy: ContentPolicy | None = None
+    balancer: BalancerConfig = StaticConfig()
     groups: tuple[ReplicaGroup, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -80,6 +91,10 @@ class Model(Frozen):
             raise ValueError(f"groups: duplicate group name in model {self.name!r}")
         if sum(g.weight for g in self.groups) == 0:
             raise ValueError(f"groups: the weights of model {self.name!r} add up to 0")
+        if isinstance(self.balancer, ConcurrencyBandsConfig):
+            for field in ("low_load_group", "high_load_group"):
+                if getattr(self.balancer, field) not in names:
+                    raise ValueError(f"balancer.{field}: no group of that name in {names}")
         return self
 
 
@@ -93,6 +108,11 @@ class ListenerConfig(Frozen):
 class ControlPlaneConfig(Frozen):
     host: str = "127.0.0.1"
     xds_port: Port = 18000
+    # Prometheus: balancer weights and load; 0: off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # Admin URLs of every Envoy this control plane serves, for live load (summed);
+    # empty: the local Envoy of `envoy.admin_port`.
+    envoy_admin_urls: tuple[str, ...] = ()
 
 
 class EnvoyConfig(Frozen):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from importlib import resources
 
 import grpc
@@ -31,11 +32,33 @@ def build_snapshot(config: FrugalConfig, created: int) -> Snapshot:
     return Snapshot.of([*envoy.listeners, *envoy.routes, *envoy.clusters, *envoy.endpoints])
 
 
+def with_live_weights(config: FrugalConfig, live: Mapping[str, Mapping[str, int]]) -> FrugalConfig:
+    """The config Envoy gets: each balanced model's group weights as its policy set them."""
+    models = []
+    for model in config.models:
+        weights = live.get(model.name)
+        if weights is None:
+            models.append(model)
+            continue
+        groups = tuple(
+            group.model_copy(update={"weight": weights.get(group.name, 0)})
+            for group in model.groups
+        )
+        models.append(model.model_copy(update={"groups": groups}))
+    return config.model_copy(update={"models": tuple(models)})
+
+
 class ControlPlane:
-    """The running control plane: its cache, its ADS servicer and its gRPC server."""
+    """The running control plane: its cache, its ADS servicer and its gRPC server.
+
+    `config` is the desired state (frugal.yaml plus run-time fleet changes);
+    `live_weights` are the balancer's current route weights, laid over it when a
+    snapshot is built.
+    """
 
     def __init__(self, config: FrugalConfig) -> None:
         self.config = config
+        self.live_weights: dict[str, dict[str, int]] = {}
         self.started_at = int(time.time())
         self.cache = SnapshotCache(build_snapshot(config, self.started_at))
         self.server = grpc.aio.server(options=ADS_SERVER_OPTIONS)
@@ -52,8 +75,17 @@ class ControlPlane:
 
     def publish(self, config: FrugalConfig) -> None:
         """Serve a new desired state; an inconsistent one is refused and the old one stays."""
-        self.cache.set_snapshot(build_snapshot(config, self.started_at))
+        served = with_live_weights(config, self.live_weights)
+        self.cache.set_snapshot(build_snapshot(served, self.started_at))
         self.config = config
+
+    def set_live_weights(self, model: str, weights: Mapping[str, int]) -> None:
+        self.live_weights[model] = dict(weights)
+        self.publish(self.config)
+
+    def clear_live_weights(self, model: str) -> None:
+        if self.live_weights.pop(model, None) is not None:
+            self.publish(self.config)
 
     async def stop(self) -> None:
         await self.server.stop(grace=1)

@@ -36,7 +36,15 @@ def _socket_address(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def _lb_endpoints(endpoints: tuple[Endpoint, ...]) -> list[dict[str, Any]]:
-    return [{"endpoint": {"address": _socket_address(e)}} for e in endpoints]
+    """A draining replica stays known to Envoy (its streams finish) but gets no new
+    requests: EDS health status DRAINING."""
+    return [
+        {
+            "endpoint": {"address": _socket_address(e)},
+            **({"health_status": "DRAINING"} if e.draining else {}),
+        }
+        for e in endpoints
+    ]
 
 
 def _is_ip(host: str) -> bool:

@@ -1,0 +1,53 @@
+"""How each model's traffic is split over its replica groups: the balancer policy config.
+
+Pure layer: a pydantic discriminated union on `type`, one class per policy,
+selected per model in frugal.yaml (`models[].balancer`) and switchable at run
+time through the admin REST. The policies themselves are in this package,
+registered by the same names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _PolicyConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StaticConfig(_PolicyConfig):
+    """Fixed weights: each group's `weight` from the config (or the admin REST)."""
+
+    type: Literal["static"] = "static"
+
+
+class ConcurrencyBandsConfig(_PolicyConfig):
+    """The ScaleLLM blueprint (section 6): below `threshold` requests in flight for the
+    model, new requests go to `low_load_group` (high tensor parallelism, lowest latency);
+    above it, to `high_load_group` (many replicas, highest throughput). `hysteresis`
+    requests on each side of the threshold keep it from flapping."""
+
+    type: Literal["concurrency_bands"] = "concurrency_bands"
+    threshold: int = Field(default=64, ge=1)
+    hysteresis: int = Field(default=8, ge=0)
+    low_load_group: str
+    high_load_group: str
+
+
+class AdaptiveConfig(_PolicyConfig):
+    """A cost model learned online: each group's step time as a function of the
+    sequences running per replica, fitted from the engines' own counters; new
+    requests go where the marginal latency is lowest."""
+
+    type: Literal["adaptive"] = "adaptive"
+    # Every group keeps at least this share, so the model keeps learning about it.
+    min_share: float = Field(default=0.05, ge=0, le=0.5)
+    # Weight of the past in the online fit (exponential forgetting per sample).
+    forgetting: float = Field(default=0.98, gt=0, le=1)
+
+
+BalancerConfig = Annotated[
+    StaticConfig | ConcurrencyBandsConfig | AdaptiveConfig, Field(discriminator="type")
+]

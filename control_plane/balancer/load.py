@@ -1,0 +1,112 @@
+"""What the balancer sees of a model's live load, and what it decides.
+
+Pure layer: frozen value types passed from the I/O loop (which samples Envoy's
+`upstream_rq_active` and the engines' gauges and counters) to a policy, and the
+policy's answer. `step_sample` turns two readings of one replica's counters into
+one observation of its step time; it does no I/O either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Route weights are integers summing to this (Envoy `weighted_clusters`; we keep 0..100).
+TOTAL_WEIGHT = 100
+
+
+@dataclass(frozen=True)
+class StepSample:
+    """One observation of a replica's engine: the mean number of sequences running
+    on it over an interval, and the mean duration of one engine step in that interval."""
+
+    running_per_replica: float
+    step_seconds: float
+
+
+@dataclass(frozen=True)
+class GroupLoad:
+    """The live load of one replica group (one Envoy cluster).
+
+    `replicas`: healthy replicas not draining. `in_flight`: requests active in Envoy
+    for the group's cluster, summed over Envoys. `running` / `waiting`: the engines'
+    own gauges summed over the group's replicas, None when not reported.
+    `samples`: step-time observations new since the last tick.
+    """
+
+    group: str
+    replicas: int
+    in_flight: float
+    running: float | None = None
+    waiting: float | None = None
+    samples: tuple[StepSample, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    """All of one model's groups at one tick; `now` is a monotonic time in seconds."""
+
+    model: str
+    groups: tuple[GroupLoad, ...]
+    now: float
+
+    def __post_init__(self) -> None:
+        names = [group.group for group in self.groups]
+        if not names:
+            raise ValueError(f"model {self.model!r}: no replica groups")
+        if len(set(names)) != len(names):
+            raise ValueError(f"model {self.model!r}: duplicate group names in {names}")
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(group.group for group in self.groups)
+
+    @property
+    def in_flight(self) -> float:
+        """Requests in flight for the model, over all its groups."""
+        return sum(group.in_flight for group in self.groups)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Route weights for a model's groups (each 0..100, summing to exactly 100) and a
+    human-readable reason, shown by the admin REST."""
+
+    weights: Mapping[str, int]
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            raise ValueError("a decision needs at least one group")
+        if any(not 0 <= weight <= TOTAL_WEIGHT for weight in self.weights.values()):
+            raise ValueError(f"weights must lie in 0..{TOTAL_WEIGHT}: {dict(self.weights)}")
+        if sum(self.weights.values()) != TOTAL_WEIGHT:
+            raise ValueError(f"weights must sum to {TOTAL_WEIGHT}: {dict(self.weights)}")
+
+
+@dataclass(frozen=True)
+class ReplicaCounters:
+    """One reading of a replica's engine: monotonic time `at` (seconds), sequences
+    `running` now (a gauge) and generated tokens so far (a counter)."""
+
+    at: float
+    running: float
+    tokens_total: float
+
+
+def step_sample(previous: ReplicaCounters, current: ReplicaCounters) -> StepSample | None:
+    """The step time of one replica between two readings, or None when they say nothing.
+
+    A continuous-batching engine gives every running sequence one token per step
+    (SIMULATOR.md, "A step model"), so over `dt` with `n` sequences running it makes
+    `n * dt / t_step` tokens: `t_step = n * dt / d_tokens`. `n` is the mean of the
+    two gauge readings, exact when the batch did not change in between. None when no
+    time passed, nothing ran, no token was made, or the counter went backwards (the
+    engine restarted).
+    """
+    dt = current.at - previous.at
+    d_tokens = current.tokens_total - previous.tokens_total
+    mean_running = (previous.running + current.running) / 2
+    if dt <= 0 or d_tokens <= 0 or mean_running <= 0:
+        return None
+    return StepSample(running_per_replica=mean_running, step_seconds=mean_running * dt / d_tokens)

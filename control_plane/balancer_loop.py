@@ -1,0 +1,187 @@
+"""The balancer loop: live load in, route weights out, every 250 ms.
+
+I/O layer. Each tick samples Envoy's in-flight requests per replica group and the
+engines' counters (load_sampler), asks each model's policy (balancer/) for new
+weights, and publishes them through the publish gate (balancer/gate: only a real
+change, at a bounded rate). It also finishes drains: a draining replica with no
+request left in any Envoy is removed. What it saw and decided is kept for the
+admin REST and exported as Prometheus gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from control_plane.balancer.gate import WeightGate
+from control_plane.balancer.load import (
+    Decision,
+    GroupLoad,
+    ModelLoad,
+    ReplicaCounters,
+    StepSample,
+    step_sample,
+)
+from control_plane.balancer.policy import BalancerPolicy, build_policy
+from control_plane.fleet import Fleet
+from control_plane.load_sampler import HostState, LoadSampler
+from control_plane.model import Model, engine_cluster_name
+from control_plane.server import ControlPlane
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.25  # issue 4: sample often enough (<= 250 ms) to follow bursts
+HOSTS_EVERY = 4  # host health and per-host load: once a second
+
+
+@dataclass
+class ModelBalance:
+    """The policy of one model, and what it last saw and decided."""
+
+    policy: BalancerPolicy
+    config_key: str  # the balancer config + static weights the policy was built from
+    gate: WeightGate = field(default_factory=WeightGate)
+    load: ModelLoad | None = None
+    decision: Decision | None = None
+    published: dict[str, int] | None = None
+
+
+class BalancerLoop:
+    def __init__(
+        self,
+        control_plane: ControlPlane,
+        fleet: Fleet,
+        sampler: LoadSampler,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._control_plane = control_plane
+        self._fleet = fleet
+        self._sampler = sampler
+        self.models: dict[str, ModelBalance] = {}
+        self.hosts: dict[str, dict[str, HostState]] = {}
+        self._counters: dict[str, ReplicaCounters] = {}
+        self._ticks = 0
+        self._weight = Gauge(
+            "frugal_balancer_weight",
+            "Route weight of each replica group, as published to Envoy.",
+            ["model_name", "group"],
+            registry=registry,
+        )
+        self._in_flight = Gauge(
+            "frugal_balancer_in_flight",
+            "Requests in flight per replica group, summed over Envoys.",
+            ["model_name", "group"],
+            registry=registry,
+        )
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # one bad tick must not stop balancing
+                log.exception("balancer tick failed")
+            await asyncio.sleep(TICK_S)
+
+    async def tick(self) -> None:
+        config = self._control_plane.config
+        in_flight = await self._sampler.in_flight()
+        if self._ticks % HOSTS_EVERY == 0:
+            self.hosts = await self._sampler.hosts()
+            await self._finish_drains()
+        self._ticks += 1
+        addresses = [str(e) for m in config.models for g in m.groups for e in g.replicas]
+        counters = await self._sampler.engine_counters(addresses)
+        samples = self._samples(counters)
+        for model in config.models:
+            self._balance(model, in_flight, counters, samples)
+
+    def _samples(self, counters: dict[str, ReplicaCounters]) -> dict[str, StepSample]:
+        samples = {}
+        for address, current in counters.items():
+            previous = self._counters.get(address)
+            sample = step_sample(previous, current) if previous is not None else None
+            if sample is not None:
+                samples[address] = sample
+        self._counters = counters
+        return samples
+
+    def _group_load(
+        self,
+        model: Model,
+        group_index: int,
+        in_flight: dict[str, float],
+        counters: dict[str, ReplicaCounters],
+        samples: dict[str, StepSample],
+    ) -> GroupLoad:
+        group = model.groups[group_index]
+        cluster = engine_cluster_name(model.name, group.name)
+        hosts = self.hosts.get(cluster, {})
+        serving = [
+            e
+            for e in group.replicas
+            if not e.draining and hosts.get(str(e), HostState(True, False, 0)).healthy
+        ]
+        seen = [counters[str(e)] for e in group.replicas if str(e) in counters]
+        return GroupLoad(
+            group=group.name,
+            replicas=len(serving),
+            in_flight=in_flight.get(cluster, 0.0),
+            running=sum(c.running for c in seen) if seen else None,
+            waiting=None,
+            samples=tuple(samples[str(e)] for e in group.replicas if str(e) in samples),
+        )
+
+    def _balance(
+        self,
+        model: Model,
+        in_flight: dict[str, float],
+        counters: dict[str, ReplicaCounters],
+        samples: dict[str, StepSample],
+    ) -> None:
+        balance = self._balance_of(model)
+        groups = tuple(
+            self._group_load(model, i, in_flight, counters, samples)
+            for i in range(len(model.groups))
+        )
+        loop = asyncio.get_running_loop()
+        balance.load = ModelLoad(model=model.name, groups=groups, now=loop.time())
+        balance.decision = balance.policy.decide(balance.load)
+        for group in groups:
+            self._in_flight.labels(model.name, group.group).set(group.in_flight)
+        if model.balancer.type == "static":
+            balance.published = {g.name: g.weight for g in model.groups}
+            self._control_plane.clear_live_weights(model.name)
+        elif balance.gate.offer(balance.published, balance.decision.weights, loop.time()):
+            balance.published = dict(balance.decision.weights)
+            self._control_plane.set_live_weights(model.name, balance.published)
+            log.info("%s weights %s: %s", model.name, balance.published, balance.decision.reason)
+        for name, weight in (balance.published or {}).items():
+            self._weight.labels(model.name, name).set(weight)
+
+    def _balance_of(self, model: Model) -> ModelBalance:
+        weights = {g.name: g.weight for g in model.groups}
+        key = f"{model.balancer.model_dump_json()}|{sorted(weights.items())}"
+        balance = self.models.get(model.name)
+        if balance is None or balance.config_key != key:
+            balance = ModelBalance(build_policy(model.balancer, weights), key)
+            self.models[model.name] = balance
+        return balance
+
+    async def _finish_drains(self) -> None:
+        """Remove draining replicas that no Envoy has a request on any more."""
+        for model in self._control_plane.config.models:
+            for group in model.groups:
+                hosts = self.hosts.get(engine_cluster_name(model.name, group.name), {})
+                for endpoint in group.replicas:
+                    state = hosts.get(str(endpoint))
+                    if endpoint.draining and state is not None and state.draining:
+                        if state.active == 0:
+                            log.info("drained %s of %s/%s", endpoint, model.name, group.name)
+                            with contextlib.suppress(LookupError, ValueError):
+                                await self._fleet.remove_replica(
+                                    model.name, group.name, str(endpoint)
+                                )

@@ -1,0 +1,117 @@
+"""Reading live load: Envoy's in-flight requests per cluster and host, the engines' counters.
+
+I/O layer (httpx). Envoy: `/stats?format=json` filtered to `upstream_rq_active` of
+the engine clusters (1-3 ms, ENVOY_NOTES) and `/clusters?format=json` for each
+host's health and active requests, summed over every Envoy the control plane
+serves. Engines: their Prometheus endpoint (replica port + 1000), for running /
+waiting sequences and the generated-token counter the adaptive policy learns from.
+A source that does not answer is skipped for that tick, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from control_plane.balancer.load import ReplicaCounters
+
+ENGINE_METRICS_PORT_OFFSET = 1000
+ACTIVE_STAT = re.compile(r"^cluster\.(engine__.+)\.upstream_rq_active$")
+METRIC_LINE = re.compile(r"^(frugal_engine_\w+?)(?:\{[^}]*\})? ([0-9.eE+-]+|NaN)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class HostState:
+    healthy: bool
+    draining: bool
+    active: int
+
+
+def _address(host: dict[str, Any]) -> str:
+    socket = host.get("address", {}).get("socket_address", {})
+    return f"{socket.get('address')}:{socket.get('port_value')}"
+
+
+def _host_state(host: dict[str, Any]) -> HostState:
+    health = host.get("health_status") or {}
+    eds = str(health.get("eds_health_status", "HEALTHY"))
+    failed = any(
+        bool(health.get(flag))
+        for flag in ("failed_active_health_check", "failed_outlier_check", "pending_active_hc")
+    )
+    stats = {s.get("name"): s.get("value") for s in host.get("stats", [])}
+    return HostState(
+        healthy=eds == "HEALTHY" and not failed,
+        draining=eds == "DRAINING",
+        active=int(stats.get("rq_active") or 0),
+    )
+
+
+class LoadSampler:
+    def __init__(self, envoy_admin_urls: Iterable[str], timeout_s: float = 0.2) -> None:
+        self._envoys = list(envoy_admin_urls)
+        self._client = httpx.AsyncClient(timeout=timeout_s)
+
+    async def in_flight(self) -> dict[str, float]:
+        """Cluster name -> requests active, summed over every Envoy."""
+        totals: dict[str, float] = {}
+        for url in self._envoys:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                response = await self._client.get(
+                    url + "/stats", params={"format": "json", "filter": ACTIVE_STAT.pattern}
+                )
+                for stat in response.json().get("stats", []):
+                    match = ACTIVE_STAT.match(str(stat.get("name", "")))
+                    if match:
+                        cluster = match.group(1)
+                        totals[cluster] = totals.get(cluster, 0.0) + float(stat["value"])
+        return totals
+
+    async def hosts(self) -> dict[str, dict[str, HostState]]:
+        """Cluster name -> host address -> state (first Envoy that answers)."""
+        for url in self._envoys:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                response = await self._client.get(url + "/clusters", params={"format": "json"})
+                return {
+                    str(cluster["name"]): {
+                        _address(host): _host_state(host)
+                        for host in cluster.get("host_statuses", [])
+                    }
+                    for cluster in response.json().get("cluster_statuses", [])
+                    if str(cluster.get("name", "")).startswith("engine__")
+                }
+        return {}
+
+    async def engine_counters(self, addresses: Iterable[str]) -> dict[str, ReplicaCounters]:
+        """Replica address -> its running sequences and generated-token total, now."""
+        addresses = list(addresses)
+        results = await asyncio.gather(*(self._counters(a) for a in addresses))
+        return {a: c for a, c in zip(addresses, results, strict=True) if c is not None}
+
+    async def _counters(self, address: str) -> ReplicaCounters | None:
+        host, _, port = address.rpartition(":")
+        url = f"http://{host}:{int(port) + ENGINE_METRICS_PORT_OFFSET}/metrics"
+        try:
+            text = (await self._client.get(url)).text
+        except httpx.HTTPError:
+            return None
+        values: dict[str, float] = {}
+        for name, value in METRIC_LINE.findall(text):
+            values[name] = values.get(name, 0.0) + float(value)
+        if "frugal_engine_generation_tokens_total" not in values:
+            return None
+        return ReplicaCounters(
+            at=time.monotonic(),
+            running=values.get("frugal_engine_num_requests_running", 0.0),
+            tokens_total=values["frugal_engine_generation_tokens_total"],
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,60 @@
+"""Unit tests of the balancer's value types and the step-time maths from engine counters."""
+
+from __future__ import annotations
+
+import pytest
+
+from control_plane.balancer.load import (
+    Decision,
+    GroupLoad,
+    ModelLoad,
+    ReplicaCounters,
+    step_sample,
+)
+
+
+def test_step_time_from_tokens_made_by_a_steady_batch() -> None:
+    # 32 sequences for 2 s at 8 ms a step: 250 steps, 32 tokens each.
+    sample = step_sample(ReplicaCounters(10.0, 32, 1000), ReplicaCounters(12.0, 32, 9000))
+    assert sample is not None
+    assert sample.running_per_replica == 32
+    assert sample.step_seconds == pytest.approx(0.008)
+
+
+def test_step_time_uses_the_mean_of_the_two_running_readings() -> None:
+    sample = step_sample(ReplicaCounters(0.0, 10, 0), ReplicaCounters(1.0, 30, 2000))
+    assert sample is not None
+    assert sample.running_per_replica == 20
+    assert sample.step_seconds == pytest.approx(20 * 1.0 / 2000)
+
+
+@pytest.mark.parametrize(
+    ("previous", "current"),
+    [
+        (ReplicaCounters(0.0, 4, 500), ReplicaCounters(1.0, 4, 500)),  # no token made
+        (ReplicaCounters(0.0, 0, 500), ReplicaCounters(1.0, 0, 600)),  # nothing running
+        (ReplicaCounters(0.0, 4, 5000), ReplicaCounters(1.0, 4, 120)),  # restarted
+        (ReplicaCounters(1.0, 4, 500), ReplicaCounters(1.0, 4, 600)),  # no time passed
+    ],
+)
+def test_no_sample_when_the_counters_say_nothing(
+    previous: ReplicaCounters, current: ReplicaCounters
+) -> None:
+    assert step_sample(previous, current) is None
+
+
+def test_decision_weights_must_sum_to_100() -> None:
+    assert Decision(weights={"a": 60, "b": 40}, reason="ok").weights == {"a": 60, "b": 40}
+    for weights in ({"a": 60, "b": 39}, {"a": 101, "b": -1}, {}):
+        with pytest.raises(ValueError):
+            Decision(weights=weights, reason="bad")
+
+
+def test_model_load_needs_distinct_groups() -> None:
+    with pytest.raises(ValueError, match="no replica groups"):
+        ModelLoad(model="m", groups=(), now=0.0)
+    with pytest.raises(ValueError, match="duplicate"):
+        ModelLoad(model="m", groups=(GroupLoad("a", 1, 0), GroupLoad("a", 2, 0)), now=0.0)
+    load = ModelLoad(model="m", groups=(GroupLoad("a", 1, 3.0), GroupLoad("b", 2, 4.5)), now=0.0)
+    assert load.in_flight == 7.5
+    assert load.group_names == ("a", "b")
