@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from frugal.cli import keys, up
+from frugal.cli import fleet, keys, up
 
-COMMANDS = (up, keys)
+COMMANDS = (up, keys, fleet)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,33 +1,20 @@
 """`frugal keys`: create, list, revoke and rotate API keys through the admin REST API.
 
-CLI layer (HTTP client only; it never touches Redis). The admin token comes
-from --admin-token, $FRUGAL_ADMIN_TOKEN, the file $FRUGAL_ADMIN_TOKEN_FILE, or
-the file `frugal up` creates (StackFiles.admin_token under var/), in that order.
+CLI layer (HTTP client only, through admin_client; it never touches Redis).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
-from frugal.cli.stack import REPO_ROOT, StackFiles
-from frugal.keys.admin_token import AdminTokenError, load_admin_token
+from frugal.cli.admin_client import Action, call, common_options, run_action
 from frugal.keys.record import utc_now
 
-ADMIN_URL_ENV = "FRUGAL_ADMIN_URL"
-DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
 KEYS_PATH = "/admin/v1/keys"
-
-
-class CommandFailed(Exception):
-    pass
 
 
 def _models(text: str) -> list[str]:
@@ -43,34 +30,19 @@ def create(client: httpx.Client, args: argparse.Namespace) -> dict[str, Any]:
         expires_at = (utc_now() + timedelta(days=args.expires_in_days)).isoformat()
     body = {"name": args.name, "tenant": args.tenant, "models": args.models, "rpm": args.rpm,
             "tpm": args.tpm, "expires_at": expires_at}  # fmt: skip
-    return _call(client, "POST", KEYS_PATH, body)
+    return call(client, "POST", KEYS_PATH, body)
 
 
 def list_keys(client: httpx.Client, args: argparse.Namespace) -> dict[str, Any]:
-    return _call(client, "GET", KEYS_PATH)
+    return call(client, "GET", KEYS_PATH)
 
 
 def revoke(client: httpx.Client, args: argparse.Namespace) -> dict[str, Any]:
-    return _call(client, "POST", f"{KEYS_PATH}/{args.id}/revoke")
+    return call(client, "POST", f"{KEYS_PATH}/{args.id}/revoke")
 
 
 def rotate(client: httpx.Client, args: argparse.Namespace) -> dict[str, Any]:
-    return _call(client, "POST", f"{KEYS_PATH}/{args.id}/rotate", {"overlap_s": args.overlap})
-
-
-def _call(client: httpx.Client, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    try:
-        response = client.request(method, path, json=body)
-    except httpx.HTTPError as error:
-        raise CommandFailed(f"cannot reach the admin API at {client.base_url}: {error}") from None
-    try:
-        answer: dict[str, Any] = response.json()
-    except ValueError:
-        answer = {}
-    if response.is_error:
-        message = (answer.get("error") or {}).get("message") or response.reason_phrase
-        raise CommandFailed(f"{message} (HTTP {response.status_code})")
-    return answer
+    return call(client, "POST", f"{KEYS_PATH}/{args.id}/rotate", {"overlap_s": args.overlap})
 
 
 def _when(value: str | None) -> str:
@@ -119,7 +91,7 @@ def render(action: str, answer: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-ACTIONS: dict[str, Callable[[httpx.Client, argparse.Namespace], dict[str, Any]]] = {
+ACTIONS: dict[str, Action] = {
     "create": create,
     "list": list_keys,
     "revoke": revoke,
@@ -128,14 +100,7 @@ ACTIONS: dict[str, Callable[[httpx.Client, argparse.Namespace], dict[str, Any]]]
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--admin-url",
-        default=os.environ.get(ADMIN_URL_ENV, DEFAULT_ADMIN_URL),
-        help=f"admin API base URL (${ADMIN_URL_ENV}, default {DEFAULT_ADMIN_URL})",
-    )
-    common.add_argument("--admin-token", help="admin token (default: $FRUGAL_ADMIN_TOKEN etc.)")
-    common.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    common = common_options()
 
     parser = subparsers.add_parser("keys", help="create, list, revoke and rotate API keys")
     actions = parser.add_subparsers(required=True, metavar="ACTION", dest="action")
@@ -158,19 +123,4 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        token = args.admin_token or load_admin_token(
-            default_file=StackFiles(REPO_ROOT / "var").admin_token
-        )
-    except AdminTokenError as error:
-        print(f"frugal keys: {error}", file=sys.stderr)
-        return 2
-    headers = {"authorization": f"Bearer {token}"}
-    try:
-        with httpx.Client(base_url=args.admin_url, headers=headers, timeout=10.0) as client:
-            answer = ACTIONS[args.action](client, args)
-    except CommandFailed as error:
-        print(f"frugal keys {args.action}: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(answer, indent=2) if args.json else render(args.action, answer), flush=True)
-    return 0
+    return run_action("keys", args, ACTIONS, render)

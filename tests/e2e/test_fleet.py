@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from frugal.cli.__main__ import main as cli_main
 from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET, ChildSpec, engine_worker_specs
 from tests.helpers.stack import FAST, FrugalStack, free_port, replicas, stack_config
 
@@ -185,3 +186,38 @@ async def test_envoy_serves_through_a_control_plane_outage(fleet_stack: FrugalSt
     assert len(results) > 10 and all(results), f"{results.count(False)} of {len(results)} failed"
     # The fleet changes made before the restart were restored from Redis.
     assert len((await _group(fleet_stack, "b"))["replicas"]) == 2
+
+
+async def test_concurrency_bands_follow_the_load(fleet_stack: FrugalStack) -> None:
+    """Below the threshold everything goes to group a, above it to group b; the weights,
+    load and reasons are visible in the admin REST, the CLI and Prometheus."""
+    policy = {"type": "concurrency_bands", "threshold": 4, "hysteresis": 1,
+              "low_load_group": "a", "high_load_group": "b"}  # fmt: skip
+    async with _admin(fleet_stack) as admin:
+        response = await admin.put(f"/admin/v1/models/{MODEL}/balancer", json=policy)
+        assert response.status_code == 200, response.text
+
+    async def weights_are(expected: dict[str, int]) -> bool:
+        async with _admin(fleet_stack) as admin:
+            state = (await admin.get("/admin/v1/balancer")).json()["data"]
+        return next(m for m in state if m["model"] == MODEL)["weights"] == expected
+
+    assert await _eventually(lambda: weights_are({"a": 100, "b": 0}), 5)
+    stop = asyncio.Event()
+    load = asyncio.create_task(_steady_load(fleet_stack, stop, clients=12))
+    assert await _eventually(lambda: weights_are({"a": 0, "b": 100}), 10)
+    stop.set()
+    assert all(await load)
+    assert await _eventually(lambda: weights_are({"a": 100, "b": 0}), 10)
+    port = fleet_stack.config.control_plane.metrics_port
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert f'frugal_balancer_weight{{group="a",model_name="{MODEL}"}} 100.0' in metrics
+    listing = await asyncio.to_thread(
+        cli_main, ["fleet", "balancer", "--admin-url", fleet_stack.admin_url,
+                   "--admin-token", fleet_stack.files.admin_token.read_text().strip()]
+    )  # fmt: skip
+    assert listing == 0
+    async with _admin(fleet_stack) as admin:
+        static = await admin.put(f"/admin/v1/models/{MODEL}/balancer", json={"type": "static"})
+        assert static.status_code == 200

@@ -60,7 +60,7 @@ def stack_config(
 ) -> dict[str, Any]:
     return {
         "listener": {"port": free_port(), "max_request_bytes": 64 * 1024},
-        "control_plane": {"xds_port": free_port()},
+        "control_plane": {"xds_port": free_port(), "metrics_port": free_port()},
         "envoy": {"admin_port": free_port(), "node_id": "frugal-test"},
         "safety_filter": {"port": free_port(), "metrics_port": free_port()},
         "admin": {"port": free_port()},
