@@ -107,6 +107,7 @@ def redis_spec(config: FrugalConfig, files: StackFiles) -> ChildSpec | None:
         "--dir", str(data_dir),
         "--save", "60 1",
         "--appendonly", "no",
+        "--loglevel", "warning",
     )  # fmt: skip
     return ChildSpec("redis", argv, essential=True)
 

@@ -100,7 +100,7 @@ def banner(config: FrugalConfig, key: str) -> str:
             f"Frugal is serving the OpenAI API on {url}/v1",
             f"  models: {', '.join(m.name for m in config.models)}",
             f"  demo API key: {key}",
-            f"  admin REST: {admin_url(config)}/docs (token in var/secrets/admin-token)",
+            f"  admin REST: {admin_url(config)}/admin/docs (token in var/secrets/admin-token)",
             "  try:",
             f"    export OPENAI_API_KEY={key}",
             f"    curl -s {url}/v1/chat/completions \\",
