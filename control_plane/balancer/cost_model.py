@@ -82,6 +82,14 @@ class OnlineLinearFit:
         """(intercept, slope) of the last well-determined fit, or None before there is one."""
         return self._last
 
+    def level(self, slope: float) -> tuple[float, float] | None:
+        """Before a line can be fitted (the samples do not spread over x, as at a steady low
+        load): the intercept the samples' mean implies for a given slope; None without any."""
+        if self._count == 0:
+            return None
+        mean_x = self._wx / self._w
+        return self._wy / self._w - slope * mean_x, slope
+
 
 def usable(cost: StepCost) -> StepCost:
     """A fitted line made safe for the split: no negative step time, a positive slope."""

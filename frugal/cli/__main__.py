@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from frugal.cli import fleet, keys, up
+from frugal.cli import bench, fleet, keys, up
 
-COMMANDS = (up, keys, fleet)
+COMMANDS = (up, keys, fleet, bench)
 
 
 def main(argv: list[str] | None = None) -> int:

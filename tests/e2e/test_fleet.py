@@ -200,7 +200,8 @@ async def test_concurrency_bands_follow_the_load(fleet_stack: FrugalStack) -> No
     async def weights_are(expected: dict[str, int]) -> bool:
         async with _admin(fleet_stack) as admin:
             state = (await admin.get("/admin/v1/balancer")).json()["data"]
-        return next(m for m in state if m["model"] == MODEL)["weights"] == expected
+        weights: dict[str, int] = next(m for m in state if m["model"] == MODEL)["weights"]
+        return weights == expected
 
     assert await _eventually(lambda: weights_are({"a": 100, "b": 0}), 5)
     stop = asyncio.Event()

@@ -94,6 +94,5 @@ async def test_sigkill_one_replica(pair_stack: FrugalStack) -> None:
     assert statuses == [200] * 40, statuses
     failed = [outcome for outcome in outcomes if outcome != "done"]
     assert failed, f"no stream was on the killed replica: {outcomes}"
-    assert all(
-        outcome in ("error-event", "transport-error") for outcome in failed
-    ), sorted(set(outcomes))
+    kinds = sorted(set(outcomes))
+    assert all(outcome in ("error-event", "transport-error") for outcome in failed), kinds

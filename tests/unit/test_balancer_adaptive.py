@@ -11,7 +11,13 @@ import pytest
 from control_plane.balancer.adaptive import AdaptivePolicy
 from control_plane.balancer.config import AdaptiveConfig
 from control_plane.balancer.cost_model import OnlineLinearFit, StepCost, split_load
-from control_plane.balancer.load import GroupLoad, ModelLoad, ReplicaCounters, step_sample
+from control_plane.balancer.load import (
+    GroupLoad,
+    ModelLoad,
+    ReplicaCounters,
+    StepSample,
+    step_sample,
+)
 
 # SIMULATOR.md: one tp8 replica vs four tp2 replicas.
 TRUTH = {"tp8": StepCost(a_ms=5.0, b_ms=0.10), "tp2": StepCost(a_ms=8.4, b_ms=0.13)}
@@ -198,3 +204,27 @@ def test_no_group_with_replicas_splits_evenly() -> None:
     policy = AdaptivePolicy(AdaptiveConfig())
     load = ModelLoad(model="m", groups=(GroupLoad("a", 0, 0.0), GroupLoad("b", 0, 0.0)), now=0.0)
     assert policy.decide(load).weights == {"a": 50, "b": 50}
+
+
+def test_a_steady_low_load_already_tells_the_faster_group() -> None:
+    """At one request in flight the samples never spread over load, so no line can be
+    fitted; their mean step time (with the prior slope) still shows tp8 is faster."""
+    policy = AdaptivePolicy(AdaptiveConfig())
+    for _ in range(5):
+        groups = tuple(
+            GroupLoad(
+                name, REPLICAS[name], 0.5, samples=(StepSample(1.0, cost.step_ms(1.0) / 1e3),)
+            )
+            for name, cost in TRUTH.items()
+        )
+        decision = policy.decide(ModelLoad(model="mixtral", groups=groups, now=0.0))
+    assert decision.weights["tp8"] >= 90
+    assert policy.fitted("tp8") is None
+
+
+def test_a_level_needs_samples() -> None:
+    fit = OnlineLinearFit(forgetting=0.98)
+    assert fit.level(0.1) is None
+    for _ in range(3):
+        fit.add(1.0, 5.1)
+    assert fit.level(0.1) == pytest.approx((5.0, 0.1))

@@ -1,0 +1,59 @@
+"""Free loopback ports for a benchmark stack (I/O layer: binds sockets to probe)."""
+
+from __future__ import annotations
+
+import socket
+
+from frugal.bench.fleet import TP2_REPLICAS, StackPorts
+from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET
+
+_ATTEMPTS = 1000
+
+
+def _ephemeral_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _is_free(port: int) -> bool:
+    if port > 65535:
+        return False
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class PortPicker:
+    """Hands out distinct ports that are free now; an engine's port comes with its metrics
+    port (+1000) free and unclaimed too."""
+
+    def __init__(self) -> None:
+        self._claimed: set[int] = set()
+
+    def take(self, *, engine: bool = False) -> int:
+        for _ in range(_ATTEMPTS):
+            port = _ephemeral_port()
+            wanted = [port, port + ENGINE_METRICS_PORT_OFFSET] if engine else [port]
+            if self._claimed.intersection(wanted):
+                continue
+            if engine and not _is_free(wanted[1]):
+                continue
+            self._claimed.update(wanted)
+            return port
+        raise RuntimeError(f"no free loopback port after {_ATTEMPTS} attempts")
+
+    def stack_ports(self) -> StackPorts:
+        return StackPorts(
+            listener=self.take(),
+            xds=self.take(),
+            envoy_admin=self.take(),
+            safety_filter=self.take(),
+            admin=self.take(),
+            redis=self.take(),
+            tp8=(self.take(engine=True),),
+            tp2=tuple(self.take(engine=True) for _ in range(TP2_REPLICAS)),
+        )
