@@ -94,6 +94,11 @@ class ReplicaCounters:
     tokens_total: float
 
 
+# The largest change of the running batch between two readings (as a fraction of it)
+# for which their mean still stands for the whole interval.
+STEADY_BATCH_CHANGE = 0.25
+
+
 def step_sample(previous: ReplicaCounters, current: ReplicaCounters) -> StepSample | None:
     """The step time of one replica between two readings, or None when they say nothing.
 
@@ -102,11 +107,15 @@ def step_sample(previous: ReplicaCounters, current: ReplicaCounters) -> StepSamp
     `n * dt / t_step` tokens: `t_step = n * dt / d_tokens`. `n` is the mean of the
     two gauge readings, exact when the batch did not change in between. None when no
     time passed, nothing ran, no token was made, or the counter went backwards (the
-    engine restarted).
+    engine restarted); also when the batch changed a lot in between (e.g. 0 -> 1 at a
+    low load): the mean of the readings then says little of the time really spent
+    running, and such samples would make a lightly used group look faster than it is.
     """
     dt = current.at - previous.at
     d_tokens = current.tokens_total - previous.tokens_total
     mean_running = (previous.running + current.running) / 2
     if dt <= 0 or d_tokens <= 0 or mean_running <= 0:
+        return None
+    if abs(current.running - previous.running) > max(0.5, STEADY_BATCH_CHANGE * mean_running):
         return None
     return StepSample(running_per_replica=mean_running, step_seconds=mean_running * dt / d_tokens)

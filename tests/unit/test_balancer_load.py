@@ -22,10 +22,15 @@ def test_step_time_from_tokens_made_by_a_steady_batch() -> None:
 
 
 def test_step_time_uses_the_mean_of_the_two_running_readings() -> None:
-    sample = step_sample(ReplicaCounters(0.0, 10, 0), ReplicaCounters(1.0, 30, 2000))
+    sample = step_sample(ReplicaCounters(0.0, 18, 0), ReplicaCounters(1.0, 22, 2000))
     assert sample is not None
     assert sample.running_per_replica == 20
     assert sample.step_seconds == pytest.approx(20 * 1.0 / 2000)
+
+
+@pytest.mark.parametrize(("before", "after"), [(0, 1), (1, 0), (10, 30), (2, 4)])
+def test_a_batch_that_changed_a_lot_says_nothing(before: float, after: float) -> None:
+    assert step_sample(ReplicaCounters(0.0, before, 0), ReplicaCounters(1.0, after, 50)) is None
 
 
 @pytest.mark.parametrize(
