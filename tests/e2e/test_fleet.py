@@ -34,6 +34,10 @@ async def fleet_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     )
     try:
         await running.start()
+        # The load here outruns the demo key's 600 requests a minute: use an unlimited key.
+        async with _admin(running) as admin:
+            created = await admin.post("/admin/v1/keys", json={"name": "load", "tenant": "t"})
+        running.api_key = created.json()["key"]
         yield running
     finally:
         await running.stop()
@@ -140,19 +144,23 @@ async def _tokens(metrics_port: int) -> float:
 async def test_drain_under_load_fails_nothing(fleet_stack: FrugalStack) -> None:
     stop = asyncio.Event()
     load = asyncio.create_task(_steady_load(fleet_stack, stop, clients=8))
-    await asyncio.sleep(1.0)
-    victim = (await _group(fleet_stack, "a"))["replicas"][0]["address"]
-    async with _admin(fleet_stack) as admin:
-        drained = await admin.post(f"/admin/v1/models/{MODEL}/groups/a/replicas/{victim}/drain")
-        assert drained.status_code == 202, drained.text
+    try:
+        await asyncio.sleep(1.0)
+        victim = (await _group(fleet_stack, "a"))["replicas"][0]["address"]
+        async with _admin(fleet_stack) as admin:
+            path = f"/admin/v1/models/{MODEL}/groups/a/replicas/{victim}/drain"
+            drained = await admin.post(path)
+            assert drained.status_code == 202, drained.text
 
-    async def removed() -> bool:
-        return victim not in {r["address"] for r in (await _group(fleet_stack, "a"))["replicas"]}
+        async def removed() -> bool:
+            group = await _group(fleet_stack, "a")
+            return victim not in {r["address"] for r in group["replicas"]}
 
-    assert await _eventually(removed, 15)
-    await asyncio.sleep(1.0)
-    stop.set()
-    results = await load
+        assert await _eventually(removed, 15)
+        await asyncio.sleep(1.0)
+    finally:
+        stop.set()
+        results = await load
     assert results and all(results), f"{results.count(False)} of {len(results)} failed"
 
 
@@ -160,9 +168,20 @@ async def test_envoy_serves_through_a_control_plane_outage(fleet_stack: FrugalSt
     spec = fleet_stack.supervisor.children["control_plane"].spec
     stop = asyncio.Event()
     load = asyncio.create_task(_steady_load(fleet_stack, stop, clients=4))
-    await fleet_stack.supervisor.kill("control_plane")
-    await asyncio.sleep(OUTAGE_S)
-    await fleet_stack.supervisor.start(spec)
+    try:
+        await fleet_stack.supervisor.kill("control_plane")
+        await asyncio.sleep(OUTAGE_S)
+        await fleet_stack.supervisor.start(spec)
+        await _control_plane_is_back(fleet_stack)
+    finally:
+        stop.set()
+        results = await load
+    assert len(results) > 10 and all(results), f"{results.count(False)} of {len(results)} failed"
+    # The fleet changes made before the restart were restored from Redis.
+    assert len((await _group(fleet_stack, "b"))["replicas"]) == 2
+
+
+async def _control_plane_is_back(fleet_stack: FrugalStack) -> None:
 
     async def back() -> bool:
         try:
@@ -181,11 +200,6 @@ async def test_envoy_serves_through_a_control_plane_outage(fleet_stack: FrugalSt
             return "control_plane.connected_state: 1" in stats
 
         assert await _eventually(reconnected, 20)
-    stop.set()
-    results = await load
-    assert len(results) > 10 and all(results), f"{results.count(False)} of {len(results)} failed"
-    # The fleet changes made before the restart were restored from Redis.
-    assert len((await _group(fleet_stack, "b"))["replicas"]) == 2
 
 
 async def test_concurrency_bands_follow_the_load(fleet_stack: FrugalStack) -> None:
@@ -206,9 +220,12 @@ async def test_concurrency_bands_follow_the_load(fleet_stack: FrugalStack) -> No
     assert await _eventually(lambda: weights_are({"a": 100, "b": 0}), 5)
     stop = asyncio.Event()
     load = asyncio.create_task(_steady_load(fleet_stack, stop, clients=12))
-    assert await _eventually(lambda: weights_are({"a": 0, "b": 100}), 10)
-    stop.set()
-    assert all(await load)
+    try:
+        assert await _eventually(lambda: weights_are({"a": 0, "b": 100}), 10)
+    finally:
+        stop.set()
+        results = await load
+    assert all(results), f"{results.count(False)} of {len(results)} failed"
     assert await _eventually(lambda: weights_are({"a": 100, "b": 0}), 10)
     port = fleet_stack.config.control_plane.metrics_port
     async with httpx.AsyncClient() as client:
