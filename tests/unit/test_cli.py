@@ -143,7 +143,10 @@ def test_the_bootstrap_names_node_admin_and_control_plane() -> None:
         "port_value": 18001,
     }
     grpc_services = bootstrap["dynamic_resources"]["ads_config"]["grpc_services"]
-    assert grpc_services == [{"envoy_grpc": {"cluster_name": "xds_cluster"}}]
+    (ads,) = grpc_services
+    assert ads["envoy_grpc"]["cluster_name"] == "xds_cluster"
+    # A returning control plane is found again within seconds, not the default 30 s.
+    assert ads["envoy_grpc"]["retry_policy"]["retry_back_off"]["max_interval"] == "3s"
 
 
 def test_the_bootstrap_xds_port_can_be_overridden() -> None:
