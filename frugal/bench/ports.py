@@ -46,6 +46,17 @@ class PortPicker:
             return port
         raise RuntimeError(f"no free loopback port after {_ATTEMPTS} attempts")
 
+    def take_consecutive(self, count: int) -> int:
+        """The first of `count` consecutive ports, all free now and unclaimed."""
+        for _ in range(_ATTEMPTS):
+            first = _ephemeral_port()
+            wanted = set(range(first, first + count))
+            if self._claimed & wanted or not all(_is_free(p) for p in wanted - {first}):
+                continue
+            self._claimed.update(wanted)
+            return first
+        raise RuntimeError(f"no {count} consecutive free loopback ports")
+
     def stack_ports(self) -> StackPorts:
         return StackPorts(
             listener=self.take(),

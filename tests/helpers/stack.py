@@ -7,7 +7,6 @@ frugal.cli's planner and supervisor, and keeps every child's log for failures.
 
 from __future__ import annotations
 
-import socket
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ import yaml
 
 from control_plane.config_file import load_config
 from control_plane.model import FrugalConfig
-from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET, StackFiles
+from frugal.bench.ports import PortPicker
+from frugal.cli.stack import StackFiles
 from frugal.cli.supervisor import Supervisor
 from frugal.cli.up import admin_url, start_stack
 
@@ -24,31 +24,20 @@ from frugal.cli.up import admin_url, start_stack
 FAST = {"a_ms": 2.0, "b_ms": 0.05, "c_ms": 0.001, "max_batch": 64, "jitter": 0.0}
 
 
+# One picker for the whole test session: a port handed out once (with an engine's
+# metrics port, +1000) is never handed out again, so two parts of a stack cannot be
+# given the same port before either has bound it.
+PORTS = PortPicker()
+
+
 def free_port(*, with_metrics: bool = False) -> int:
     """A loopback port that is free now (and, for engines, its metrics port too)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if not with_metrics or _is_free(port + ENGINE_METRICS_PORT_OFFSET):
-            return port
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return port < 65536
+    return PORTS.take(engine=with_metrics)
 
 
 def consecutive_free_ports(count: int) -> int:
     """The first of `count` consecutive loopback ports that are all free now."""
-    while True:
-        first = free_port()
-        if all(_is_free(first + offset) for offset in range(1, count)):
-            return first
+    return PORTS.take_consecutive(count)
 
 
 def replicas(count: int) -> list[str]:
