@@ -15,7 +15,6 @@ import envoy.config.cluster.v3.cluster_pb2
 import envoy.config.endpoint.v3.endpoint_pb2
 import envoy.config.listener.v3.listener_pb2
 import envoy.config.route.v3.route_pb2
-import envoy.extensions.access_loggers.stream.v3.stream_pb2
 import envoy.extensions.filters.http.ext_authz.v3.ext_authz_pb2
 import envoy.extensions.filters.http.ext_proc.v3.ext_proc_pb2
 import envoy.extensions.filters.http.grpc_json_transcoder.v3.transcoder_pb2
@@ -41,13 +40,11 @@ EXT_AUTHZ = TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 LOCAL_RATE_LIMIT = TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 RATE_LIMIT = TYPE + "envoy.extensions.filters.http.ratelimit.v3.RateLimit"
 EXT_PROC = TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
-EXT_PROC_PER_ROUTE = TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
 TRANSCODER = TYPE + "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder"
 ROUTER = TYPE + "envoy.extensions.filters.http.router.v3.Router"
 FILTER_CONFIG = TYPE + "envoy.config.route.v3.FilterConfig"
 HTTP_PROTOCOL_OPTIONS = TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 PREVIOUS_HOSTS = TYPE + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-STDOUT_LOG = TYPE + "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
 
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 LOCAL_RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
