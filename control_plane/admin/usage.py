@@ -6,6 +6,7 @@ Edge layer: reads what the safety filter settles into Redis (frugal.accounting.l
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from datetime import date
 from typing import Annotated
 
@@ -33,15 +34,7 @@ class UsageList(BaseModel):
 
 
 def _entry(row: UsageRow) -> UsageEntry:
-    return UsageEntry(
-        key_id=row.key_id,
-        day=row.day,
-        model=row.model,
-        requests=row.requests,
-        prompt_tokens=row.prompt_tokens,
-        completion_tokens=row.completion_tokens,
-        total_tokens=row.tokens,
-    )
+    return UsageEntry(**asdict(row), total_tokens=row.tokens)
 
 
 def usage_router(redis: Redis) -> APIRouter:

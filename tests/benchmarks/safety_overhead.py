@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from tests.benchmarks.sse_stream import timed_chat_stream
 from tests.helpers.stack import FrugalStack, consecutive_free_ports, replicas, stack_config
 
 MODEL = "sim-bench"
@@ -49,35 +49,19 @@ class Level:
 
 
 async def one_stream(client: httpx.AsyncClient, tokens: int, level: Level) -> None:
-    body = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": tokens,
-        "stream": True,
-    }
-    arrivals: list[float] = []
-    start = time.perf_counter()
     try:
-        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-            last = ""
-            async for line in response.aiter_lines():
-                if line.startswith("data: {"):
-                    choices = json.loads(line[6:]).get("choices") or [{}]
-                    if choices[0].get("delta", {}).get("content"):
-                        arrivals.append(time.perf_counter())
-                if line.startswith("data: "):
-                    last = line
+        timed = await timed_chat_stream(client, MODEL, PROMPT, tokens)
     except httpx.HTTPError:
         level.errors += 1
         return
-    if last != "data: [DONE]" or not arrivals:
+    if timed.last_event != "data: [DONE]" or not timed.arrivals:
         level.errors += 1
         return
-    level.ttft_ms.append((arrivals[0] - start) * 1000)
-    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(arrivals)]
+    level.ttft_ms.append((timed.arrivals[0] - timed.start) * 1000)
+    gaps = [(b - a) * 1000 for a, b in itertools.pairwise(timed.arrivals)]
     if gaps:
         level.tbt_ms.append(statistics.fmean(gaps))
-    level.tokens += len(arrivals)
+    level.tokens += len(timed.arrivals)
 
 
 async def run_level(stack: FrugalStack, concurrency: int, rounds: int, tokens: int) -> Level:

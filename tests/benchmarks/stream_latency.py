@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import statistics
 import tempfile
 import time
@@ -24,6 +23,7 @@ import httpx
 
 from frugal.v1 import inference_pb2 as pb
 from frugal.v1 import inference_pb2_grpc as pb_grpc
+from tests.benchmarks.sse_stream import timed_chat_stream
 from tests.helpers.stack import FrugalStack, replicas, stack_config
 
 TP2 = {"a_ms": 8.4, "b_ms": 0.13, "c_ms": 0.03, "max_batch": 128, "jitter": 0.0}
@@ -42,21 +42,8 @@ class Samples:
 
 
 async def via_gateway(client: httpx.AsyncClient, tokens: int, into: Samples) -> None:
-    body = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": tokens,
-        "stream": True,
-    }
-    arrivals: list[float] = []
-    start = time.perf_counter()
-    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        async for line in response.aiter_lines():
-            if line.startswith("data: {"):
-                choices = json.loads(line[6:])["choices"]
-                if choices and choices[0]["delta"].get("content"):
-                    arrivals.append(time.perf_counter())
-    into.add(start, arrivals)
+    timed = await timed_chat_stream(client, MODEL, PROMPT, tokens)
+    into.add(timed.start, timed.arrivals)
 
 
 async def direct(stub: pb_grpc.InferenceStub, tokens: int, into: Samples) -> None:
