@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import random
 import sys
 import tempfile
 from collections.abc import Coroutine, Sequence
@@ -22,15 +23,18 @@ import yaml
 
 from control_plane.config_file import load_config
 from frugal.bench import group_share, machine
+from frugal.bench.driver import BenchRequest
 from frugal.bench.fleet import MODEL, group_clusters, routing_config
-from frugal.bench.load import Progress, Target, closed_loop, envoy_stats, open_loop, warm_up
-from frugal.bench.plan import LevelPlan, RoutingPlan
+from frugal.bench.http_driver import HttpDriver, Target
+from frugal.bench.load import closed_loop, envoy_stats, open_loop, warm_up
+from frugal.bench.plan import MAX_TOKENS_CHOICES, LevelPlan, RoutingPlan
 from frugal.bench.plots import plot_routing
 from frugal.bench.ports import PortPicker
+from frugal.bench.progress import ProgressBar
 from frugal.bench.records import TRACE_LOAD, Load, build_record
 from frugal.bench.report import ReportHeader, render
 from frugal.bench.stats import RequestSample, summarise
-from frugal.bench.trace import ReplayRequest, parse_trace, scale, window
+from frugal.bench.trace import ReplayRequest, filler_prompt, parse_trace, scale, window
 from frugal.cli.stack import StackFiles
 from frugal.cli.supervisor import Supervisor
 from frugal.cli.up import api_url, start_stack
@@ -39,6 +43,8 @@ LOG_NAME = "routing-stack.log"
 LOG_TAIL_LINES = 60
 # A few requests after start-up, so Envoy's connections to the engines exist before timing.
 WARMUP_REQUESTS = 8
+CLOSED_LOOP_PROMPT = filler_prompt(64)
+MAX_REPLAY_CONNECTIONS = 1024
 
 
 class BenchmarkFailed(Exception):
@@ -104,7 +110,8 @@ async def run_policy(
             print(f"policy {policy}: starting the stack", file=sys.stderr, flush=True)
             key = await start_stack(config, config_path, StackFiles(root / "var"), supervisor)
             target = Target(api_url(config), {"authorization": f"Bearer {key}"}, MODEL)
-            await warm_up(target, WARMUP_REQUESTS)
+            async with HttpDriver(target, WARMUP_REQUESTS) as driver:
+                await warm_up(driver, WARMUP_REQUESTS)
             records = []
             for level in plan.levels:
                 records.append(await _run_level(policy, plan, level, target, admin))
@@ -129,20 +136,35 @@ def _record(policy: str, load: Load, plan: RoutingPlan, measured: Measured) -> d
     )
 
 
+def closed_loop_request(index: int) -> BenchRequest:
+    """The index-th closed-loop request: max_tokens drawn (seeded by the index) from a small
+    fixed distribution."""
+    return BenchRequest(CLOSED_LOOP_PROMPT, random.Random(index).choice(MAX_TOKENS_CHOICES), index)
+
+
 async def _run_level(
     policy: str, plan: RoutingPlan, level: LevelPlan, target: Target, admin: str
 ) -> dict[str, Any]:
-    progress = Progress(f"policy {policy}, load {level.concurrency}", level.requests)
-    work = closed_loop(target, level.concurrency, level.requests_per_client, progress.advance)
-    return _record(policy, level.concurrency, plan, await _measure(admin, work))
+    progress = ProgressBar(f"policy {policy}, load {level.concurrency}", level.requests)
+    async with HttpDriver(target, level.concurrency) as driver:
+        work = closed_loop(
+            driver, level.concurrency, closed_loop_request, progress.advance, total=level.requests
+        )
+        measured = await _measure(admin, work)
+    return _record(policy, level.concurrency, plan, measured)
 
 
 async def _run_trace(
     policy: str, plan: RoutingPlan, replay: Sequence[ReplayRequest], target: Target, admin: str
 ) -> dict[str, Any]:
-    progress = Progress(f"policy {policy}, trace", len(replay))
-    work = open_loop(target, replay, progress.advance)
-    return _record(policy, TRACE_LOAD, plan, await _measure(admin, work))
+    progress = ProgressBar(f"policy {policy}, trace", len(replay))
+    schedule = [
+        (r.at_s, BenchRequest(filler_prompt(r.prompt_words), r.max_tokens, index))
+        for index, r in enumerate(replay)
+    ]
+    async with HttpDriver(target, min(MAX_REPLAY_CONNECTIONS, len(replay))) as driver:
+        measured = await _measure(admin, open_loop(driver, schedule, progress.advance))
+    return _record(policy, TRACE_LOAD, plan, measured)
 
 
 def _log_tail(path: Path) -> str:

@@ -10,18 +10,30 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RequestSample:
-    """What one streamed request gave: times in wall milliseconds, None when not measured."""
+    """What one request gave: times in wall milliseconds, None when not measured."""
 
     ok: bool
     ttft_ms: float | None = None
     # Mean gap between consecutive content chunks of this request (None with < 2 chunks).
     tbt_ms: float | None = None
     tokens: int = 0
+    e2e_ms: float | None = None
+    # The engine's own time for the request, as the worker reported it (x-frugal-engine-ms).
+    engine_ms: float | None = None
+    timed_out: bool = False
+
+    @property
+    def gateway_ms(self) -> float | None:
+        """End-to-end minus engine time: what the path in front of the engine added (the
+        paper's Figure 6 split). None unless both are known."""
+        if self.e2e_ms is None or self.engine_ms is None:
+            return None
+        return self.e2e_ms - self.engine_ms
 
 
 @dataclass(frozen=True)
 class LevelSummary:
-    """One load level (a concurrency or the trace replay) of one policy, in wall units."""
+    """One load level (a concurrency or the trace replay) of one system, in wall units."""
 
     requests: int
     errors: int
@@ -31,6 +43,16 @@ class LevelSummary:
     ttft_p50_ms: float | None
     ttft_p99_ms: float | None
     tbt_p50_ms: float | None
+    ttft_p90_ms: float | None = None
+    tbt_p90_ms: float | None = None
+    tbt_p99_ms: float | None = None
+    e2e_p50_ms: float | None = None
+    e2e_p90_ms: float | None = None
+    e2e_p99_ms: float | None = None
+    requests_per_s: float = 0.0
+    timeouts: int = 0
+    gateway_ms_p50: float | None = None
+    engine_ms_p50: float | None = None
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -47,12 +69,18 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
+def _known(values: Sequence[float | None]) -> list[float]:
+    return [v for v in values if v is not None]
+
+
 def summarise(samples: Sequence[RequestSample], duration_s: float) -> LevelSummary:
     """Throughput counts the tokens of successful requests over the level's wall duration;
-    latencies are over successful requests only (errors are counted, not timed)."""
+    latencies are over successful requests only (errors are counted, not timed). A timeout
+    is an error too."""
     good = [s for s in samples if s.ok]
-    ttfts = [s.ttft_ms for s in good if s.ttft_ms is not None]
-    tbts = [s.tbt_ms for s in good if s.tbt_ms is not None]
+    ttfts = _known([s.ttft_ms for s in good])
+    tbts = _known([s.tbt_ms for s in good])
+    e2es = _known([s.e2e_ms for s in good])
     tokens = sum(s.tokens for s in good)
     return LevelSummary(
         requests=len(samples),
@@ -63,4 +91,14 @@ def summarise(samples: Sequence[RequestSample], duration_s: float) -> LevelSumma
         ttft_p50_ms=percentile(ttfts, 50),
         ttft_p99_ms=percentile(ttfts, 99),
         tbt_p50_ms=statistics.median(tbts) if tbts else None,
+        ttft_p90_ms=percentile(ttfts, 90),
+        tbt_p90_ms=percentile(tbts, 90),
+        tbt_p99_ms=percentile(tbts, 99),
+        e2e_p50_ms=percentile(e2es, 50),
+        e2e_p90_ms=percentile(e2es, 90),
+        e2e_p99_ms=percentile(e2es, 99),
+        requests_per_s=len(good) / duration_s if duration_s > 0 else 0.0,
+        timeouts=sum(s.timed_out for s in samples),
+        gateway_ms_p50=percentile(_known([s.gateway_ms for s in good]), 50),
+        engine_ms_p50=percentile(_known([s.engine_ms for s in good]), 50),
     )

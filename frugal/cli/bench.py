@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Literal
@@ -21,6 +20,8 @@ from frugal.bench.plan import (
 )
 from frugal.bench.routing import BenchmarkFailed, run_routing_benchmark
 from frugal.bench.trace import TraceScaling
+from frugal.cli import bench_compare, bench_load
+from frugal.cli.interrupt import INTERRUPTED, until_signal
 from frugal.cli.stack import REPO_ROOT
 
 DEFAULT_TRACE = REPO_ROOT.parent / "shared" / "traces" / "azure2023_code.csv"
@@ -86,6 +87,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     routing.add_argument("--trace-output-scale", type=float, default=1.0)
     routing.add_argument("--trace-output-cap", type=int, default=64)
     routing.set_defaults(handler=main)
+    bench_compare.add_parser(benches)
+    bench_load.add_parser(benches)
 
 
 def plan_from(args: argparse.Namespace) -> RoutingPlan:
@@ -109,20 +112,10 @@ def plan_from(args: argparse.Namespace) -> RoutingPlan:
     )
 
 
-async def _run_until_signal(plan: RoutingPlan, out: Path) -> int:
-    """The benchmark, cancelled (stacks stopped) on Ctrl-C or SIGTERM."""
-    task = asyncio.create_task(run_routing_benchmark(plan, out))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        await task
-    except asyncio.CancelledError:
+async def _run(plan: RoutingPlan, out: Path) -> int:
+    if await until_signal(run_routing_benchmark(plan, out)) is None:
         print("frugal bench: interrupted; every stack stopped", file=sys.stderr)
-        return 130
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        return INTERRUPTED
     for name in ("routing.json", "routing.md", "routing.png"):
         print(out / name)
     return 0
@@ -138,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"frugal bench: no trace at {plan.trace.path}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_run_until_signal(plan, args.out))
+        return asyncio.run(_run(plan, args.out))
     except BenchmarkFailed as failure:
         print(f"frugal bench: {failure}", file=sys.stderr)
         return 1

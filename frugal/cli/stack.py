@@ -138,8 +138,11 @@ def safety_filter_specs(config: FrugalConfig, shared: dict[str, str]) -> list[Ch
     return specs
 
 
-def plan_stack(config: FrugalConfig, config_path: Path, files: StackFiles) -> list[ChildSpec]:
-    """Children in start order: Redis, engines, safety filter, control plane, then Envoy."""
+def plan_stack(
+    config: FrugalConfig, config_path: Path, files: StackFiles, *, engines: bool = True
+) -> list[ChildSpec]:
+    """Children in start order: Redis, engines, safety filter, control plane, then Envoy.
+    Without `engines`, the config's replicas are workers that already run (a benchmark's)."""
     shared = {
         "FRUGAL_REDIS_URL": config.redis.url,
         "FRUGAL_KEY_PEPPER_FILE": str(files.pepper),
@@ -167,7 +170,7 @@ def plan_stack(config: FrugalConfig, config_path: Path, files: StackFiles) -> li
     redis = redis_spec(config, files)
     return [
         *([redis] if redis else []),
-        *engine_worker_specs(config),
+        *(engine_worker_specs(config) if engines else []),
         *safety_filter_specs(config, shared),
         control_plane,
         envoy,

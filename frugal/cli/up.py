@@ -75,11 +75,17 @@ def prepare_files(config: FrugalConfig, files: StackFiles) -> None:
 
 
 async def start_stack(
-    config: FrugalConfig, config_path: Path, files: StackFiles, supervisor: Supervisor
+    config: FrugalConfig,
+    config_path: Path,
+    files: StackFiles,
+    supervisor: Supervisor,
+    *,
+    engines: bool = True,
 ) -> str:
-    """Start every child and wait until the API serves; returns the demo API key."""
+    """Start every child (the engine workers too, unless told they run already) and wait
+    until the API serves; returns the demo API key."""
     prepare_files(config, files)
-    for spec in plan_stack(config, config_path, files):
+    for spec in plan_stack(config, config_path, files, engines=engines):
         await supervisor.start(spec)
     token = files.admin_token.read_text().strip()
     admin_headers = {"authorization": f"Bearer {token}"}

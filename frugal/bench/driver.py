@@ -1,0 +1,47 @@
+"""What a load generator sends, and the one interface every system under test is driven by.
+
+Pure layer. A driver turns a `BenchRequest` into a `RequestSample`: the OpenAI HTTP API of
+a gateway (http_driver.py) or the engines' gRPC API with no gateway at all (grpc_driver.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from frugal.bench.stats import RequestSample
+
+# How the engine's time reaches an HTTP client: a response header on unary answers, an SSE
+# comment line just before the end of a stream (SSE clients ignore comments).
+ENGINE_MS_HEADER = "x-frugal-engine-ms"
+ENGINE_MS_COMMENT = ": x-frugal-engine-ms="
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    prompt: str
+    max_tokens: int
+    seed: int
+
+
+class Driver(Protocol):
+    async def send(self, request: BenchRequest, started: float | None = None) -> RequestSample:
+        """One chat completion. `started` (perf_counter) is when the request was due, so an
+        open-loop client that falls behind does not hide queueing from TTFT."""
+        ...
+
+
+def time_between_tokens(arrivals: list[float], tokens: int) -> float | None:
+    """Mean ms per output token after the first: first to last content arrival over
+    tokens - 1. With the usage's token count, chunks that carry several tokens (an output
+    filter's hold-back) do not inflate it."""
+    if len(arrivals) < 2 or tokens < 2:
+        return None
+    return (arrivals[-1] - arrivals[0]) * 1000 / (tokens - 1)
+
+
+def parse_engine_ms(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
