@@ -57,21 +57,20 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 def build_record(
     system: str, concurrency: int, summary: LevelSummary, cpu_busy: float | None = None
 ) -> dict[str, Any]:
-    times = {key: _round(getattr(summary, key)) for key in _TIMES}
-    return {
-        "system": system,
-        "concurrency": concurrency,
-        **{key: times[key] for key in REQUIRED_KEYS if key in times},
-        "throughput_tok_s": round(summary.throughput_tok_s, 2),
-        "errors": summary.errors,
-        "requests": summary.requests,
-        "timeouts": summary.timeouts,
-        "tokens": summary.tokens,
-        "duration_s": round(summary.duration_s, 3),
-        "requests_per_s": round(summary.requests_per_s, 3),
-        **{key: times[key] for key in EXTRA_KEYS if key in times},
-        "cpu_busy": _round(cpu_busy),
-    }
+    values: dict[str, Any] = {key: _round(getattr(summary, key)) for key in _TIMES}
+    values.update(
+        system=system,
+        concurrency=concurrency,
+        throughput_tok_s=round(summary.throughput_tok_s, 2),
+        errors=summary.errors,
+        requests=summary.requests,
+        timeouts=summary.timeouts,
+        tokens=summary.tokens,
+        duration_s=round(summary.duration_s, 3),
+        requests_per_s=round(summary.requests_per_s, 3),
+        cpu_busy=_round(cpu_busy),
+    )
+    return {key: values[key] for key in REQUIRED_KEYS + EXTRA_KEYS}
 
 
 def problems(record: dict[str, Any]) -> list[str]:
