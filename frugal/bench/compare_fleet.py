@@ -78,9 +78,11 @@ def frugal_config(
     }
 
 
-def litellm_config(model: str, api_base: str) -> dict[str, Any]:
-    """LiteLLM proxy's config: one OpenAI-compatible deployment, Frugal's bare route."""
+def litellm_config(model: str, api_base: str, master_key: str) -> dict[str, Any]:
+    """LiteLLM proxy's config: one OpenAI-compatible deployment, Frugal's bare route, and a
+    master key (the proxy refuses to start without one)."""
     return {
+        "general_settings": {"master_key": master_key},
         "model_list": [
             {
                 "model_name": model,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -168,12 +169,16 @@ async def litellm(context: SystemContext) -> AsyncIterator[MakeDriver]:
     async with frugal_stack(context, enforce=False) as frugal:
         port = PortPicker().take()
         config_path = context.root / "litellm.yaml"
-        config = litellm_config(context.plan.model, frugal.base_url + "/v1")
+        master_key = "sk-" + secrets.token_hex(16)
+        config = litellm_config(context.plan.model, frugal.base_url + "/v1", master_key)
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         argv = (binary, "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port))
+        # No hub download of the model cost map: these machines may have no internet.
+        spec = ChildSpec("litellm", argv, {"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
         base = f"http://127.0.0.1:{port}"
-        async with _process(context, ChildSpec("litellm", argv), base + "/health/liveliness"):
-            yield _http(context.plan, Target(base, {}, context.plan.model))
+        async with _process(context, spec, base + "/health/liveliness"):
+            headers = {"authorization": f"Bearer {master_key}"}
+            yield _http(context.plan, Target(base, headers, context.plan.model))
 
 
 def _litellm_missing() -> str | None:

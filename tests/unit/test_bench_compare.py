@@ -24,7 +24,7 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def _record(system: str, concurrency: int, **values: Any) -> dict[str, Any]:
-    record = {key: None for key in REQUIRED_KEYS}
+    record: dict[str, Any] = dict.fromkeys(REQUIRED_KEYS)
     record.update(system=system, concurrency=concurrency, errors=0, throughput_tok_s=100.0)
     record.update(values)
     return record
