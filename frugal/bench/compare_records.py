@@ -34,6 +34,7 @@ EXTRA_KEYS = (
     "e2e_p90_ms",
     "e2e_p99_ms",
     "cpu_busy",
+    "error_reasons",
 )
 _TIMES = (
     "ttft_p50_ms",
@@ -69,6 +70,7 @@ def build_record(
         duration_s=round(summary.duration_s, 3),
         requests_per_s=round(summary.requests_per_s, 3),
         cpu_busy=_round(cpu_busy),
+        error_reasons=summary.error_reasons,
     )
     return {key: values[key] for key in REQUIRED_KEYS + EXTRA_KEYS}
 

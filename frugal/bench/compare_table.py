@@ -136,7 +136,11 @@ def _tail_cell(record: Record, base: Record | None) -> str:
 
 
 def _errors(record: Record) -> str:
-    return f", **{record['errors']} errors**" if record["errors"] else ""
+    if not record["errors"]:
+        return ""
+    reasons = record.get("error_reasons") or {}
+    why = f" ({', '.join(f'{k}: {v}' for k, v in reasons.items())})" if reasons else ""
+    return f", **{record['errors']} errors**{why}"
 
 
 def render(records: Sequence[Record], header: CompareHeader) -> str:

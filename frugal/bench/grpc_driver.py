@@ -78,7 +78,7 @@ class GrpcDriver:
             return await self._unary(stub, request, start)
         except grpc.aio.AioRpcError as error:
             timed_out = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            return RequestSample(ok=False, timed_out=timed_out)
+            return RequestSample(ok=False, timed_out=timed_out, error=f"grpc {error.code().name}")
 
     async def _unary(self, stub: Any, request: BenchRequest, start: float) -> RequestSample:
         call = stub.CreateChatCompletion(self._request(request), timeout=self._timeout_s)
@@ -102,7 +102,7 @@ class GrpcDriver:
                 tokens = chunk.usage.completion_tokens
         end = time.perf_counter()
         if not arrivals:
-            return RequestSample(ok=False)
+            return RequestSample(ok=False, error="no content")
         tokens = tokens or len(arrivals)
         return RequestSample(
             ok=True,

@@ -111,9 +111,11 @@ class HttpDriver:
                 return await self._streamed(self._session, request, start)
             return await self._unary(self._session, request, start)
         except TimeoutError:
-            return RequestSample(ok=False, timed_out=True)
-        except (aiohttp.ClientError, asyncio.IncompleteReadError, json.JSONDecodeError):
-            return RequestSample(ok=False)
+            return RequestSample(ok=False, timed_out=True, error="timeout")
+        except (aiohttp.ClientError, asyncio.IncompleteReadError) as error:
+            return RequestSample(ok=False, error=f"transport: {type(error).__name__}")
+        except json.JSONDecodeError:
+            return RequestSample(ok=False, error="bad JSON")
 
     async def _unary(
         self, session: aiohttp.ClientSession, request: BenchRequest, start: float
@@ -122,7 +124,7 @@ class HttpDriver:
             payload = await response.read()
             end = time.perf_counter()
             if response.status != 200:
-                return RequestSample(ok=False)
+                return RequestSample(ok=False, error=f"http {response.status}")
             return RequestSample(
                 ok=True,
                 tokens=_completion_tokens(json.loads(payload)) or 0,
@@ -140,13 +142,13 @@ class HttpDriver:
         async with session.post(CHAT_PATH, json=self._body(request)) as response:
             if response.status != 200:
                 await response.read()
-                return RequestSample(ok=False)
+                return RequestSample(ok=False, error=f"http {response.status}")
             async for raw in response.content:
                 line = raw.decode().rstrip("\r\n")
                 if line.startswith("data: {"):
                     event = json.loads(line[6:])
                     if "error" in event:
-                        return RequestSample(ok=False)
+                        return RequestSample(ok=False, error="error event")
                     if _has_content(event):
                         arrivals.append(time.perf_counter())
                     usage_tokens = _completion_tokens(event) or usage_tokens
@@ -156,7 +158,7 @@ class HttpDriver:
                     engine_ms = parse_engine_ms(line.removeprefix(ENGINE_MS_COMMENT))
         end = time.perf_counter()
         if not done or not arrivals:
-            return RequestSample(ok=False)
+            return RequestSample(ok=False, error="no [DONE]" if not done else "no content")
         tokens = usage_tokens or len(arrivals)
         return RequestSample(
             ok=True,

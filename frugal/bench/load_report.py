@@ -11,6 +11,7 @@ def _ms(value: float | None) -> str:
 
 def summary_lines(summary: LevelSummary) -> list[str]:
     ok = summary.requests - summary.errors
+    reasons = ", ".join(f"{why}: {count}" for why, count in summary.error_reasons.items())
     return [
         f"requests      {summary.requests} ({ok} ok, {summary.errors} errors, "
         f"{summary.timeouts} timeouts) in {summary.duration_s:.1f} s",
@@ -26,4 +27,5 @@ def summary_lines(summary: LevelSummary) -> list[str]:
         f"breakdown     e2e p50 {_ms(summary.e2e_p50_ms)} ms: engine p50 "
         f"{_ms(summary.engine_ms_p50)} ms, gateway p50 {_ms(summary.gateway_ms_p50)} ms "
         "(engine time as the worker reported it)",
+        *([f"errors by reason  {reasons}"] if reasons else []),
     ]

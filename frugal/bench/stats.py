@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class RequestSample:
     # The engine's own time for the request, as the worker reported it (x-frugal-engine-ms).
     engine_ms: float | None = None
     timed_out: bool = False
+    # Why it failed, from a small fixed set ("http 503", "error event", "no [DONE]", ...).
+    error: str = ""
 
     @property
     def gateway_ms(self) -> float | None:
@@ -53,6 +56,7 @@ class LevelSummary:
     timeouts: int = 0
     gateway_ms_p50: float | None = None
     engine_ms_p50: float | None = None
+    error_reasons: dict[str, int] = field(default_factory=dict)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -101,4 +105,5 @@ def summarise(samples: Sequence[RequestSample], duration_s: float) -> LevelSumma
         timeouts=sum(s.timed_out for s in samples),
         gateway_ms_p50=percentile(_known([s.gateway_ms for s in good]), 50),
         engine_ms_p50=percentile(_known([s.engine_ms for s in good]), 50),
+        error_reasons=dict(Counter(s.error or "unknown" for s in samples if not s.ok)),
     )
