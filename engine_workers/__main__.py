@@ -6,12 +6,12 @@ SIGTERM and SIGINT start a graceful stop (health NOT_SERVING, drain, exit).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 
 from engine_workers.server import serve
 from engine_workers.settings import EngineSettings
+from frugal.request_log import configure_logging
 
 
 async def _main(settings: EngineSettings) -> None:
@@ -23,10 +23,7 @@ async def _main(settings: EngineSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("FRUGAL_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(os.environ.get("FRUGAL_LOG_LEVEL", "INFO"))
     asyncio.run(_main(EngineSettings()))
 
 

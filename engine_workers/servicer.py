@@ -2,7 +2,9 @@
 
 Every handler converts the request to plain values, calls `EngineCore`, and converts the
 deltas back to OpenAI-shaped messages. Domain errors become gRPC status in `_fail`, the one
-place that calls `context.abort`. Engine time goes back as trailing metadata.
+place that calls `context.abort`. Engine time goes back as trailing metadata, and a unary
+answer's also as initial metadata, which the transcoder turns into HTTP response headers
+(HTTP/1.1 clients never see trailers). The gateway's `x-request-id` tags the handler's logs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from engine_workers.core import EngineCore, RequestTiming
 from engine_workers.engine import Delta, GenerationRequest, TokenUsage
 from engine_workers.errors import EngineError
 from engine_workers.prompt import ChatTurn, SamplingParams
+from frugal.request_log import bind_request_id
 from frugal.v1 import inference_pb2 as pb
 from frugal.v1 import inference_pb2_grpc as pb_grpc
 
@@ -30,6 +33,8 @@ ENGINE_MS_KEY = "x-frugal-engine-ms"
 ENGINE_TTFT_MS_KEY = "x-frugal-engine-ttft-ms"
 PROMPT_TOKENS_KEY = "x-frugal-prompt-tokens"
 COMPLETION_TOKENS_KEY = "x-frugal-completion-tokens"
+
+REQUEST_ID_KEY = "x-request-id"
 
 CHAT_COMPLETION = "chat.completion"
 CHAT_COMPLETION_CHUNK = "chat.completion.chunk"
@@ -72,13 +77,16 @@ def _usage(usage: TokenUsage) -> Any:
     )
 
 
+def _engine_times(timing: RequestTiming) -> tuple[tuple[str, str], ...]:
+    pairs = ((ENGINE_MS_KEY, timing.engine_ms()), (ENGINE_TTFT_MS_KEY, timing.ttft_ms()))
+    return tuple((key, f"{ms:.3f}") for key, ms in pairs if ms is not None)
+
+
 def _trailers(timing: RequestTiming) -> tuple[tuple[str, str], ...]:
     """Engine time, and the tokens used even when the request failed or was cut short
     (the gateway settles token budgets from these)."""
-    pairs = ((ENGINE_MS_KEY, timing.engine_ms()), (ENGINE_TTFT_MS_KEY, timing.ttft_ms()))
-    times = tuple((key, f"{ms:.3f}") for key, ms in pairs if ms is not None)
     return (
-        *times,
+        *_engine_times(timing),
         (PROMPT_TOKENS_KEY, str(timing.prompt_tokens)),
         (COMPLETION_TOKENS_KEY, str(timing.completion_tokens)),
     )
@@ -93,6 +101,19 @@ async def _fail(context: Any, exc: Exception, timing: RequestTiming) -> NoReturn
         code, details = grpc.StatusCode.INTERNAL, "internal engine error"
     await context.abort(code, details, trailing_metadata=_trailers(timing))
     raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def _bind_request_id(context: Any) -> None:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY:
+            bind_request_id(str(value))
+            return
+
+
+async def _answer_metadata(context: Any, timing: RequestTiming) -> None:
+    """Before a unary answer: engine time as initial metadata (headers), usage as trailers."""
+    await context.send_initial_metadata(_engine_times(timing))
+    context.set_trailing_metadata(_trailers(timing))
 
 
 class _Outcome:
@@ -122,6 +143,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         return outcome
 
     async def CreateChatCompletion(self, request: Any, context: Any) -> Any:
+        _bind_request_id(context)
         timing = RequestTiming()
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         try:
@@ -131,7 +153,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
             outcome = await self._collect(generation, timing)
         except Exception as exc:
             await _fail(context, exc, timing)
-        context.set_trailing_metadata(_trailers(timing))
+        await _answer_metadata(context, timing)
         message = pb.AssistantMessage(role="assistant", content="".join(outcome.text))
         return pb.ChatCompletion(
             id=request_id,
@@ -143,6 +165,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         )
 
     async def StreamChatCompletion(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        _bind_request_id(context)
         timing = RequestTiming()
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -180,6 +203,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         context.set_trailing_metadata(_trailers(timing))
 
     async def CreateCompletion(self, request: Any, context: Any) -> Any:
+        _bind_request_id(context)
         timing = RequestTiming()
         request_id = f"cmpl-{uuid.uuid4().hex}"
         try:
@@ -189,7 +213,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
             outcome = await self._collect(generation, timing)
         except Exception as exc:
             await _fail(context, exc, timing)
-        context.set_trailing_metadata(_trailers(timing))
+        await _answer_metadata(context, timing)
         return pb.Completion(
             id=request_id,
             object=TEXT_COMPLETION,
@@ -204,6 +228,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         )
 
     async def StreamCompletion(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        _bind_request_id(context)
         timing = RequestTiming()
         request_id = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())

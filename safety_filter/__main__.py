@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -11,6 +12,7 @@ from prometheus_client import start_http_server
 from pydantic import ValidationError
 
 from frugal.keys.hashing import PepperError, load_peppers
+from frugal.request_log import configure_logging
 from safety_filter.server import start_server
 from safety_filter.settings import SafetyFilterSettings
 
@@ -36,7 +38,7 @@ async def run(settings: SafetyFilterSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(os.environ.get("FRUGAL_LOG_LEVEL", "INFO"))
     try:
         asyncio.run(run(SafetyFilterSettings()))
     except (PepperError, ValidationError) as error:

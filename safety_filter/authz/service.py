@@ -16,6 +16,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 from prometheus_client import CollectorRegistry, Counter
 
 from frugal.keys import AuthDecision, AuthOutcome, KeyStore, KeyStoreUnavailable, fingerprint
+from frugal.request_log import bind_request_id
 from safety_filter.authz import responses
 from safety_filter.authz.credentials import find_credentials, request_headers
 
@@ -37,10 +38,11 @@ class AuthorizationService(auth_grpc.AuthorizationServicer):  # type: ignore[mis
             self._decisions.labels(outcome=str(outcome))
 
     async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        bind_request_id(request.attributes.request.http.id)
         try:
             decision = await self.decide(request)
         except KeyStoreUnavailable as error:
-            log.error("refusing request %s: %s", request.attributes.request.http.id, error)
+            log.error("refusing the request: %s", error)
             self._decisions.labels(outcome=ERROR_OUTCOME).inc()
             return responses.unavailable()
         self._decisions.labels(outcome=decision.outcome.value).inc()

@@ -5,6 +5,9 @@ Thin layer over the generated protobufs, so the processor reads as decisions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from google.protobuf.struct_pb2 import Struct
@@ -29,22 +32,43 @@ def set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-def body_chunk(body: bytes, end_of_stream: bool) -> ext.ProcessingResponse:
+Namespaces = Mapping[str, Mapping[str, Any]]
+
+
+def dynamic_metadata(namespaces: Namespaces) -> Struct:
+    """`{namespace: {key: value}}` as ProcessingResponse.dynamic_metadata. Envoy takes it
+    with every kind of response, keeps only namespaces listed in its metadata_options'
+    receiving_namespaces, and merges each into the stream's metadata (ext_proc.cc,
+    Filter::setDynamicMetadata)."""
+    metadata = Struct()
+    metadata.update(namespaces)
+    return metadata
+
+
+def body_chunk(
+    body: bytes, end_of_stream: bool, metadata: Namespaces | None = None
+) -> ext.ProcessingResponse:
     streamed = ext.StreamedBodyResponse(body=body, end_of_stream=end_of_stream)
     mutation = ext.BodyMutation(streamed_response=streamed)
     common = ext.CommonResponse(body_mutation=mutation)
-    return ext.ProcessingResponse(response_body=ext.BodyResponse(response=common))
+    return ext.ProcessingResponse(
+        response_body=ext.BodyResponse(response=common),
+        dynamic_metadata=dynamic_metadata(metadata) if metadata else None,
+    )
 
 
-def immediate_response(error: ApiError) -> ext.ProcessingResponse:
+def immediate_response(
+    error: ApiError, metadata: Namespaces | None = None
+) -> ext.ProcessingResponse:
     """A refusal. Envoy's local_reply_config turns the plain message into OpenAI's shape
-    with the type and code sent as dynamic metadata (control_plane/translate/local_replies.py)."""
-    metadata = Struct()
-    metadata.update({ERROR_METADATA_NAMESPACE: {"type": error.type, "code": error.code}})
+    with the type and code sent as dynamic metadata (control_plane/translate/local_replies.py);
+    `metadata` adds other namespaces."""
+    error_fields = {"type": error.type, "code": error.code}
+    namespaces = {ERROR_METADATA_NAMESPACE: error_fields, **(metadata or {})}
     headers = ext.HeaderMutation(set_headers=[set_header(k, v) for k, v in error.headers])
     return ext.ProcessingResponse(
         immediate_response=ext.ImmediateResponse(
             status={"code": error.status}, headers=headers, body=error.message.encode()
         ),
-        dynamic_metadata=metadata,
+        dynamic_metadata=dynamic_metadata(namespaces),
     )

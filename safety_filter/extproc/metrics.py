@@ -1,7 +1,11 @@
-"""Prometheus metrics of the request processor: time per phase, detections.
+"""Prometheus metrics of the request processor: phases, detections, and each request's outcome.
 
 The response-body phase runs once per streamed chunk, so its histogram is the
 per-chunk cost. Detections carry category, direction and action, never values.
+Per request (by model_name, the label the engine workers use too): TTFT, time per
+output token and end-to-end time as the gateway sees them, tokens used, requests by
+HTTP status and errors by reason; `finished` observes a RequestRecord once, at the
+end of its request.
 """
 
 from __future__ import annotations
@@ -11,10 +15,24 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from safety_filter.checks import Match
+from safety_filter.extproc.request_record import RequestRecord
 
 # ext_proc work is tens of microseconds to a few milliseconds (ENVOY_NOTES: 1-4 us
 # a chunk in Python, 0.1-0.25 ms a chunk through Envoy).
 PHASE_BUCKETS = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 0.1)
+# First token: one engine step at low load (a few ms) to deep queues (tens of seconds).
+TTFT_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+# One decode step: ~1 ms (small model, small batch) to ~0.5 s (large batch, slow engine).
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+# A whole request: a short answer in milliseconds to thousands of tokens in minutes.
+E2E_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0,
+    600.0,
+)  # fmt: skip
+
+MODEL = "model_name"
 
 
 class ExtProcMetrics:
@@ -39,7 +57,71 @@ class ExtProcMetrics:
             ["code"],
             registry=self.registry,
         )
+        self.ttft_seconds = Histogram(
+            "frugal_request_ttft_seconds",
+            "Request headers to the first forwarded chunk with generated text (unary: the body).",
+            [MODEL],
+            buckets=TTFT_BUCKETS,
+            registry=self.registry,
+        )
+        self.tpot_seconds = Histogram(
+            "frugal_request_tpot_seconds",
+            "Time per output token after the first, of streamed responses.",
+            [MODEL],
+            buckets=TPOT_BUCKETS,
+            registry=self.registry,
+        )
+        self.e2e_seconds = Histogram(
+            "frugal_request_e2e_seconds",
+            "Request headers to the end of the response.",
+            [MODEL],
+            buckets=E2E_BUCKETS,
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "frugal_prompt_tokens",
+            "Prompt tokens, as the engine counted them.",
+            [MODEL],
+            registry=self.registry,
+        )
+        self.completion_tokens = Counter(
+            "frugal_completion_tokens",
+            "Generated tokens, as the engine counted them.",
+            [MODEL],
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "frugal_requests",
+            "Inference requests, by model and HTTP status.",
+            [MODEL, "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "frugal_request_errors",
+            "Failed inference requests, by model and reason (an OpenAI error code, "
+            "output_blocked or client_disconnected).",
+            [MODEL, "reason"],
+            registry=self.registry,
+        )
 
     def detected(self, matches: Iterable[Match], direction: str, action: str) -> None:
         for match in matches:
             self.detections.labels(match.category, direction, action).inc()
+
+    def finished(self, record: RequestRecord) -> None:
+        model = record.model
+        self.requests.labels(model, str(record.status)).inc()
+        if record.error is not None:
+            self.errors.labels(model, record.error).inc()
+        timings = (
+            (self.ttft_seconds, record.ttft_s()),
+            (self.tpot_seconds, record.tpot_s()),
+            (self.e2e_seconds, record.e2e_s()),
+        )
+        for histogram, seconds in timings:
+            if seconds is not None:
+                histogram.labels(model).observe(seconds)
+        if record.prompt_tokens is not None:
+            self.prompt_tokens.labels(model).inc(record.prompt_tokens)
+        if record.completion_tokens is not None:
+            self.completion_tokens.labels(model).inc(record.completion_tokens)

@@ -11,27 +11,43 @@ Converts between Envoy's ext_proc messages and the pure rules beside it. Phases
 - response body (FULL_DUPLEX_STREAMED): output checks (streams through a hold-back
   window, whole bodies at once); an error body becomes OpenAI-shaped;
 - response trailers: settle the real usage; end a stream with `data: [DONE]`, or
-  with an error event when the engine failed, so no failure looks like a clean end.
+  with an error event when the engine failed, so no failure looks like a clean end;
+  either way after an SSE comment with the engine's own time.
 `close` settles what is still open when the stream ends early (client gone).
+Each inference request keeps a RequestRecord: the response that ends it carries the
+record as `frugal.request` dynamic metadata (the request body's response already
+names the model, so an early end still logs it) and the metrics observe it once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from frugal.accounting.token_budget import TokenBudget
-from safety_filter.checks import ContentPolicy, StreamRedactor
+from frugal.request_log import bind_request_id
+from safety_filter.checks import ContentPolicy, Match, StreamRedactor
 from safety_filter.errors import (
+    ApiError,
     body_too_large,
     invalid_request,
     model_not_allowed,
     model_not_found,
+    upstream_error,
 )
-from safety_filter.extproc.messages import body_chunk, header_value, set_header
+from safety_filter.extproc.engine_report import engine_times, usage_from_trailers
+from safety_filter.extproc.messages import (
+    body_chunk,
+    dynamic_metadata,
+    header_value,
+    immediate_response,
+    set_header,
+)
 from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.openai_request import SCHEMAS, InferenceRequest, parse_inference_request
 from safety_filter.extproc.output_filter import SseOutputFilter, check_whole_body
@@ -41,8 +57,17 @@ from safety_filter.extproc.prompt_check import (
     policy_violation,
     prompt_characters,
 )
+from safety_filter.extproc.request_record import (
+    CLIENT_DISCONNECTED,
+    CLOSED_BEFORE_RESPONSE,
+    OUTPUT_BLOCKED,
+    REQUEST_METADATA_NAMESPACE,
+    RequestRecord,
+)
 from safety_filter.extproc.sse import (
     DONE_EVENT,
+    carries_text,
+    engine_time_comment,
     error_event,
     error_from_grpc_status,
     error_json,
@@ -51,11 +76,11 @@ from safety_filter.extproc.sse import (
 )
 from safety_filter.extproc.usage import UsageMeter, estimate_tokens
 
+log = logging.getLogger(__name__)
+
 MODEL_HEADER = "x-frugal-model"
 STREAM_SUFFIX = ":stream"
 LEAKED_GRPC_HEADERS = ("grpc-status", "grpc-message", "grpc-accept-encoding")
-PROMPT_TOKENS_TRAILER = "x-frugal-prompt-tokens"
-COMPLETION_TOKENS_TRAILER = "x-frugal-completion-tokens"
 
 Responses = list[ext.ProcessingResponse]
 
@@ -111,14 +136,21 @@ class RequestProcessor:
         self._response_status = 0
         self._held = bytearray()  # an error body, or a whole unary body, until it ends
         self._finished = False
+        # An inference request's record until it is observed; then None.
+        self._record: RequestRecord | None = None
+        self._awaiting_text = False  # a 200 response whose first text is still to come
 
     async def on_request_headers(self, headers: ext.HttpHeaders) -> Responses:
+        started = time.perf_counter()
         path = header_value(headers, ":path").split("?", 1)[0]
         self._stream = path.endswith(STREAM_SUFFIX)
         base = path.removesuffix(STREAM_SUFFIX)
         self._schema_path = base if base in SCHEMAS else None
         self._grant = KeyGrant.from_headers(headers)
         self._request_id = header_value(headers, "x-request-id")
+        bind_request_id(self._request_id)
+        if self._schema_path:
+            self._record = RequestRecord(started)
         if self._schema_path and headers.end_of_stream:
             raise invalid_request("The request has no body; send a JSON object.", "invalid_json")
         return [ext.ProcessingResponse(request_headers=ext.HeadersResponse())]
@@ -131,6 +163,9 @@ class RequestProcessor:
         request = parse_inference_request(self._schema_path, body.body)
         if request.model not in self._context.models:
             raise model_not_found(request.model)
+        record = self._record
+        assert record is not None
+        record.model = request.model
         grant = self._grant
         if grant is not None and grant.models is not None and request.model not in grant.models:
             raise model_not_allowed(request.model)
@@ -143,7 +178,7 @@ class RequestProcessor:
         if verdict.blocked is not None:
             raise policy_violation(verdict.blocked)
         await self._reserve(request)
-        self._stream = self._stream or request.stream
+        self._stream = record.stream = self._stream or request.stream
         set_headers = [set_header(MODEL_HEADER, request.model)]
         if self._stream:
             set_headers.append(set_header(":path", self._schema_path + STREAM_SUFFIX))
@@ -157,7 +192,14 @@ class RequestProcessor:
             body_mutation=mutation,
             clear_route_cache=True,
         )
-        return [ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))]
+        return [
+            ext.ProcessingResponse(
+                request_body=ext.BodyResponse(response=common),
+                dynamic_metadata=dynamic_metadata(
+                    {REQUEST_METADATA_NAMESPACE: {"model": request.model}}
+                ),
+            )
+        ]
 
     async def _reserve(self, request: InferenceRequest) -> None:
         if self._grant is None:
@@ -176,6 +218,10 @@ class RequestProcessor:
     async def on_response_headers(self, headers: ext.HttpHeaders) -> Responses:
         status = header_value(headers, ":status")
         self._response_status = int(status) if status.isdigit() else 0
+        if self._record is not None:
+            self._record.status = self._response_status
+            self._awaiting_text = self._response_status == 200
+            self._record.engine_reported(*engine_times(headers))
         set_headers = []
         if self._stream and self._response_status == 200:
             set_headers = [
@@ -200,22 +246,38 @@ class RequestProcessor:
             if not body.end_of_stream:
                 return []
             return [await self._finish_held(None)]
-        self._finished = body.end_of_stream
-        return [body_chunk(body.body, body.end_of_stream)]
+        if body.end_of_stream:
+            return [self._finish(body.body)]
+        if self._awaiting_text:
+            self._note_text(body.body)
+        return [body_chunk(body.body, end_of_stream=False)]
+
+    def _note_text(self, forwarded: bytes) -> None:
+        """The hot path's one extra step: until the first text goes out, look for it."""
+        if self._record is not None and carries_text(forwarded):
+            self._record.first_text = time.perf_counter()
+            self._awaiting_text = False
 
     async def _stream_chunk(self, raw: bytes, end_of_stream: bool) -> Responses:
         assert self._output is not None
         out = self._output.feed(raw)
         if out.blocked is not None:
             await self._settle(None)
-            return [self._finish(out.body + error_event(output_blocked(out.blocked)))]
+            return [self._finish(out.body + self._blocked_event(out.blocked))]
         if not end_of_stream:
+            if self._awaiting_text:
+                self._note_text(out.body)
             return [body_chunk(out.body, end_of_stream=False)]
         await self._settle(None)
         tail = self._output.finish()
         if tail.blocked is not None:
-            return [self._finish(out.body + error_event(output_blocked(tail.blocked)))]
+            return [self._finish(out.body + self._blocked_event(tail.blocked))]
         return [self._finish(out.body + tail.body + DONE_EVENT)]
+
+    def _blocked_event(self, match: Match) -> bytes:
+        if self._record is not None:
+            self._record.error = OUTPUT_BLOCKED
+        return error_event(output_blocked(match))
 
     def _holds_body(self) -> bool:
         """Whole bodies are held until complete: an engine error (rewritten to OpenAI's
@@ -227,6 +289,7 @@ class RequestProcessor:
         body = bytes(self._held)
         if self._response_status != 200:
             await self._settle((0, 0))  # the engine answered nothing
+            self._failed(upstream_error(self._response_status, "").code)
             return self._finish(openai_error_body(self._response_status, body))
         assert self._request is not None
         policy = self._policy or self._context.policies.for_model(self._request.model)
@@ -237,7 +300,9 @@ class RequestProcessor:
 
     async def on_response_trailers(self, trailers: ext.HttpTrailers) -> Responses:
         responses = []
-        usage = _usage_from_trailers(trailers)
+        usage = usage_from_trailers(trailers)
+        if self._record is not None:
+            self._record.engine_reported(*engine_times(trailers))
         if not self._finished and self._holds_body():
             responses.append(await self._finish_held(usage))
         elif not self._finished:
@@ -249,15 +314,25 @@ class RequestProcessor:
     def _stream_ending(self, trailers: ext.HttpTrailers) -> bytes:
         tail = self._output.finish() if self._output is not None else None
         if tail is not None and tail.blocked is not None:
-            return error_event(output_blocked(tail.blocked))
+            return self._blocked_event(tail.blocked)
         held = tail.body if tail is not None else b""
+        engine_ms = self._record.engine_ms if self._record is not None else None
+        if self._stream and engine_ms is not None:
+            held += engine_time_comment(engine_ms)
         status = header_value(trailers, "grpc-status") or "0"
         if status == "0":
             return held + (DONE_EVENT if self._stream else b"")
         error = error_from_grpc_status(status, header_value(trailers, "grpc-message"))
+        self._failed(error.code)
         return held + (error_event(error) if self._stream else error_json(error))
 
+    def _failed(self, reason: str) -> None:
+        if self._record is not None:
+            self._record.error = reason
+
     async def _settle(self, usage: tuple[int, int] | None) -> None:
+        if usage is not None and self._record is not None:
+            self._record.prompt_tokens, self._record.completion_tokens = usage
         if self._meter is None:
             return
         if usage is None:
@@ -269,6 +344,22 @@ class RequestProcessor:
     async def close(self) -> None:
         """The stream is over, however it ended: charge what was not charged yet."""
         await self._settle(None)
+        record = self._record
+        if record is not None:  # the response never ended
+            record.status = record.status or CLOSED_BEFORE_RESPONSE
+            record.error = CLIENT_DISCONNECTED
+            self._observe()
+
+    def refuse(self, error: ApiError) -> ext.ProcessingResponse:
+        """The immediate response that refuses the request, which ends it."""
+        self._context.metrics.refusals.labels(error.code).inc()
+        record = self._record
+        if record is None:
+            return immediate_response(error)
+        record.status, record.error = error.status, error.code
+        metadata = {REQUEST_METADATA_NAMESPACE: record.metadata()}
+        self._observe()
+        return immediate_response(error, metadata)
 
     def _finish(self, last_chunk: bytes) -> ext.ProcessingResponse:
         self._finished = True
@@ -277,12 +368,25 @@ class RequestProcessor:
             metrics.detected(self._output.redacted, "output", "redact")
             if self._output.blocked is not None:
                 metrics.detected([self._output.blocked], "output", "block")
-        return body_chunk(last_chunk, end_of_stream=True)
+        record = self._record
+        if record is None:
+            return body_chunk(last_chunk, end_of_stream=True)
+        record.ended = time.perf_counter()
+        # A unary answer's first token arrives with its body.
+        if self._awaiting_text and (not self._stream or carries_text(last_chunk)):
+            record.first_text = record.ended
+        metadata = {REQUEST_METADATA_NAMESPACE: record.metadata()}
+        self._observe()
+        return body_chunk(last_chunk, end_of_stream=True, metadata=metadata)
 
-
-def _usage_from_trailers(trailers: ext.HttpTrailers) -> tuple[int, int] | None:
-    prompt = header_value(trailers, PROMPT_TOKENS_TRAILER)
-    completion = header_value(trailers, COMPLETION_TOKENS_TRAILER)
-    if prompt.isdigit() and completion.isdigit():
-        return int(prompt), int(completion)
-    return None
+    def _observe(self) -> None:
+        record, self._record = self._record, None
+        if record is None:
+            return
+        self._context.metrics.finished(record)
+        if log.isEnabledFor(logging.DEBUG):
+            e2e = record.e2e_s()
+            e2e_ms = "-" if e2e is None else f"{e2e * 1000:.3f}"
+            log.debug(
+                "request done: status %d, %s ms, %s", record.status, e2e_ms, record.metadata()
+            )

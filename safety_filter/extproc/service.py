@@ -1,7 +1,8 @@
 """The ext_proc gRPC service: one RequestProcessor per stream, phases dispatched by name.
 
 I/O edge: reads ProcessingRequests from Envoy, hands each phase to the processor,
-and turns a refusal (ApiError) into an immediate response, in this one place.
+and has the processor turn a refusal (ApiError) into an immediate response, in this
+one place.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 
 from safety_filter.errors import ApiError
-from safety_filter.extproc.messages import immediate_response
 from safety_filter.extproc.processor import ProcessorContext, RequestProcessor, Responses
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ class ExternalProcessorService(ext_grpc.ExternalProcessorServicer):  # type: ign
                 try:
                     responses = await handler(processor, getattr(request, phase))
                 except ApiError as error:
-                    self._context.metrics.refusals.labels(error.code).inc()
-                    yield immediate_response(error)
+                    yield processor.refuse(error)
                     return
                 finally:
                     seconds = time.perf_counter() - started

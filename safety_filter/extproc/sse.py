@@ -3,7 +3,9 @@
 Pure layer. The transcoder frames each gRPC message as `data: {...}\n\n` but
 never ends a stream with `data: [DONE]`, and an HTTP/1.1 client never sees the
 gRPC status trailer; these helpers give the end of every stream an explicit
-meaning (ENVOY_NOTES, grpc_json_transcoder).
+meaning (ENVOY_NOTES, grpc_json_transcoder). A stream's end also carries the
+engine's own time as an SSE comment, which SSE clients skip (WHATWG HTML,
+"event stream interpretation": a line starting with a colon is ignored).
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from safety_filter.checks import Match
 from safety_filter.errors import ApiError, upstream_error
 
 DONE_EVENT = b"data: [DONE]\n\n"
+ENGINE_MS_COMMENT = b": x-frugal-engine-ms="
+# Where generated text sits in an answer's JSON: chat deltas and messages, completion
+# choices.
+TEXT_FIELDS = (b'"content":', b'"text":')
 
 # gRPC status code -> HTTP status, as Envoy's transcoder maps them (grpc/status.cc).
 GRPC_TO_HTTP: dict[int, int] = {
@@ -30,6 +36,26 @@ def error_json(error: ApiError) -> bytes:
 
 def error_event(error: ApiError) -> bytes:
     return b"data: " + error_json(error) + b"\n\n"
+
+
+def engine_time_comment(engine_ms: float) -> bytes:
+    return ENGINE_MS_COMMENT + f"{engine_ms:.3f}".encode() + b"\n\n"
+
+
+def carries_text(chunk: bytes) -> bool:
+    """Whether a chunk of a response body holds generated text (a non-empty text field).
+
+    A field cut in two by a chunk boundary is missed, and found in a later chunk.
+    """
+    for field in TEXT_FIELDS:
+        at = chunk.find(field)
+        while at >= 0:
+            end = at + len(field)
+            value = chunk[end : end + 8].lstrip()  # the transcoder prints no space; json.dumps one
+            if value[:1] == b'"' and value[1:2] not in (b'"', b""):
+                return True
+            at = chunk.find(field, end)
+    return False
 
 
 def output_blocked(match: Match) -> ApiError:

@@ -85,7 +85,9 @@ def test_stream_ends_with_done(stack: FrugalStack) -> None:
     assert response.headers["content-type"].startswith("text/event-stream")
     events = [e for e in response.text.split("\n\n") if e]
     assert events[-1] == "data: [DONE]"
-    assert all(e.startswith("data: ") for e in events)
+    # Data events, and one SSE comment with the engine's time just before the end.
+    assert events[-2].startswith(": x-frugal-engine-ms=")
+    assert all(e.startswith("data: ") for e in events[:-2])
 
 
 def test_engine_failure_mid_stream_ends_with_an_error_event(stack: FrugalStack) -> None:

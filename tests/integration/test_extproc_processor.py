@@ -21,9 +21,17 @@ from redis.asyncio import Redis
 
 from frugal.accounting.ledger import UsageRow, read_usage
 from frugal.accounting.token_budget import TokenBudget, WindowUsage, reservation_key
+from frugal.request_log import REQUEST_ID
 from safety_filter.checks import DEFAULT_POLICY, ContentPolicy
-from safety_filter.errors import ApiError, invalid_request, model_not_found, tokens_exhausted
+from safety_filter.errors import (
+    ApiError,
+    invalid_request,
+    model_not_allowed,
+    model_not_found,
+    tokens_exhausted,
+)
 from safety_filter.extproc.messages import header_value, immediate_response
+from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.policies import PolicyBook
 from safety_filter.extproc.processor import (
     MODEL_HEADER,
@@ -39,6 +47,7 @@ CHAT = "/v1/chat/completions"
 EMAIL = "jane.doe@example.com"
 BLOCKING = DEFAULT_POLICY.model_copy(update={"prompt_action": "block", "output_action": "block"})
 LOGGING = DEFAULT_POLICY.model_copy(update={"prompt_action": "log"})
+UNCHECKED = ContentPolicy(detectors=(), prompt_action="log")
 
 
 @dataclass(frozen=True)
@@ -77,10 +86,16 @@ def budget(redis: Redis) -> TokenBudget:
 
 
 def make_processor(
-    budget: TokenBudget, policy: ContentPolicy = DEFAULT_POLICY, max_body_bytes: int = 4096
+    budget: TokenBudget,
+    policy: ContentPolicy = DEFAULT_POLICY,
+    max_body_bytes: int = 4096,
+    metrics: ExtProcMetrics | None = None,
 ) -> RequestProcessor:
+    policies = PolicyBook(policy, {})
     return RequestProcessor(
-        ProcessorContext(MODELS, max_body_bytes, PolicyBook(policy, {}), budget)
+        ProcessorContext(
+            MODELS, max_body_bytes, policies, budget, metrics=metrics or ExtProcMetrics()
+        )
     )
 
 
@@ -104,11 +119,12 @@ def request_headers(
     return ext.HttpHeaders(headers=header_map(pairs), end_of_stream=end_of_stream)
 
 
-def response_headers(status: int) -> ext.HttpHeaders:
+def response_headers(status: int, *extra: tuple[str, str]) -> ext.HttpHeaders:
     pairs = [
         (":status", str(status)),
         ("content-type", "application/json"),
         ("grpc-accept-encoding", "identity"),
+        *extra,
     ]
     return ext.HttpHeaders(headers=header_map(pairs))
 
@@ -823,3 +839,229 @@ async def test_a_unary_answer_under_block_is_withheld_as_content_filter(
     choice = json.loads(streamed(last).body)["choices"][0]
     assert choice["message"]["content"] == ""
     assert choice["finish_reason"] == "content_filter"
+
+
+# --- request records: metrics, access-log metadata, engine time -------------------------------
+
+ENGINE_TRAILERS = {"x_frugal_engine_ms": "12.5", "x_frugal_engine_ttft_ms": "3.25"}
+
+
+def request_metadata(response: ext.ProcessingResponse) -> dict[str, Any]:
+    metadata = json_format.MessageToDict(response.dynamic_metadata)
+    assert set(metadata) <= {"frugal.request", "frugal.error"}, metadata
+    return dict(metadata.get("frugal.request", {}))
+
+
+def sample(metrics: ExtProcMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_the_request_body_response_names_the_model(budget: TokenBudget) -> None:
+    processor = make_processor(budget)
+    only(await processor.on_request_headers(request_headers(CHAT)))
+    response = only(await processor.on_request_body(chat_body("sim-mixtral", stream=True)))
+    assert request_metadata(response) == {"model": "sim-mixtral"}
+
+
+async def test_the_request_id_tags_the_processors_log_lines(budget: TokenBudget) -> None:
+    processor = make_processor(budget)
+    only(await processor.on_request_headers(request_headers(CHAT, request_id="req-log-1")))
+    assert REQUEST_ID.get() == "req-log-1"
+
+
+async def test_a_stream_ends_with_engine_time_metadata_and_metrics(budget: TokenBudget) -> None:
+    metrics = ExtProcMetrics()
+    processor = await started(make_processor(budget, metrics=metrics))
+    first = streamed(
+        only(await processor.on_response_body(ext.HttpBody(body=chunk_event(role=True))))
+    )
+    assert first.body == chunk_event(role=True)
+    for word in ("Hello ", "world."):
+        only(await processor.on_response_body(ext.HttpBody(body=chunk_event(word))))
+    last, end = await processor.on_response_trailers(
+        trailers(grpc_status="0", x_frugal_prompt_tokens="17", x_frugal_completion_tokens="23",
+                 **ENGINE_TRAILERS)
+    )  # fmt: skip
+    assert streamed(last).body.endswith(b": x-frugal-engine-ms=12.500\n\ndata: [DONE]\n\n")
+    assert streamed(last).end_of_stream is True
+    metadata = request_metadata(last)
+    assert metadata.pop("ttft_ms") > 0
+    assert metadata == {
+        "model": "sim-echo",
+        "prompt_tokens": 17,
+        "completion_tokens": 23,
+        "engine_ms": 12.5,
+        "engine_ttft_ms": 3.25,
+    }
+    assert not end.HasField("dynamic_metadata")
+    model = {"model_name": "sim-echo"}
+    assert sample(metrics, "frugal_requests_total", **model, status="200") == 1
+    for histogram in ("ttft", "tpot", "e2e"):
+        assert sample(metrics, f"frugal_request_{histogram}_seconds_count", **model) == 1
+    assert sample(metrics, "frugal_prompt_tokens_total", **model) == 17
+    assert sample(metrics, "frugal_completion_tokens_total", **model) == 23
+    assert metrics.registry.get_sample_value("frugal_request_errors_total", {}) is None
+    # Observed once: the end of the ext_proc stream adds nothing.
+    await processor.close()
+    assert sample(metrics, "frugal_requests_total", **model, status="200") == 1
+
+
+async def test_ttft_waits_for_a_chunk_with_text(budget: TokenBudget) -> None:
+    metrics = ExtProcMetrics()
+    processor = await started(make_processor(budget, metrics=metrics))
+    only(await processor.on_response_body(ext.HttpBody(body=chunk_event(role=True))))
+    only(await processor.on_response_body(ext.HttpBody(body=chunk_event(finish="stop"))))
+    last, _ = await processor.on_response_trailers(usage_trailers(3, 0))
+    assert "ttft_ms" not in request_metadata(last)
+    model = {"model_name": "sim-echo"}
+    assert sample(metrics, "frugal_request_ttft_seconds_count", **model) == 0
+    assert sample(metrics, "frugal_request_tpot_seconds_count", **model) == 0
+    assert sample(metrics, "frugal_request_e2e_seconds_count", **model) == 1
+
+
+async def test_a_failed_stream_has_engine_time_before_its_error_event(
+    budget: TokenBudget,
+) -> None:
+    metrics = ExtProcMetrics()
+    processor = await started(make_processor(budget, metrics=metrics))
+    only(await processor.on_response_body(ext.HttpBody(body=chunk_event("Hi"))))
+    last, _ = await processor.on_response_trailers(
+        trailers(grpc_status="13", grpc_message="boom", **ENGINE_TRAILERS)
+    )
+    # The held-back text, then the engine time, then the error event.
+    *_, comment, error, rest = streamed(last).body.split(b"\n\n")
+    assert (comment, rest) == (b": x-frugal-engine-ms=12.500", b"")
+    assert sse_json(error + b"\n\n")["error"]["code"] == "engine_error"
+    assert request_metadata(last)["error"] == "engine_error"
+    labels = {"model_name": "sim-echo"}
+    assert sample(metrics, "frugal_request_errors_total", **labels, reason="engine_error") == 1
+    assert sample(metrics, "frugal_requests_total", **labels, status="200") == 1
+
+
+async def test_a_unary_answer_takes_engine_time_from_its_headers(budget: TokenBudget) -> None:
+    metrics = ExtProcMetrics()
+    processor = make_processor(budget, metrics=metrics)
+    only(await processor.on_request_headers(request_headers(CHAT)))
+    only(await processor.on_request_body(chat_body()))
+    engine = (("x-frugal-engine-ms", "8.000"), ("x-frugal-engine-ttft-ms", "2.000"))
+    only(await processor.on_response_headers(response_headers(200, *engine)))
+    body = chat_completion("Hello there.", usage=(9, 5))
+    last = only(await processor.on_response_body(ext.HttpBody(body=body, end_of_stream=True)))
+    assert json.loads(streamed(last).body) == json.loads(body)  # no comment in a JSON body
+    metadata = request_metadata(last)
+    assert metadata.pop("ttft_ms") > 0
+    assert metadata == {
+        "model": "sim-echo",
+        "prompt_tokens": 9,
+        "completion_tokens": 5,
+        "engine_ms": 8.0,
+        "engine_ttft_ms": 2.0,
+    }
+    model = {"model_name": "sim-echo"}
+    assert sample(metrics, "frugal_request_ttft_seconds_count", **model) == 1
+    assert sample(metrics, "frugal_request_tpot_seconds_count", **model) == 0
+    assert sample(metrics, "frugal_request_e2e_seconds_count", **model) == 1
+    assert sample(metrics, "frugal_completion_tokens_total", **model) == 5
+
+
+async def test_a_refusal_before_the_model_is_known_counts_as_unknown(
+    budget: TokenBudget,
+) -> None:
+    metrics = ExtProcMetrics()
+    processor = make_processor(budget, metrics=metrics)
+    only(await processor.on_request_headers(request_headers(CHAT)))
+    with pytest.raises(ApiError) as caught:
+        await processor.on_request_body(chat_body("gpt-4"))
+    response = processor.refuse(caught.value)
+    assert response.immediate_response.status.code == 404
+    assert json_format.MessageToDict(response.dynamic_metadata) == {
+        "frugal.error": {"type": "invalid_request_error", "code": "model_not_found"},
+        "frugal.request": {"model": "unknown", "error": "model_not_found"},
+    }
+    labels = {"model_name": "unknown"}
+    assert sample(metrics, "frugal_requests_total", **labels, status="404") == 1
+    assert sample(metrics, "frugal_request_errors_total", **labels, reason="model_not_found") == 1
+    assert sample(metrics, "frugal_extproc_refusals_total", code="model_not_found") == 1
+    await processor.close()
+    assert sample(metrics, "frugal_requests_total", **labels, status="404") == 1
+
+
+async def test_a_refusal_of_a_served_model_is_counted_under_it(budget: TokenBudget) -> None:
+    metrics = ExtProcMetrics()
+    processor = make_processor(budget, metrics=metrics)
+    only(await processor.on_request_headers(request_headers(CHAT, key=new_key(models="sim-echo"))))
+    with pytest.raises(ApiError) as caught:
+        await processor.on_request_body(chat_body("sim-mixtral"))
+    assert caught.value == model_not_allowed("sim-mixtral")
+    response = processor.refuse(caught.value)
+    assert request_metadata(response) == {"model": "sim-mixtral", "error": "model_not_allowed"}
+    labels = {"model_name": "sim-mixtral", "reason": "model_not_allowed"}
+    assert sample(metrics, "frugal_request_errors_total", **labels) == 1
+
+
+async def test_a_stream_closed_before_its_end_counts_a_disconnect(budget: TokenBudget) -> None:
+    metrics = ExtProcMetrics()
+    # No output checks: chunks pass as they come, none held back.
+    processor = await started(make_processor(budget, UNCHECKED, metrics=metrics))
+    only(await processor.on_response_body(ext.HttpBody(body=chunk_event("Hi"))))
+    await processor.close()
+    labels = {"model_name": "sim-echo"}
+    assert sample(metrics, "frugal_requests_total", **labels, status="200") == 1
+    errors = sample(metrics, "frugal_request_errors_total", **labels, reason="client_disconnected")
+    assert errors == 1
+    assert sample(metrics, "frugal_request_ttft_seconds_count", **labels) == 1
+    assert sample(metrics, "frugal_request_e2e_seconds_count", **labels) == 0
+
+
+async def test_a_request_closed_before_any_response_is_499(budget: TokenBudget) -> None:
+    metrics = ExtProcMetrics()
+    processor = make_processor(budget, metrics=metrics)
+    only(await processor.on_request_headers(request_headers(CHAT)))
+    only(await processor.on_request_body(chat_body()))
+    await processor.close()
+    labels = {"model_name": "sim-echo"}
+    assert sample(metrics, "frugal_requests_total", **labels, status="499") == 1
+
+
+async def test_a_blocked_output_is_its_own_reason(budget: TokenBudget) -> None:
+    metrics = ExtProcMetrics()
+    processor = await started(make_processor(budget, BLOCKING, metrics=metrics))
+    responses = await processor.on_response_body(ext.HttpBody(body=SPLIT_EMAIL_STREAM))
+    assert request_metadata(responses[-1])["error"] == "output_blocked"
+    labels = {"model_name": "sim-echo", "reason": "output_blocked"}
+    assert sample(metrics, "frugal_request_errors_total", **labels) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(500, "engine_error"), (503, "service_unavailable"), (429, "rate_limit_exceeded")],
+)
+async def test_a_failed_response_counts_the_code_the_client_gets(
+    budget: TokenBudget, status: int, reason: str
+) -> None:
+    metrics = ExtProcMetrics()
+    processor = await started(make_processor(budget, metrics=metrics), status=status)
+    body = ext.HttpBody(body=b'{"code":13,"message":"x"}', end_of_stream=True)
+    last = only(await processor.on_response_body(body))
+    assert json.loads(streamed(last).body)["error"]["code"] == reason
+    assert request_metadata(last) == {
+        "model": "sim-echo",
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "error": reason,
+    }
+    labels = {"model_name": "sim-echo"}
+    assert sample(metrics, "frugal_requests_total", **labels, status=str(status)) == 1
+    assert sample(metrics, "frugal_request_errors_total", **labels, reason=reason) == 1
+
+
+async def test_other_paths_are_not_inference_requests(budget: TokenBudget) -> None:
+    metrics = ExtProcMetrics()
+    processor = make_processor(budget, metrics=metrics)
+    only(await processor.on_request_headers(request_headers("/v1/models", end_of_stream=True)))
+    only(await processor.on_response_headers(response_headers(200)))
+    last = only(await processor.on_response_body(ext.HttpBody(body=b"{}", end_of_stream=True)))
+    assert not last.HasField("dynamic_metadata")
+    await processor.close()
+    assert metrics.registry.get_sample_value("frugal_requests_total", {}) is None

@@ -1,0 +1,46 @@
+"""What the engine reports about a request, read from the response's headers or trailers.
+
+Conversion layer over Envoy's ext_proc header maps. The workers send the tokens a
+request used as trailers (even when it failed or was cut short), and their own time
+as trailers and, for a unary answer, as response headers too (the transcoder turns
+gRPC initial metadata into headers; engine_workers/servicer.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
+
+from safety_filter.extproc.messages import header_value
+
+PROMPT_TOKENS_TRAILER = "x-frugal-prompt-tokens"
+COMPLETION_TOKENS_TRAILER = "x-frugal-completion-tokens"
+ENGINE_MS_HEADER = "x-frugal-engine-ms"
+ENGINE_TTFT_MS_HEADER = "x-frugal-engine-ttft-ms"
+
+
+def usage_from_trailers(trailers: ext.HttpTrailers) -> tuple[int, int] | None:
+    """(prompt, completion) tokens, if the engine reported both."""
+    prompt = header_value(trailers, PROMPT_TOKENS_TRAILER)
+    completion = header_value(trailers, COMPLETION_TOKENS_TRAILER)
+    if prompt.isdigit() and completion.isdigit():
+        return int(prompt), int(completion)
+    return None
+
+
+def engine_times(headers: ext.HttpHeaders | ext.HttpTrailers) -> tuple[float | None, float | None]:
+    """(engine time, engine time to first token) in ms, each None where not reported."""
+    return (
+        parse_ms(header_value(headers, ENGINE_MS_HEADER)),
+        parse_ms(header_value(headers, ENGINE_TTFT_MS_HEADER)),
+    )
+
+
+def parse_ms(text: str) -> float | None:
+    """A millisecond value as the engine writes it (`12.345`); None if absent or not one."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None

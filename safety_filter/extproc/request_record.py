@@ -1,0 +1,79 @@
+"""What one inference request did, as the request processor saw it: times, tokens, outcome.
+
+Pure layer. The processor stamps a `RequestRecord` at three moments (the request
+headers, the first forwarded chunk that carries generated text, the end of the
+response) and fills in what the engine reported (x-frugal-* trailers or headers,
+usage in a body). The record derives TTFT, TPOT and end-to-end time for the
+gateway metrics, and the `frugal.request` dynamic metadata that Envoy's access log
+reads. Every label value it gives is bounded: a served model or UNKNOWN_MODEL, an
+HTTP status, an error reason from fixed codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Dynamic metadata namespace of a request's summary (ext_proc metadata_options
+# must list it in receiving_namespaces.untyped, or Envoy drops it).
+REQUEST_METADATA_NAMESPACE = "frugal.request"
+
+# The model label of a request refused before its model was known to be served:
+# client-chosen names never become label values.
+UNKNOWN_MODEL = "unknown"
+# Error reasons besides the OpenAI error codes a client receives.
+OUTPUT_BLOCKED = "output_blocked"
+# The ext_proc stream ended before the response did. A replica that dies mid-stream
+# looks the same from here: Envoy resets the downstream stream (test_replica_failure).
+CLIENT_DISCONNECTED = "client_disconnected"
+# The status of a request whose response never started (nginx's "client closed request").
+CLOSED_BEFORE_RESPONSE = 499
+
+
+@dataclass
+class RequestRecord:
+    started: float  # time.perf_counter() when the request headers arrived
+    model: str = UNKNOWN_MODEL
+    stream: bool = False
+    status: int = 0
+    first_text: float | None = None
+    ended: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    engine_ms: float | None = None
+    engine_ttft_ms: float | None = None
+    error: str | None = None
+
+    def ttft_s(self) -> float | None:
+        return None if self.first_text is None else self.first_text - self.started
+
+    def e2e_s(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first: streams only (a unary answer arrives
+        whole, so the gateway cannot see its tokens apart)."""
+        tokens = self.completion_tokens
+        if not self.stream or self.first_text is None or self.ended is None:
+            return None
+        if tokens is None or tokens < 2:
+            return None
+        return (self.ended - self.first_text) / (tokens - 1)
+
+    def metadata(self) -> dict[str, str | float]:
+        """The access log's view of the request; what is unknown is left out."""
+        ttft = self.ttft_s()
+        fields: dict[str, str | float | None] = {
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "ttft_ms": None if ttft is None else round(ttft * 1000.0, 3),
+            "engine_ms": self.engine_ms,
+            "engine_ttft_ms": self.engine_ttft_ms,
+            "error": self.error,
+        }
+        return {key: value for key, value in fields.items() if value is not None}
+
+    def engine_reported(self, engine_ms: float | None, engine_ttft_ms: float | None) -> None:
+        """Keep what the engine reported; a later report without a value keeps the earlier."""
+        self.engine_ms = self.engine_ms if engine_ms is None else engine_ms
+        self.engine_ttft_ms = self.engine_ttft_ms if engine_ttft_ms is None else engine_ttft_ms
