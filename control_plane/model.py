@@ -7,6 +7,7 @@ by `load_config` (config_file.py) with pydantic's message, which names the field
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -157,6 +158,25 @@ class LimitsConfig(Frozen):
     local_requests_per_second: int = Field(default=2000, gt=0)
 
 
+class AccessLogConfig(Frozen):
+    """Envoy's JSON access log of the public listener, rotated by the control plane."""
+
+    enabled: bool = True
+    # Relative paths are under the stack's directory (where `frugal up` keeps var/).
+    path: str = Field(default="var/log/access.log", min_length=1)
+    # Rotate when the file is larger than this; 0: never (an outside logrotate may
+    # rename the file and POST /reopen_logs to Envoy's admin itself).
+    max_bytes: int = Field(default=50 << 20, ge=0)
+    # Rotated files kept (access.log.1 is the newest); 0: a full file is deleted.
+    backups: int = Field(default=5, ge=0, le=100)
+    check_interval_s: float = Field(default=5.0, gt=0, le=3600)
+
+    def under(self, base: Path) -> AccessLogConfig:
+        """This config with `path` made absolute: Envoy opens it from its own working dir."""
+        path = Path(self.path)
+        return self if path.is_absolute() else self.model_copy(update={"path": str(base / path)})
+
+
 class FrugalConfig(Frozen):
     listener: ListenerConfig = ListenerConfig()
     control_plane: ControlPlaneConfig = ControlPlaneConfig()
@@ -165,6 +185,7 @@ class FrugalConfig(Frozen):
     redis: RedisConfig = RedisConfig()
     admin: AdminConfig = AdminConfig()
     limits: LimitsConfig = LimitsConfig()
+    access_log: AccessLogConfig = AccessLogConfig()
     # Engine parameters per named profile; opaque here, validated by the engine
     # backend that runs them (engine_workers), so the control plane stays engine-agnostic.
     profiles: dict[str, dict[str, float | int | str | None]] = Field(default_factory=dict)

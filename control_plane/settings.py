@@ -14,4 +14,7 @@ class ControlPlaneSettings(BaseSettings):
     config: Path = Path("frugal.yaml")
     # Override frugal.yaml's xDS port (0 = any free port, for tests).
     xds_port: int | None = None
+    # Relative paths in the config (access_log.path) are under this directory;
+    # `frugal up` sets the one that holds its var/.
+    base_dir: Path = Path(".")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="FRUGAL_REDIS_URL")

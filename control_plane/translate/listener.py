@@ -10,7 +10,9 @@ import base64
 from typing import Any
 
 from control_plane.model import FrugalConfig
+from control_plane.translate import gateway_overhead
 from control_plane.translate import messages as m
+from control_plane.translate.access_log import REQUEST_METADATA_NAMESPACE, build_access_logs
 from control_plane.translate.local_replies import (
     ERROR_METADATA_NAMESPACE,
     build_local_reply_config,
@@ -53,8 +55,13 @@ def _ext_proc_filter() -> dict[str, Any]:
                 "response_trailer_mode": "SEND",
             },
             "mutation_rules": {"allow_all_routing": True},
-            # Refusals carry their OpenAI error type and code as dynamic metadata.
-            "metadata_options": {"receiving_namespaces": {"untyped": [ERROR_METADATA_NAMESPACE]}},
+            # Refusals carry their OpenAI error type and code as dynamic metadata; every
+            # request ends with what the processor measured of it (for the access log).
+            "metadata_options": {
+                "receiving_namespaces": {
+                    "untyped": [ERROR_METADATA_NAMESPACE, REQUEST_METADATA_NAMESPACE]
+                }
+            },
             # The processor sets x-frugal-model and may rewrite :path; routing must see both.
             "route_cache_action": "CLEAR",
         },
@@ -94,6 +101,8 @@ def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener
         "codec_type": "AUTO",
         "use_remote_address": True,
         "generate_request_id": True,
+        # Clients get the id the access log and the usage ledger know the request by.
+        "always_set_request_id_in_response": True,
         "stream_idle_timeout": m.duration(listener.stream_idle_timeout_s),
         "request_headers_timeout": "10s",
         "max_request_headers_kb": 60,
@@ -101,9 +110,11 @@ def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener
         "http2_protocol_options": {"max_concurrent_streams": 1024},
         "rds": {"route_config_name": PUBLIC_ROUTES, "config_source": ADS},
         "local_reply_config": build_local_reply_config(),
+        "access_log": build_access_logs(config.access_log),
         "http_filters": [
             *_policy_filters(config, _ext_proc_filter()),
             _transcoder_filter(descriptor),
+            gateway_overhead.overhead_filter(),
             {"name": "envoy.filters.http.router", "typed_config": {"@type": m.ROUTER}},
         ],
     }

@@ -14,6 +14,7 @@ from typing import Any
 
 from control_plane.model import FrugalConfig, Model, engine_cluster_name
 from control_plane.translate import messages as m
+from control_plane.translate.gateway_overhead import microseconds_header
 from control_plane.translate.listener import PUBLIC_ROUTES
 
 MODEL_HEADER = "x-frugal-model"
@@ -119,6 +120,7 @@ def build_route_configuration(config: FrugalConfig, created: int) -> m.RouteConf
         {
             "name": PUBLIC_ROUTES,
             "virtual_hosts": [{"name": "openai", "domains": ["*"], "routes": routes}],
+            "response_headers_to_add": [microseconds_header()],
         },
         m.RouteConfiguration,
     )

@@ -153,6 +153,8 @@ def plan_stack(
         {
             **shared,
             "FRUGAL_CP_CONFIG": str(config_path),
+            # Relative paths of the config (the access log) resolve next to var/.
+            "FRUGAL_CP_BASE_DIR": str(files.directory.parent),
             "FRUGAL_ADMIN_TOKEN_FILE": str(files.admin_token),
         },
     )
@@ -164,6 +166,8 @@ def plan_stack(
             "--use-dynamic-base-id",
             "--log-level", "warn",
             "--drain-time-s", "2",
+            # Access-log lines reach the file within a second (Envoy's default: 10 s).
+            "--file-flush-interval-msec", "1000",
         ),
         essential=True,
     )  # fmt: skip

@@ -122,6 +122,7 @@ def test_the_other_children_get_their_settings(tmp_path: Path, envoy_bin: str) -
     assert control_plane.env == {
         **shared,
         "FRUGAL_CP_CONFIG": str(config_path),
+        "FRUGAL_CP_BASE_DIR": str(tmp_path),
         "FRUGAL_ADMIN_TOKEN_FILE": str(files.admin_token),
     }
     assert envoy.argv[:3] == (envoy_bin, "-c", str(files.bootstrap))

@@ -118,6 +118,7 @@ def test_http_filters_in_order() -> None:
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.ratelimit",
         "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.lua",
         "envoy.filters.http.router",
     ]
 
@@ -155,7 +156,10 @@ def test_ext_proc_fails_closed_and_streams_responses() -> None:
     assert mode.response_trailer_mode == Mode.SEND
     assert ext_proc.failure_mode_allow is False
     assert ext_proc.status_on_error.code == http_status_pb2.ServiceUnavailable == 503
-    assert list(ext_proc.metadata_options.receiving_namespaces.untyped) == ["frugal.error"]
+    assert list(ext_proc.metadata_options.receiving_namespaces.untyped) == [
+        "frugal.error",
+        "frugal.request",
+    ]
     assert ext_proc.mutation_rules.allow_all_routing.value is True
 
 
