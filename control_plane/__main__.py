@@ -7,13 +7,16 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, start_http_server
 
+from control_plane.access_log_rotation import AccessLogError, AccessLogRotator, prepare_access_log
 from control_plane.admin.app import create_admin_app
 from control_plane.admin.fleet import fleet_router
 from control_plane.admin.policies import policies_router
+from control_plane.admin.status import status_router
 from control_plane.admin.usage import usage_router
 from control_plane.admin_server import AdminServer
 from control_plane.balancer_loop import BalancerLoop
@@ -35,8 +38,16 @@ def envoy_admin_urls(config: FrugalConfig) -> tuple[str, ...]:
     return config.control_plane.envoy_admin_urls or (local,)
 
 
+def with_access_log(config: FrugalConfig, base_dir: Path) -> FrugalConfig:
+    """The config with an absolute access-log path, whose file exists (Envoy needs both)."""
+    access_log = config.access_log.under(base_dir.resolve())
+    if access_log.enabled:
+        prepare_access_log(Path(access_log.path))
+    return config.model_copy(update={"access_log": access_log})
+
+
 async def run(settings: ControlPlaneSettings) -> None:
-    config = load_config(settings.config)
+    config = with_access_log(load_config(settings.config), settings.base_dir)
     redis = aioredis.Redis.from_url(settings.redis_url)
     registry = CollectorRegistry()
     control_plane = ControlPlane(config)
@@ -44,7 +55,12 @@ async def run(settings: ControlPlaneSettings) -> None:
     await fleet.restore()
     sampler = LoadSampler(envoy_admin_urls(config))
     balancer = BalancerLoop(control_plane, fleet, sampler, registry)
-    routers = [usage_router(redis), policies_router(redis), fleet_router(fleet, balancer)]
+    routers = [
+        usage_router(redis),
+        policies_router(redis),
+        fleet_router(fleet, balancer),
+        status_router(control_plane, balancer),
+    ]
     admin = AdminServer(
         create_admin_app(KeyStore(redis, load_peppers()), load_admin_token(), routers),
         config.admin.host,
@@ -54,16 +70,21 @@ async def run(settings: ControlPlaneSettings) -> None:
     await admin.start()
     if config.control_plane.metrics_port:
         start_http_server(config.control_plane.metrics_port, config.control_plane.host, registry)
-    balancing = asyncio.create_task(balancer.run())
+    tasks = [asyncio.create_task(balancer.run())]
+    rotator = AccessLogRotator(config.access_log, envoy_admin_urls(config))
+    if config.access_log.enabled:
+        tasks.append(asyncio.create_task(rotator.run()))
     log.info("admin REST on http://%s:%d/admin/docs", config.admin.host, config.admin.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    balancing.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await balancing
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await rotator.close()
     await admin.stop()
     await control_plane.stop()
     await sampler.close()
@@ -72,9 +93,11 @@ async def run(settings: ControlPlaneSettings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: the load sampler polls Envoy and the engines 4x a second.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         asyncio.run(run(ControlPlaneSettings()))
-    except (ConfigError, PepperError, AdminTokenError) as error:
+    except (ConfigError, AccessLogError, PepperError, AdminTokenError) as error:
         log.error("%s", error)
         sys.exit(2)
 

@@ -4,8 +4,9 @@ I/O layer. Each tick samples Envoy's in-flight requests per replica group and th
 engines' counters (load_sampler), asks each model's policy (balancer/) for new
 weights, and publishes them through the publish gate (balancer/gate: only a real
 change, at a bounded rate). It also finishes drains: a draining replica with no
-request left in any Envoy is removed. What it saw and decided is kept for the
-admin REST and exported as Prometheus gauges.
+request left in any Envoy is removed, and once a second feeds every Envoy's
+per-host request and error counters to the traffic window (traffic_rates). What it
+saw and decided is kept for the admin REST and exported as Prometheus gauges.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from control_plane.fleet import Fleet
 from control_plane.load_sampler import HostState, LoadSampler
 from control_plane.model import Model, engine_cluster_name
 from control_plane.server import ControlPlane
+from control_plane.traffic_rates import Reading, RequestCounts, TrafficWindow
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class BalancerLoop:
         self._sampler = sampler
         self.models: dict[str, ModelBalance] = {}
         self.hosts: dict[str, dict[str, HostState]] = {}
+        self.traffic = TrafficWindow()
         self._counters: dict[str, ReplicaCounters] = {}
         self._ticks = 0
         self._weight = Gauge(
@@ -90,7 +93,10 @@ class BalancerLoop:
         config = self._control_plane.config
         in_flight = await self._sampler.in_flight()
         if self._ticks % HOSTS_EVERY == 0:
-            self.hosts = await self._sampler.hosts()
+            by_envoy = await self._sampler.hosts_by_envoy()
+            self.hosts = next(iter(by_envoy.values()), {})
+            if by_envoy:
+                self.traffic.observe(asyncio.get_running_loop().time(), _traffic(by_envoy))
             await self._finish_drains()
         self._ticks += 1
         addresses = [str(e) for m in config.models for g in m.groups for e in g.replicas]
@@ -185,3 +191,14 @@ class BalancerLoop:
                                 await self._fleet.remove_replica(
                                     model.name, group.name, str(endpoint)
                                 )
+
+
+def _traffic(by_envoy: dict[str, dict[str, dict[str, HostState]]]) -> Reading:
+    """Envoy -> cluster -> host -> the request counters that Envoy keeps for that host."""
+    return {
+        envoy: {
+            cluster: {address: RequestCounts(s.requests, s.errors) for address, s in hosts.items()}
+            for cluster, hosts in clusters.items()
+        }
+        for envoy, clusters in by_envoy.items()
+    }

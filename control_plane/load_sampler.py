@@ -2,10 +2,10 @@
 
 I/O layer (httpx). Envoy: `/stats?format=json` filtered to `upstream_rq_active` of
 the engine clusters (1-3 ms, ENVOY_NOTES) and `/clusters?format=json` for each
-host's health and active requests, summed over every Envoy the control plane
-serves. Engines: their Prometheus endpoint (replica port + 1000), for running /
-waiting sequences and the generated-token counter the adaptive policy learns from.
-A source that does not answer is skipped for that tick, never fatal.
+host's health, active requests and request / error counters, summed over every
+Envoy the control plane serves. Engines: their Prometheus endpoint (replica port +
+1000), for running / waiting sequences and the generated-token counter the adaptive
+policy learns from. A source that does not answer is skipped for that tick, never fatal.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ class HostState:
     healthy: bool
     draining: bool
     active: int
+    # Cumulative, as this Envoy counted them: requests sent to the host, and those that
+    # failed (5xx answers and gRPC error statuses; traffic_rates says why these counters).
+    requests: int = 0
+    errors: int = 0
 
 
 def _address(host: dict[str, Any]) -> str:
@@ -51,6 +55,8 @@ def _host_state(host: dict[str, Any]) -> HostState:
         healthy=eds == "HEALTHY" and not failed,
         draining=eds == "DRAINING",
         active=int(stats.get("rq_active") or 0),
+        requests=int(stats.get("rq_total") or 0),
+        errors=int(stats.get("rq_error") or 0),
     )
 
 
@@ -76,18 +82,31 @@ class LoadSampler:
 
     async def hosts(self) -> dict[str, dict[str, HostState]]:
         """Cluster name -> host address -> state (first Envoy that answers)."""
-        for url in self._envoys:
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                response = await self._client.get(url + "/clusters", params={"format": "json"})
-                return {
-                    str(cluster["name"]): {
-                        _address(host): _host_state(host)
-                        for host in cluster.get("host_statuses", [])
-                    }
-                    for cluster in response.json().get("cluster_statuses", [])
-                    if str(cluster.get("name", "")).startswith("engine__")
-                }
-        return {}
+        return next(iter((await self.hosts_by_envoy()).values()), {})
+
+    async def hosts_by_envoy(self) -> dict[str, dict[str, dict[str, HostState]]]:
+        """Envoy admin URL -> cluster name -> host address -> state, for every Envoy that
+        answers, in the configured order."""
+        answers = await asyncio.gather(*(self._clusters(url) for url in self._envoys))
+        return {
+            url: clusters
+            for url, clusters in zip(self._envoys, answers, strict=True)
+            if clusters is not None
+        }
+
+    async def _clusters(self, url: str) -> dict[str, dict[str, HostState]] | None:
+        try:
+            response = await self._client.get(url + "/clusters", params={"format": "json"})
+            statuses = response.json().get("cluster_statuses", [])
+        except (httpx.HTTPError, ValueError):
+            return None
+        return {
+            str(cluster["name"]): {
+                _address(host): _host_state(host) for host in cluster.get("host_statuses", [])
+            }
+            for cluster in statuses
+            if str(cluster.get("name", "")).startswith("engine__")
+        }
 
     async def engine_counters(self, addresses: Iterable[str]) -> dict[str, ReplicaCounters]:
         """Replica address -> its running sequences and generated-token total, now."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from frugal.cli import bench, fleet, keys, up
+from frugal.cli import bench, fleet, keys, status, up
 
-COMMANDS = (up, keys, fleet, bench)
+COMMANDS = (up, keys, fleet, status, bench)
 
 
 def main(argv: list[str] | None = None) -> int:
