@@ -141,7 +141,7 @@ def write_outputs(out: Path, records: list[dict[str, Any]], plan: ComparePlan) -
     )
     (out / "results.json").write_text(json.dumps(records, indent=2) + "\n")
     (out / "table.md").write_text(render(records, header))
-    title = f"{header.engines}; {header.machine}"
+    title = f"{header.engines}\n{header.machine}"
     plot_throughput(records, out / THROUGHPUT_PNG, title)
     plot_breakdown(records, out / BREAKDOWN_PNG, title)
 

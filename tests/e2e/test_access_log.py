@@ -136,6 +136,8 @@ async def test_a_401_is_logged_without_an_identity_a_client_could_forge(
     assert line["key_id"] is None and line["tenant"] is None
     assert line["upstream"] is None and line["gateway_ms"] is None
     assert isinstance(line["duration_ms"], int)
+    # The overhead filter found no value to convert, and said nothing about it.
+    assert "[lua]" not in stack.log_text()
 
 
 async def test_the_overhead_header_is_milliseconds_and_internal_headers_stay_inside(
