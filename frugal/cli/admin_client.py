@@ -56,6 +56,15 @@ def call(client: httpx.Client, method: str, path: str, body: Any = None) -> dict
     return answer
 
 
+def admin_headers(args: argparse.Namespace) -> dict[str, str]:
+    """The admin token from --admin-token, $FRUGAL_ADMIN_TOKEN or the stack's token file, as
+    request headers; raises AdminTokenError when there is none."""
+    token = args.admin_token or load_admin_token(
+        default_file=StackFiles(REPO_ROOT / "var").admin_token
+    )
+    return {"authorization": f"Bearer {token}"}
+
+
 def run_action(
     command: str,
     args: argparse.Namespace,
@@ -64,13 +73,10 @@ def run_action(
 ) -> int:
     """Resolve the token, call the action, print its answer; the CLI's exit code."""
     try:
-        token = args.admin_token or load_admin_token(
-            default_file=StackFiles(REPO_ROOT / "var").admin_token
-        )
+        headers = admin_headers(args)
     except AdminTokenError as error:
         print(f"frugal {command}: {error}", file=sys.stderr)
         return 2
-    headers = {"authorization": f"Bearer {token}"}
     try:
         with httpx.Client(base_url=args.admin_url, headers=headers, timeout=10.0) as client:
             answer = actions[args.action](client, args)

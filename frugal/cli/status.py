@@ -20,9 +20,8 @@ from typing import Any
 
 import httpx
 
-from frugal.cli.admin_client import CommandFailed, call, common_options
-from frugal.cli.stack import REPO_ROOT, StackFiles
-from frugal.keys.admin_token import AdminTokenError, load_admin_token
+from frugal.cli.admin_client import CommandFailed, admin_headers, call, common_options
+from frugal.keys.admin_token import AdminTokenError
 
 STATUS = "/admin/v1/status"
 WIDTH = 100
@@ -139,13 +138,10 @@ def _watch(client: httpx.Client, interval: float, first: dict[str, Any]) -> int:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        token = args.admin_token or load_admin_token(
-            default_file=StackFiles(REPO_ROOT / "var").admin_token
-        )
+        headers = admin_headers(args)
     except AdminTokenError as error:
         print(f"frugal status: {error}", file=sys.stderr)
         return 2
-    headers = {"authorization": f"Bearer {token}"}
     with httpx.Client(base_url=args.admin_url, headers=headers, timeout=5.0) as client:
         try:
             answer = _fetch(client)

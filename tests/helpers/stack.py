@@ -7,16 +7,18 @@ frugal.cli's planner and supervisor, and keeps every child's log for failures.
 
 from __future__ import annotations
 
+import shutil
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from control_plane.config_file import load_config
 from control_plane.model import FrugalConfig
 from frugal.bench.ports import PortPicker
-from frugal.cli.stack import StackFiles
+from frugal.cli.stack import StackFiles, find_envoy
 from frugal.cli.supervisor import Supervisor
 from frugal.cli.up import admin_url, start_stack
 
@@ -100,3 +102,20 @@ class FrugalStack:
 
     def log_text(self) -> str:
         return "\n".join(self.logs)
+
+
+def have_envoy() -> bool:
+    try:
+        find_envoy()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# Marks for a test that starts whole stacks itself: skipped, with the reason, where the
+# real Envoy or redis-server is missing (make setup installs both).
+STACK_MARKS = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not have_envoy(), reason="no Envoy binary (make setup)"),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server"),
+]

@@ -4,7 +4,6 @@ by the product's own code, the FastAPI baseline as its own process, real files."
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,23 +11,9 @@ import pytest
 from frugal.bench.compare import OUTPUTS
 from frugal.bench.compare_records import problems
 from frugal.cli.__main__ import main
-from frugal.cli.stack import find_envoy
+from tests.helpers.stack import STACK_MARKS
 
-
-def _have_envoy() -> bool:
-    try:
-        find_envoy()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not _have_envoy(), reason="no Envoy binary (make setup)"),
-    pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server"),
-    pytest.mark.timeout(240),
-]
+pytestmark = [*STACK_MARKS, pytest.mark.timeout(240)]
 SYSTEMS = ("direct", "frugal", "frugal-bare", "fastapi")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

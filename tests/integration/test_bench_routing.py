@@ -4,7 +4,6 @@ filter, control plane, Envoy) started by the product's own code, real streams, r
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -12,23 +11,9 @@ import pytest
 
 from frugal.bench.records import problems
 from frugal.cli.__main__ import main
-from frugal.cli.stack import find_envoy
+from tests.helpers.stack import STACK_MARKS
 
-
-def _have_envoy() -> bool:
-    try:
-        find_envoy()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not _have_envoy(), reason="no Envoy binary (make setup)"),
-    pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server"),
-    pytest.mark.timeout(120),
-]
+pytestmark = [*STACK_MARKS, pytest.mark.timeout(120)]
 
 TRACE = Path(__file__).resolve().parents[3] / "shared" / "traces" / "azure2023_code.csv"
 
