@@ -34,7 +34,7 @@ from frugal.bench.compare_systems import SYSTEMS, MakeDriver, SystemContext, Sys
 from frugal.bench.compare_table import CompareHeader, render
 from frugal.bench.driver import BenchRequest
 from frugal.bench.grpc_driver import GrpcDriver
-from frugal.bench.load import closed_loop, warm_up
+from frugal.bench.load import RequestFactory, closed_loop, warm_up
 from frugal.bench.ports import PortPicker
 from frugal.bench.progress import ProgressBar
 from frugal.bench.stats import summarise
@@ -102,7 +102,7 @@ async def shared_engines(
         await asyncio.shield(supervisor.stop())
 
 
-def _request_factory(plan: ComparePlan) -> Any:
+def _request_factory(plan: ComparePlan) -> RequestFactory:
     prompt = filler_prompt(plan.prompt_words)
     return lambda index: BenchRequest(prompt, plan.max_tokens, index)
 

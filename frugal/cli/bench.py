@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Literal
@@ -21,7 +20,7 @@ from frugal.bench.plan import (
 from frugal.bench.routing import BenchmarkFailed, run_routing_benchmark
 from frugal.bench.trace import TraceScaling
 from frugal.cli import bench_compare, bench_load
-from frugal.cli.interrupt import INTERRUPTED, until_signal
+from frugal.cli.interrupt import run_benchmark
 from frugal.cli.stack import REPO_ROOT
 
 DEFAULT_TRACE = REPO_ROOT.parent / "shared" / "traces" / "azure2023_code.csv"
@@ -112,15 +111,6 @@ def plan_from(args: argparse.Namespace) -> RoutingPlan:
     )
 
 
-async def _run(plan: RoutingPlan, out: Path) -> int:
-    if await until_signal(run_routing_benchmark(plan, out)) is None:
-        print("frugal bench: interrupted; every stack stopped", file=sys.stderr)
-        return INTERRUPTED
-    for name in ("routing.json", "routing.md", "routing.png"):
-        print(out / name)
-    return 0
-
-
 def main(args: argparse.Namespace) -> int:
     try:
         plan = plan_from(args)
@@ -130,8 +120,6 @@ def main(args: argparse.Namespace) -> int:
     if plan.trace is not None and not plan.trace.path.is_file():
         print(f"frugal bench: no trace at {plan.trace.path}", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(_run(plan, args.out))
-    except BenchmarkFailed as failure:
-        print(f"frugal bench: {failure}", file=sys.stderr)
-        return 1
+    outputs = [args.out / name for name in ("routing.json", "routing.md", "routing.png")]
+    work = run_routing_benchmark(plan, args.out)
+    return run_benchmark("frugal bench", work, outputs, (BenchmarkFailed,))

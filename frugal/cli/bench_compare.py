@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
 from frugal.bench.compare import OUTPUTS, CompareFailed, run_compare
 from frugal.bench.compare_plan import SYSTEMS, ComparePlan, plan_for
-from frugal.cli.interrupt import INTERRUPTED, until_signal
+from frugal.cli.interrupt import run_benchmark
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -82,23 +81,12 @@ def plan_from(args: argparse.Namespace) -> ComparePlan:
     )
 
 
-async def _run(plan: ComparePlan, out: Path) -> int:
-    if await until_signal(run_compare(plan, out)) is None:
-        print("frugal bench: interrupted; everything it started is stopped", file=sys.stderr)
-        return INTERRUPTED
-    for name in OUTPUTS:
-        print(out / name)
-    return 0
-
-
 def main(args: argparse.Namespace) -> int:
     try:
         plan = plan_from(args)
     except ValueError as error:
         print(f"frugal bench compare: {error}", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(_run(plan, args.out))
-    except CompareFailed as failure:
-        print(f"frugal bench compare: {failure}", file=sys.stderr)
-        return 1
+    outputs = [args.out / name for name in OUTPUTS]
+    work = run_compare(plan, args.out)
+    return run_benchmark("frugal bench compare", work, outputs, (CompareFailed,))

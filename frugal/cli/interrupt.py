@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine
+import sys
+from collections.abc import Coroutine, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -25,3 +27,29 @@ async def until_signal(work: Coroutine[Any, Any, T]) -> T | None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def _finished(work: Coroutine[Any, Any, object]) -> bool:
+    await work
+    return True
+
+
+def run_benchmark(
+    command: str,
+    work: Coroutine[Any, Any, object],
+    outputs: Iterable[Path],
+    failures: tuple[type[Exception], ...],
+) -> int:
+    """A benchmark's exit code: 0 (and the files it wrote, one per line), 1 when it failed,
+    130 when a signal stopped it."""
+    try:
+        finished = asyncio.run(until_signal(_finished(work)))
+    except failures as failure:
+        print(f"{command}: {failure}", file=sys.stderr)
+        return 1
+    if not finished:
+        print(f"{command}: interrupted; everything it started is stopped", file=sys.stderr)
+        return INTERRUPTED
+    for path in outputs:
+        print(path)
+    return 0
