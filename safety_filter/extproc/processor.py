@@ -342,13 +342,15 @@ class RequestProcessor:
             await self._meter.settle(*usage)
 
     async def close(self) -> None:
-        """The stream is over, however it ended: charge what was not charged yet."""
-        await self._settle(None)
+        """The stream is over, however it ended: charge what was not charged yet. The
+        metrics come first: when the client left, this runs in a cancelled RPC, and the
+        Redis call may not get to finish."""
         record = self._record
         if record is not None:  # the response never ended
             record.status = record.status or CLOSED_BEFORE_RESPONSE
             record.error = CLIENT_DISCONNECTED
             self._observe()
+        await self._settle(None)
 
     def refuse(self, error: ApiError) -> ext.ProcessingResponse:
         """The immediate response that refuses the request, which ends it."""
