@@ -12,16 +12,31 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
-import grpc
+from google.api import httpbody_pb2  # type: ignore[import-untyped]
 from google.protobuf import json_format
 
+from engine_workers.answer_events import AnswerEvents
 from engine_workers.core import EngineCore, RequestTiming
 from engine_workers.engine import Delta, GenerationRequest, TokenUsage
-from engine_workers.errors import EngineError
+from engine_workers.errors import EngineError, InvalidRequestError
+from engine_workers.output_guard import OutputGuard
 from engine_workers.prompt import ChatTurn, SamplingParams
+from engine_workers.sse_events import (
+    DONE_EVENT,
+    ChatChunks,
+    ChunkFormat,
+    CompletionChunks,
+    engine_time_comment,
+)
+from frugal.openai_errors import (
+    CONTENT_POLICY_VIOLATION,
+    error_event,
+    output_blocked_message,
+    upstream_kind,
+)
 from frugal.request_log import bind_request_id
 from frugal.v1 import inference_pb2 as pb
 from frugal.v1 import inference_pb2_grpc as pb_grpc
@@ -33,6 +48,10 @@ ENGINE_MS_KEY = "x-frugal-engine-ms"
 ENGINE_TTFT_MS_KEY = "x-frugal-engine-ttft-ms"
 PROMPT_TOKENS_KEY = "x-frugal-prompt-tokens"
 COMPLETION_TOKENS_KEY = "x-frugal-completion-tokens"
+# What the output checks did (categories only, never the text), for the gateway's metrics.
+OUTPUT_REDACTED_KEY = "x-frugal-output-redacted"
+OUTPUT_BLOCKED_KEY = "x-frugal-output-blocked"
+EVENT_STREAM = "text/event-stream"
 
 REQUEST_ID_KEY = "x-request-id"
 
@@ -92,15 +111,46 @@ def _trailers(timing: RequestTiming) -> tuple[tuple[str, str], ...]:
     )
 
 
-async def _fail(context: Any, exc: Exception, timing: RequestTiming) -> NoReturn:
-    """Translate an exception into the RPC's status: the one place errors leave as gRPC."""
+def _as_engine_error(exc: Exception) -> EngineError:
     if isinstance(exc, EngineError):
-        code, details = exc.code, exc.message
-    else:
-        logger.exception("request failed", exc_info=exc)
-        code, details = grpc.StatusCode.INTERNAL, "internal engine error"
-    await context.abort(code, details, trailing_metadata=_trailers(timing))
+        return exc
+    logger.exception("request failed", exc_info=exc)
+    return EngineError("internal engine error")
+
+
+async def _fail(
+    context: Any, exc: Exception, timing: RequestTiming, extra: tuple[tuple[str, str], ...] = ()
+) -> NoReturn:
+    """Translate an exception into the RPC's status: the one place errors leave as gRPC."""
+    error = _as_engine_error(exc)
+    await context.abort(error.code, error.message, trailing_metadata=_trailers(timing) + extra)
     raise AssertionError("context.abort returned")  # pragma: no cover
+
+
+def _failure_event(error: EngineError) -> bytes:
+    return error_event(error.message, *upstream_kind(error.http_status))
+
+
+def _output_guard(request: Any) -> OutputGuard | None:
+    if not request.HasField("output_checks"):
+        return None
+    checks = request.output_checks
+    try:
+        return OutputGuard.for_checks(checks.detectors, checks.action, checks.blocklist)
+    except ValueError as exc:
+        raise InvalidRequestError(f"invalid output_checks: {exc}") from exc
+
+
+def _output_trailers(
+    answer: AnswerEvents, guard: OutputGuard | None
+) -> tuple[tuple[str, str], ...]:
+    found = () if guard is None else ((OUTPUT_REDACTED_KEY, ",".join(guard.redacted)),)
+    blocked = () if answer.blocked is None else ((OUTPUT_BLOCKED_KEY, answer.blocked),)
+    return tuple(pair for pair in found if pair[1]) + blocked
+
+
+def _body(data: bytes) -> Any:
+    return httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=data)
 
 
 def _bind_request_id(context: Any) -> None:
@@ -135,6 +185,68 @@ class _Outcome:
 class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
     def __init__(self, core: EngineCore) -> None:
         self._core = core
+
+    async def _events(
+        self,
+        request: Any,
+        context: Any,
+        request_id: str,
+        build: Callable[[], GenerationRequest],
+        chunks: ChunkFormat,
+    ) -> AsyncIterator[Any]:
+        """A streamed answer as SSE bytes: the chunk events, the engine's time, then
+        `[DONE]`, or the error event of a failure or of a blocked answer. A failure
+        before the first byte is a plain gRPC error, which the client gets as an HTTP
+        error status; after it, the error event goes out before the gRPC status."""
+        _bind_request_id(context)
+        timing = RequestTiming()
+        # If the client goes away while this handler waits on a write, the generators below are
+        # not resumed; the RPC's done-callback still frees the engine slot at once.
+        context.add_done_callback(lambda _: self._core.abort(request_id))
+        try:
+            generation = build()
+            guard = _output_guard(request)
+        except Exception as exc:
+            await _fail(context, exc, timing)
+        answer = AnswerEvents(chunks, guard, include_usage=request.stream_options.include_usage)
+        try:
+            async for data in answer.events(self._core.generate(generation, timing)):
+                yield _body(data)
+        except Exception as exc:
+            if not answer.sent_any:
+                await _fail(context, exc, timing)
+            yield _body(self._time_comment(timing) + _failure_event(_as_engine_error(exc)))
+            await _fail(context, exc, timing, _output_trailers(answer, guard))
+        ending = answer.closing + self._time_comment(timing)
+        if answer.blocked is None:
+            ending += DONE_EVENT
+        else:
+            ending += error_event(output_blocked_message(answer.blocked), *CONTENT_POLICY_VIOLATION)
+        context.set_trailing_metadata(_trailers(timing) + _output_trailers(answer, guard))
+        yield _body(ending)
+
+    @staticmethod
+    def _time_comment(timing: RequestTiming) -> bytes:
+        engine_ms = timing.engine_ms()
+        return b"" if engine_ms is None else engine_time_comment(engine_ms)
+
+    async def StreamChatCompletionEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        chunks = ChatChunks(request_id, int(time.time()), request.model)
+        build = lambda: self._core.chat_request(  # noqa: E731
+            request_id, _turns(request), _sampling(request, chat=True)
+        )
+        async for body in self._events(request, context, request_id, build, chunks):
+            yield body
+
+    async def StreamCompletionEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        request_id = f"cmpl-{uuid.uuid4().hex}"
+        chunks = CompletionChunks(request_id, int(time.time()), request.model)
+        build = lambda: self._core.completion_request(  # noqa: E731
+            request_id, _json_value(request, "prompt"), _sampling(request, chat=False)
+        )
+        async for body in self._events(request, context, request_id, build, chunks):
+            yield body
 
     async def _collect(self, request: GenerationRequest, timing: RequestTiming) -> _Outcome:
         outcome = _Outcome()

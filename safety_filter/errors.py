@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from frugal.openai_errors import upstream_kind
+
 
 @dataclass(frozen=True)
 class ApiError(Exception):
@@ -70,20 +72,6 @@ def tokens_exhausted(limit: int, remaining: int, reset_s: float) -> ApiError:
     )
 
 
-# HTTP status of an upstream (engine) error -> OpenAI error type and code.
-UPSTREAM_ERRORS: dict[int, tuple[str, str]] = {
-    400: ("invalid_request_error", "invalid_request"),
-    401: ("authentication_error", "invalid_api_key"),
-    403: ("permission_error", "permission_denied"),
-    404: ("invalid_request_error", "model_not_found"),
-    409: ("invalid_request_error", "conflict"),
-    429: ("rate_limit_error", "rate_limit_exceeded"),
-    499: ("invalid_request_error", "cancelled"),
-    503: ("server_error", "service_unavailable"),
-    504: ("timeout_error", "upstream_timeout"),
-}
-
-
 def upstream_error(status: int, message: str) -> ApiError:
-    kind, code = UPSTREAM_ERRORS.get(status, ("server_error", "engine_error"))
+    kind, code = upstream_kind(status)
     return ApiError(status, kind, code, message)

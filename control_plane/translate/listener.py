@@ -49,11 +49,14 @@ def _ext_proc_filter() -> dict[str, Any]:
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
                 "response_header_mode": "SEND",
-                # FULL_DUPLEX_STREAMED + trailers SEND is the mode in which the processor
-                # can still emit a last body chunk (`data: [DONE]`) when the trailers come.
-                "response_body_mode": "FULL_DUPLEX_STREAMED",
+                # Whole bodies (a unary answer, an error) come to the processor at once.
+                # A started stream's events skip it: it answers their response headers
+                # with a mode_override (which Envoy ignores in FULL_DUPLEX_STREAMED
+                # mode); the trailers still come, for usage.
+                "response_body_mode": "BUFFERED",
                 "response_trailer_mode": "SEND",
             },
+            "allow_mode_override": True,
             "mutation_rules": {"allow_all_routing": True},
             # Refusals carry their OpenAI error type and code as dynamic metadata; every
             # request ends with what the processor measured of it (for the access log).

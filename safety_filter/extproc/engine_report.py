@@ -1,9 +1,10 @@
 """What the engine reports about a request, read from the response's headers or trailers.
 
 Conversion layer over Envoy's ext_proc header maps. The workers send the tokens a
-request used as trailers (even when it failed or was cut short), and their own time
-as trailers and, for a unary answer, as response headers too (the transcoder turns
-gRPC initial metadata into headers; engine_workers/servicer.py).
+request used as trailers (even when it failed or was cut short), their own time as
+trailers and, for a unary answer, as response headers too (the transcoder turns
+gRPC initial metadata into headers; engine_workers/servicer.py), and what the output
+checks they ran on a stream found (categories only).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ PROMPT_TOKENS_TRAILER = "x-frugal-prompt-tokens"
 COMPLETION_TOKENS_TRAILER = "x-frugal-completion-tokens"
 ENGINE_MS_HEADER = "x-frugal-engine-ms"
 ENGINE_TTFT_MS_HEADER = "x-frugal-engine-ttft-ms"
+OUTPUT_REDACTED_TRAILER = "x-frugal-output-redacted"
+OUTPUT_BLOCKED_TRAILER = "x-frugal-output-blocked"
 
 
 def usage_from_trailers(trailers: ext.HttpTrailers) -> tuple[int, int] | None:
@@ -44,3 +47,11 @@ def parse_ms(text: str) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) and value >= 0 else None
+
+
+def output_findings(trailers: ext.HttpTrailers) -> tuple[list[str], str | None]:
+    """(categories the worker's output checks redacted, one per match; the category that
+    blocked the answer, or None)."""
+    redacted = header_value(trailers, OUTPUT_REDACTED_TRAILER)
+    blocked = header_value(trailers, OUTPUT_BLOCKED_TRAILER)
+    return [c for c in redacted.split(",") if c], blocked or None

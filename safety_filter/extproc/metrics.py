@@ -105,8 +105,11 @@ class ExtProcMetrics:
         )
 
     def detected(self, matches: Iterable[Match], direction: str, action: str) -> None:
-        for match in matches:
-            self.detections.labels(match.category, direction, action).inc()
+        self.detected_categories((m.category for m in matches), direction, action)
+
+    def detected_categories(self, categories: Iterable[str], direction: str, action: str) -> None:
+        for category in categories:
+            self.detections.labels(category, direction, action).inc()
 
     def finished(self, record: RequestRecord) -> None:
         model = record.model

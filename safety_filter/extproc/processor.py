@@ -7,12 +7,18 @@ Converts between Envoy's ext_proc messages and the pure rules beside it. Phases
 - request body (BUFFERED): parse and validate once; unknown model 404, a model the
   key may not use 403; prompt checks (block / redact / log); reserve the token
   budget; set `x-frugal-model`; move streams to their `:stream` binding;
-- response headers: mark SSE, drop the gRPC headers the transcoder leaks;
-- response body (FULL_DUPLEX_STREAMED): output checks (streams through a hold-back
-  window, whole bodies at once); an error body becomes OpenAI-shaped;
-- response trailers: settle the real usage; end a stream with `data: [DONE]`, or
-  with an error event when the engine failed, so no failure looks like a clean end;
-  either way after an SSE comment with the engine's own time.
+- request body, streams: the output checks of the request's policy go to the engine
+  in the body's `output_checks` (a client's own copy is dropped): the worker writes
+  the SSE itself, checks included, and ends every stream with `data: [DONE]` or an
+  error event (engine_workers/answer_events.py);
+- response headers: drop the gRPC headers the transcoder leaks; a stream that
+  started (200) takes its body off this processor's path (`mode_override`: Envoy
+  passes the events straight through, and the first ones came with the headers,
+  which is when the client's first token left);
+- response body (whole bodies only: unary answers and errors): output checks on a
+  unary answer; an error body becomes OpenAI-shaped;
+- response trailers: settle the real usage, and note what the engine reported (its
+  time, an error status, what its output checks redacted or blocked).
 `close` settles what is still open when the stream ends early (client gone).
 Each inference request keeps a RequestRecord: the response that ends it carries the
 record as `frugal.request` dynamic metadata (the request body's response already
@@ -31,7 +37,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from frugal.accounting.token_budget import TokenBudget
 from frugal.request_log import bind_request_id
-from safety_filter.checks import ContentPolicy, Match, StreamRedactor
+from safety_filter.checks import ContentPolicy
 from safety_filter.errors import (
     ApiError,
     body_too_large,
@@ -40,17 +46,23 @@ from safety_filter.errors import (
     model_not_found,
     upstream_error,
 )
-from safety_filter.extproc.engine_report import engine_times, usage_from_trailers
+from safety_filter.extproc.engine_report import (
+    engine_times,
+    output_findings,
+    usage_from_trailers,
+)
 from safety_filter.extproc.messages import (
-    body_chunk,
+    Namespaces,
     dynamic_metadata,
     header_value,
     immediate_response,
     set_header,
+    skip_response_body,
+    whole_body,
 )
 from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.openai_request import SCHEMAS, InferenceRequest, parse_inference_request
-from safety_filter.extproc.output_filter import SseOutputFilter, check_whole_body
+from safety_filter.extproc.output_filter import check_whole_body, output_checks
 from safety_filter.extproc.policies import PolicyBook
 from safety_filter.extproc.prompt_check import (
     check_prompt,
@@ -64,21 +76,16 @@ from safety_filter.extproc.request_record import (
     REQUEST_METADATA_NAMESPACE,
     RequestRecord,
 )
-from safety_filter.extproc.sse import (
-    DONE_EVENT,
-    carries_text,
-    engine_time_comment,
-    error_event,
+from safety_filter.extproc.upstream_errors import (
     error_from_grpc_status,
-    error_json,
     openai_error_body,
-    output_blocked,
 )
 from safety_filter.extproc.usage import UsageMeter, estimate_tokens
 
 log = logging.getLogger(__name__)
 
 MODEL_HEADER = "x-frugal-model"
+OUTPUT_CHECKS_FIELD = "output_checks"
 STREAM_SUFFIX = ":stream"
 LEAKED_GRPC_HEADERS = ("grpc-status", "grpc-message", "grpc-accept-encoding")
 
@@ -120,6 +127,13 @@ class KeyGrant:
         )
 
 
+def _trailers_answer(metadata: Namespaces | None = None) -> ext.ProcessingResponse:
+    return ext.ProcessingResponse(
+        response_trailers=ext.TrailersResponse(),
+        dynamic_metadata=dynamic_metadata(metadata) if metadata else None,
+    )
+
+
 class RequestProcessor:
     """Holds what one HTTP request's phases need to know of each other."""
 
@@ -132,13 +146,10 @@ class RequestProcessor:
         self._request: InferenceRequest | None = None
         self._policy: ContentPolicy | None = None
         self._meter: UsageMeter | None = None
-        self._output: SseOutputFilter | None = None
         self._response_status = 0
-        self._held = bytearray()  # an error body, or a whole unary body, until it ends
         self._finished = False
         # An inference request's record until it is observed; then None.
         self._record: RequestRecord | None = None
-        self._awaiting_text = False  # a 200 response whose first text is still to come
 
     async def on_request_headers(self, headers: ext.HttpHeaders) -> Responses:
         started = time.perf_counter()
@@ -183,7 +194,11 @@ class RequestProcessor:
         if self._stream:
             set_headers.append(set_header(":path", self._schema_path + STREAM_SUFFIX))
         mutation = None
-        if verdict.redacted:
+        checks = output_checks(policy) if self._stream else None
+        if verdict.redacted or checks is not None or OUTPUT_CHECKS_FIELD in request.body:
+            request.body.pop(OUTPUT_CHECKS_FIELD, None)
+            if checks is not None:
+                request.body[OUTPUT_CHECKS_FIELD] = checks
             new_body = json.dumps(request.body, ensure_ascii=False).encode()
             set_headers.append(set_header("content-length", str(len(new_body))))
             mutation = ext.BodyMutation(body=new_body)
@@ -218,75 +233,35 @@ class RequestProcessor:
     async def on_response_headers(self, headers: ext.HttpHeaders) -> Responses:
         status = header_value(headers, ":status")
         self._response_status = int(status) if status.isdigit() else 0
-        if self._record is not None:
-            self._record.status = self._response_status
-            self._awaiting_text = self._response_status == 200
-            self._record.engine_reported(*engine_times(headers))
-        set_headers = []
-        if self._stream and self._response_status == 200:
-            set_headers = [
-                set_header("content-type", "text/event-stream"),
-                set_header("cache-control", "no-cache"),
-            ]
-            if self._policy is not None and self._policy.detectors:
-                self._output = SseOutputFilter(StreamRedactor(self._policy))
-        mutation = ext.HeaderMutation(
-            set_headers=set_headers, remove_headers=list(LEAKED_GRPC_HEADERS)
-        )
+        streaming = self._stream and self._response_status == 200
+        record = self._record
+        if record is not None:
+            record.status = self._response_status
+            record.engine_reported(*engine_times(headers))
+            if streaming:
+                record.first_text = time.perf_counter()
+        set_headers = [set_header("cache-control", "no-cache")] if streaming else []
+        # A whole body may be rewritten here, after its headers left: no length is fixed.
+        remove = [*LEAKED_GRPC_HEADERS, *(() if streaming else ("content-length",))]
+        mutation = ext.HeaderMutation(set_headers=set_headers, remove_headers=remove)
         common = ext.CommonResponse(header_mutation=mutation)
-        return [ext.ProcessingResponse(response_headers=ext.HeadersResponse(response=common))]
+        answer = ext.ProcessingResponse(response_headers=ext.HeadersResponse(response=common))
+        return [skip_response_body(answer) if streaming else answer]
 
     async def on_response_body(self, body: ext.HttpBody) -> Responses:
-        if self._finished:
-            return []
-        if self._output is not None:
-            return await self._stream_chunk(body.body, body.end_of_stream)
-        if self._holds_body():
-            self._held += body.body
-            if not body.end_of_stream:
-                return []
-            return [await self._finish_held(None)]
-        if body.end_of_stream:
-            return [self._finish(body.body)]
-        if self._awaiting_text:
-            self._note_text(body.body)
-        return [body_chunk(body.body, end_of_stream=False)]
-
-    def _note_text(self, forwarded: bytes) -> None:
-        """The hot path's one extra step: until the first text goes out, look for it."""
-        if self._record is not None and carries_text(forwarded):
-            self._record.first_text = time.perf_counter()
-            self._awaiting_text = False
-
-    async def _stream_chunk(self, raw: bytes, end_of_stream: bool) -> Responses:
-        assert self._output is not None
-        out = self._output.feed(raw)
-        if out.blocked is not None:
-            await self._settle(None)
-            return [self._finish(out.body + self._blocked_event(out.blocked))]
-        if not end_of_stream:
-            if self._awaiting_text:
-                self._note_text(out.body)
-            return [body_chunk(out.body, end_of_stream=False)]
-        await self._settle(None)
-        tail = self._output.finish()
-        if tail.blocked is not None:
-            return [self._finish(out.body + self._blocked_event(tail.blocked))]
-        return [self._finish(out.body + tail.body + DONE_EVENT)]
-
-    def _blocked_event(self, match: Match) -> bytes:
-        if self._record is not None:
-            self._record.error = OUTPUT_BLOCKED
-        return error_event(output_blocked(match))
+        """The whole body (BUFFERED), once: a unary answer or an error. A started
+        stream's events never come here (they skip this processor)."""
+        if self._finished or not self._holds_body():
+            return [whole_body(None)]
+        return [await self._finish_held(body.body)]
 
     def _holds_body(self) -> bool:
-        """Whole bodies are held until complete: an engine error (rewritten to OpenAI's
-        shape) and a unary answer (its text checked as a whole)."""
+        """Whole bodies come here: an engine error (rewritten to OpenAI's shape) and a
+        unary answer (its text checked as a whole)."""
         unary = self._request is not None and not self._stream
-        return self._output is None and (self._response_status != 200 or unary)
+        return self._response_status != 200 or unary
 
-    async def _finish_held(self, trailer_usage: tuple[int, int] | None) -> ext.ProcessingResponse:
-        body = bytes(self._held)
+    async def _finish_held(self, body: bytes) -> ext.ProcessingResponse:
         if self._response_status != 200:
             await self._settle((0, 0))  # the engine answered nothing
             self._failed(upstream_error(self._response_status, "").code)
@@ -295,51 +270,43 @@ class RequestProcessor:
         policy = self._policy or self._context.policies.for_model(self._request.model)
         checked = check_whole_body(body, policy)
         self._context.metrics.detected(checked.matches, "output", policy.output_action)
-        await self._settle(checked.usage or trailer_usage)
+        await self._settle(checked.usage)
         return self._finish(checked.body)
 
     async def on_response_trailers(self, trailers: ext.HttpTrailers) -> Responses:
-        responses = []
         usage = usage_from_trailers(trailers)
         if self._record is not None:
             self._record.engine_reported(*engine_times(trailers))
-        if not self._finished and self._holds_body():
-            responses.append(await self._finish_held(usage))
-        elif not self._finished:
-            await self._settle(usage)
-            responses.append(self._finish(self._stream_ending(trailers)))
-        responses.append(ext.ProcessingResponse(response_trailers=ext.TrailersResponse()))
-        return responses
-
-    def _stream_ending(self, trailers: ext.HttpTrailers) -> bytes:
-        tail = self._output.finish() if self._output is not None else None
-        if tail is not None and tail.blocked is not None:
-            return self._blocked_event(tail.blocked)
-        held = tail.body if tail is not None else b""
-        engine_ms = self._record.engine_ms if self._record is not None else None
-        if self._stream and engine_ms is not None:
-            held += engine_time_comment(engine_ms)
+        if self._finished or self._holds_body():
+            return [_trailers_answer()]
+        self._note_output(trailers)
         status = header_value(trailers, "grpc-status") or "0"
-        if status == "0":
-            return held + (DONE_EVENT if self._stream else b"")
-        error = error_from_grpc_status(status, header_value(trailers, "grpc-message"))
-        self._failed(error.code)
-        return held + (error_event(error) if self._stream else error_json(error))
+        if status != "0":
+            self._failed(error_from_grpc_status(status, "").code)
+        await self._settle(usage)
+        return [_trailers_answer(self._end())]
+
+    def _note_output(self, trailers: ext.HttpTrailers) -> None:
+        """What the engine's output checks found (a stream's checks run in the worker)."""
+        redacted, blocked = output_findings(trailers)
+        metrics = self._context.metrics
+        metrics.detected_categories(redacted, "output", "redact")
+        if blocked is not None:
+            metrics.detected_categories([blocked], "output", "block")
+            self._failed(OUTPUT_BLOCKED)
 
     def _failed(self, reason: str) -> None:
         if self._record is not None:
             self._record.error = reason
 
     async def _settle(self, usage: tuple[int, int] | None) -> None:
+        """Charge the engine's count; without one (the engine never got to report it),
+        the prompt's estimate and no output."""
         if usage is not None and self._record is not None:
             self._record.prompt_tokens, self._record.completion_tokens = usage
         if self._meter is None:
             return
-        if usage is None:
-            seen = self._output.text_events if self._output is not None else 0
-            await self._meter.settle(None, seen)
-        else:
-            await self._meter.settle(*usage)
+        await self._meter.settle(*(usage or (None, 0)))
 
     async def close(self) -> None:
         """The stream is over, however it ended: charge what was not charged yet. The
@@ -363,23 +330,22 @@ class RequestProcessor:
         self._observe()
         return immediate_response(error, metadata)
 
-    def _finish(self, last_chunk: bytes) -> ext.ProcessingResponse:
+    def _finish(self, body: bytes) -> ext.ProcessingResponse:
+        """The whole body, as it goes out, carrying the request's record."""
+        return whole_body(body, metadata=self._end())
+
+    def _end(self) -> Namespaces | None:
+        """The response is over: stamp the record, observe it, and give its metadata."""
         self._finished = True
-        if self._output is not None:
-            metrics = self._context.metrics
-            metrics.detected(self._output.redacted, "output", "redact")
-            if self._output.blocked is not None:
-                metrics.detected([self._output.blocked], "output", "block")
         record = self._record
         if record is None:
-            return body_chunk(last_chunk, end_of_stream=True)
+            return None
         record.ended = time.perf_counter()
-        # A unary answer's first token arrives with its body.
-        if self._awaiting_text and (not self._stream or carries_text(last_chunk)):
-            record.first_text = record.ended
+        if record.first_text is None and record.status == 200:
+            record.first_text = record.ended  # a unary answer's first token comes with it
         metadata = {REQUEST_METADATA_NAMESPACE: record.metadata()}
         self._observe()
-        return body_chunk(last_chunk, end_of_stream=True, metadata=metadata)
+        return metadata
 
     def _observe(self) -> None:
         record, self._record = self._record, None

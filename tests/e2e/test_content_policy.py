@@ -71,6 +71,16 @@ async def test_output_is_redacted_when_only_the_output_is_checked(stack: FrugalS
     assert EMAIL not in streamed.text
 
 
+async def test_a_client_cannot_switch_the_output_checks_off(stack: FrugalStack) -> None:
+    """The worker runs the checks the request carries; the safety filter replaces any a
+    client sends with the policy's own."""
+    off = {"detectors": [], "action": "redact", "blocklist": []}
+    body = _chat("sim-echo-raw", f"mail {EMAIL} now", stream=True, output_checks=off)
+    streamed = await _post(stack, body)
+    assert _streamed_text(_events(streamed)) == "mail [REDACTED:EMAIL] now"
+    assert EMAIL not in streamed.text
+
+
 async def test_a_blocking_output_policy_ends_the_stream_with_an_error(stack: FrugalStack) -> None:
     response = await _post(stack, _chat("sim-echo-guarded", f"x {EMAIL} y", stream=True))
     events = _events(response)

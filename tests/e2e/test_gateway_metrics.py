@@ -115,3 +115,20 @@ async def test_a_client_leaving_mid_stream_counts_as_disconnected(stack: FrugalS
         await asyncio.sleep(0.05)
         after = await scrape(stack)
     assert moved(before, after, "frugal_request_errors_total", **labels) == 1
+
+
+async def test_a_started_stream_passes_envoy_without_a_processor_round_trip_per_chunk(
+    stack: FrugalStack,
+) -> None:
+    """The processor answers a 200 stream's headers with a mode_override: its events go
+    straight to the client, and only the trailers come back to the processor."""
+    before = await scrape(stack)
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth) as client:
+        streamed = await client.post("/v1/chat/completions", json=chat("sim-echo", stream=True))
+    after = await scrape(stack)
+
+    assert streamed.status_code == 200, streamed.text
+    assert streamed.text.count("data: {") == len(WORDS.split()) + 2  # role, words, finish
+    phases = {p: moved(before, after, "frugal_extproc_phase_seconds_count", phase=p)
+              for p in ("response_headers", "response_body", "response_trailers")}  # fmt: skip
+    assert phases == {"response_headers": 1, "response_body": 0, "response_trailers": 1}

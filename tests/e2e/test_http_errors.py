@@ -81,7 +81,7 @@ def test_oversized_body_is_413(stack: FrugalStack) -> None:
 def test_stream_ends_with_done(stack: FrugalStack) -> None:
     body = {"model": "sim-echo", "messages": [{"role": "user", "content": "a b c"}], "stream": True}
     response = _post(stack, "/v1/chat/completions", json.dumps(body))
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     events = [e for e in response.text.split("\n\n") if e]
     assert events[-1] == "data: [DONE]"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from google.protobuf import json_format
 from redis.asyncio import Redis
@@ -307,13 +308,13 @@ async def test_a_streaming_chat_request_is_routed_and_rewritten(budget: TokenBud
     assert response.WhichOneof("response") == "request_body"
     common = response.request_body.response
     assert common.clear_route_cache is True
-    assert set_headers(common.header_mutation) == {
-        MODEL_HEADER: "sim-mixtral",
-        ":path": "/v1/chat/completions:stream",
-    }
+    headers = set_headers(common.header_mutation)
+    assert headers.pop("content-length") == str(len(common.body_mutation.body))
+    assert headers == {MODEL_HEADER: "sim-mixtral", ":path": "/v1/chat/completions:stream"}
     for option in common.header_mutation.set_headers:
         assert option.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-    assert not common.HasField("body_mutation")
+    # The default policy checks output: the engine gets the checks with the request.
+    assert "output_checks" in json.loads(common.body_mutation.body)
 
 
 async def test_a_non_streaming_request_keeps_its_path(budget: TokenBudget) -> None:
@@ -522,7 +523,6 @@ async def test_a_stream_settles_the_trailer_counts(redis: Redis, budget: TokenBu
     processor = await started(
         make_processor(budget), key=key, request_id=request_id, max_tokens=100
     )
-    only(await processor.on_response_body(ext.HttpBody(body=chunk_event("Hello world."))))
     await processor.on_response_trailers(usage_trailers(17, 23))
     row = await usage_row(redis, key)
     assert (row.model, row.requests, row.prompt_tokens, row.completion_tokens) == (
@@ -540,7 +540,6 @@ async def test_settlement_happens_once_when_close_follows_trailers(
 ) -> None:
     key, request_id = new_key(), new_id("req")
     processor = await started(make_processor(budget), key=key, request_id=request_id)
-    only(await processor.on_response_body(ext.HttpBody(body=chunk_event("Hello world."))))
     await processor.on_response_trailers(usage_trailers(3, 4))
     await processor.close()
     await processor.close()
@@ -554,9 +553,9 @@ async def test_a_unary_body_settles_its_usage(redis: Redis, budget: TokenBudget)
     key, request_id = new_key(tpm=10_000), new_id("req")
     processor = await started(make_processor(budget), key=key, request_id=request_id, stream=False)
     body = chat_completion("Hello there.", usage=(9, 5))
-    assert await processor.on_response_body(ext.HttpBody(body=body)) == []
-    last, end = await processor.on_response_trailers(trailers(grpc_status="0"))
-    assert json.loads(streamed(last).body) == json.loads(body)
+    answer = only(await processor.on_response_body(ext.HttpBody(body=body)))
+    assert json.loads(new_body(answer)) == json.loads(body)
+    end = only(await processor.on_response_trailers(trailers(grpc_status="0")))
     assert end.WhichOneof("response") == "response_trailers"
     await processor.close()
     row = await usage_row(redis, key)
@@ -565,20 +564,18 @@ async def test_a_unary_body_settles_its_usage(redis: Redis, budget: TokenBudget)
     assert (usage.used, usage.reserved) == (14, 0)
 
 
-async def test_a_stream_ended_early_settles_the_estimate_and_events_seen(
+async def test_a_stream_ended_early_settles_the_prompt_estimate(
     redis: Redis, budget: TokenBudget
 ) -> None:
     key, request_id = new_key(tpm=10_000), new_id("req")
     processor = await started(
         make_processor(budget), key=key, request_id=request_id, content="y" * 40
     )
-    events = chunk_event(role=True) + b"".join(chunk_event(w) for w in ("One ", "two ", "three "))
-    await processor.on_response_body(ext.HttpBody(body=events))
-    await processor.close()  # the client went away: no trailers
+    await processor.close()  # the client went away: Envoy reset the engine, no trailers
     row = await usage_row(redis, key)
-    assert (row.requests, row.prompt_tokens, row.completion_tokens) == (1, estimate_tokens(40), 3)
+    assert (row.requests, row.prompt_tokens, row.completion_tokens) == (1, estimate_tokens(40), 0)
     usage = await window_of(redis, budget, key, request_id)
-    assert (usage.used, usage.reserved) == (10 + 3, 0)
+    assert (usage.used, usage.reserved) == (10, 0)
 
 
 async def test_an_engine_error_charges_nothing(redis: Redis, budget: TokenBudget) -> None:
@@ -593,137 +590,133 @@ async def test_an_engine_error_charges_nothing(redis: Redis, budget: TokenBudget
     assert (usage.used, usage.reserved) == (0, 0)
 
 
+# --- output checks go to the engine -----------------------------------------------------------
+
+
+def forwarded_body(response: ext.ProcessingResponse) -> dict[str, Any]:
+    mutation = response.request_body.response.body_mutation
+    assert mutation.body, "the request body was not rewritten"
+    body: dict[str, Any] = json.loads(mutation.body)
+    assert set_headers(response.request_body.response.header_mutation)["content-length"] == str(
+        len(mutation.body)
+    )
+    return body
+
+
+async def test_a_stream_carries_its_output_checks_to_the_engine(budget: TokenBudget) -> None:
+    policy = ContentPolicy(detectors=("EMAIL", "BLOCKLIST"), prompt_action="log",
+                           output_action="block", blocklist=("Project Zeus",))  # fmt: skip
+    processor = make_processor(budget, policy)
+    only(await processor.on_request_headers(request_headers(CHAT)))
+    response = only(await processor.on_request_body(chat_body(stream=True)))
+    assert forwarded_body(response)["output_checks"] == {
+        "detectors": ["EMAIL", "BLOCKLIST"], "action": "block", "blocklist": ["Project Zeus"],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_output_checks_a_client_sends_are_dropped(budget: TokenBudget, stream: bool) -> None:
+    processor = make_processor(budget, UNCHECKED)
+    only(await processor.on_request_headers(request_headers(CHAT)))
+    forged = {"detectors": [], "action": "redact"}
+    response = only(await processor.on_request_body(chat_body(stream=stream, output_checks=forged)))
+    assert "output_checks" not in forwarded_body(response)
+
+
+async def test_a_stream_with_checks_replaces_the_clients_own(budget: TokenBudget) -> None:
+    processor = make_processor(budget, LOGGING)
+    only(await processor.on_request_headers(request_headers(CHAT)))
+    forged = {"detectors": ["EMAIL"], "action": "redact"}
+    response = only(await processor.on_request_body(chat_body(stream=True, output_checks=forged)))
+    checks = forwarded_body(response)["output_checks"]
+    assert checks["detectors"] == list(DEFAULT_POLICY.detectors)
+
+
+async def test_a_unary_request_sends_no_checks(budget: TokenBudget) -> None:
+    processor = make_processor(budget, LOGGING)
+    only(await processor.on_request_headers(request_headers(CHAT)))
+    response = only(await processor.on_request_body(chat_body()))
+    assert not response.request_body.response.HasField("body_mutation")
+
+
 # --- response phases --------------------------------------------------------------------------
 
 
-async def test_stream_response_headers_mark_sse_and_drop_grpc_headers(
-    budget: TokenBudget,
-) -> None:
+def new_body(response: ext.ProcessingResponse) -> bytes:
+    """The body an answer to a (BUFFERED) response body puts in place of the old one."""
+    assert response.WhichOneof("response") == "response_body"
+    mutation = response.response_body.response.body_mutation
+    assert mutation.WhichOneof("mutation") == "body", mutation
+    return bytes(mutation.body)
+
+
+async def test_a_started_stream_takes_its_body_off_the_processor(budget: TokenBudget) -> None:
     processor = make_processor(budget)
     only(await processor.on_request_headers(request_headers(CHAT)))
     only(await processor.on_request_body(chat_body(stream=True)))
     response = only(await processor.on_response_headers(response_headers(200)))
     assert response.WhichOneof("response") == "response_headers"
     mutation = response.response_headers.response.header_mutation
-    assert set_headers(mutation)["content-type"] == "text/event-stream"
-    assert set_headers(mutation)["cache-control"] == "no-cache"
+    assert set_headers(mutation) == {"cache-control": "no-cache"}
     assert list(mutation.remove_headers) == ["grpc-status", "grpc-message", "grpc-accept-encoding"]
+    mode = response.mode_override
+    assert (mode.response_body_mode, mode.response_trailer_mode) == (
+        processing_mode_pb2.ProcessingMode.NONE,
+        processing_mode_pb2.ProcessingMode.SEND,
+    )
 
 
-async def test_non_stream_response_headers_keep_the_content_type(budget: TokenBudget) -> None:
+@pytest.mark.parametrize(("stream", "status"), [(False, 200), (True, 400), (False, 503)])
+async def test_whole_bodies_stay_and_lose_their_length(
+    budget: TokenBudget, stream: bool, status: int
+) -> None:
     processor = make_processor(budget)
     only(await processor.on_request_headers(request_headers(CHAT)))
-    only(await processor.on_request_body(chat_body()))
-    mutation = only(await processor.on_response_headers(response_headers(200))).response_headers
-    assert set_headers(mutation.response.header_mutation) == {}
-    assert "grpc-status" in mutation.response.header_mutation.remove_headers
-
-
-async def test_stream_chunks_without_text_pass_through_unchanged(budget: TokenBudget) -> None:
-    processor = await started(make_processor(budget))
-    for chunk in (b'data: {"id":"1"}\n\n', chunk_event(role=True), b'data: {"choices":[]}\n\n'):
-        body = streamed(only(await processor.on_response_body(ext.HttpBody(body=chunk))))
-        assert body.body == chunk
-        assert body.end_of_stream is False
-
-
-async def test_a_clean_stream_ends_with_done_then_trailers(budget: TokenBudget) -> None:
-    processor = await started(make_processor(budget))
-    only(await processor.on_response_body(ext.HttpBody(body=b'data: {"id":"1"}\n\n')))
-    last, end = await processor.on_response_trailers(trailers(grpc_status="0"))
-    assert streamed(last).body == b"data: [DONE]\n\n"
-    assert streamed(last).end_of_stream is True
-    assert end.WhichOneof("response") == "response_trailers"
-
-
-async def test_a_stream_ending_with_body_end_of_stream_gets_done_once(
-    budget: TokenBudget,
-) -> None:
-    processor = await started(make_processor(budget))
-    event = b'data: {"id":"1"}\n\n'
-    last = streamed(
-        only(await processor.on_response_body(ext.HttpBody(body=event, end_of_stream=True)))
-    )
-    assert (last.body, last.end_of_stream) == (event + b"data: [DONE]\n\n", True)
-    # The stream is finished: trailers add no second ending.
-    end = only(await processor.on_response_trailers(trailers(grpc_status="0")))
-    assert end.WhichOneof("response") == "response_trailers"
-
-
-async def test_a_partial_event_at_the_end_of_a_stream_is_dropped(budget: TokenBudget) -> None:
-    processor = await started(make_processor(budget))
-    assert (
-        streamed(only(await processor.on_response_body(ext.HttpBody(body=b"data: {")))).body == b""
-    )
-    last, _ = await processor.on_response_trailers(trailers(grpc_status="0"))
-    assert streamed(last).body == b"data: [DONE]\n\n"
-
-
-async def test_a_failed_stream_ends_with_an_error_event(budget: TokenBudget) -> None:
-    processor = await started(make_processor(budget))
-    only(await processor.on_response_body(ext.HttpBody(body=b'data: {"id":"1"}\n\n')))
-    last, end = await processor.on_response_trailers(
-        trailers(grpc_status="13", grpc_message="boom%20x")
-    )
-    assert streamed(last).end_of_stream is True
-    assert sse_json(streamed(last).body) == {
-        "error": {"message": "boom x", "type": "server_error", "code": "engine_error"}
-    }
-    assert end.WhichOneof("response") == "response_trailers"
-
-
-async def test_an_unavailable_engine_mid_stream_is_a_503_error_event(budget: TokenBudget) -> None:
-    processor = await started(make_processor(budget))
-    last, _ = await processor.on_response_trailers(trailers(grpc_status="14"))
-    error = sse_json(streamed(last).body)["error"]
-    assert (error["type"], error["code"]) == ("server_error", "service_unavailable")
-    assert error["message"] == "The engine failed while generating."
+    only(await processor.on_request_body(chat_body(stream=stream)))
+    response = only(await processor.on_response_headers(response_headers(status)))
+    mutation = response.response_headers.response.header_mutation
+    assert set_headers(mutation) == {}
+    assert "content-length" in mutation.remove_headers and "grpc-status" in mutation.remove_headers
+    assert not response.HasField("mode_override")
 
 
 async def test_a_transcoder_error_body_becomes_openai_shaped(budget: TokenBudget) -> None:
-    processor = make_processor(budget)
-    only(await processor.on_request_headers(request_headers(CHAT)))
-    only(await processor.on_request_body(chat_body(stream=True)))
-    headers = only(await processor.on_response_headers(response_headers(400))).response_headers
-    assert "content-type" not in set_headers(headers.response.header_mutation)
-    # Partial error bodies are held back until the whole body is there.
-    assert await processor.on_response_body(ext.HttpBody(body=b'{"code":3,')) == []
-    last = only(
-        await processor.on_response_body(
-            ext.HttpBody(body=b'"message":"n: bad"}', end_of_stream=True)
-        )
-    )
-    assert streamed(last).end_of_stream is True
-    assert json.loads(streamed(last).body) == {
+    processor = await started(make_processor(budget), status=400)
+    body = ext.HttpBody(body=b'{"code":3,"message":"n: bad"}', end_of_stream=True)
+    last = only(await processor.on_response_body(body))
+    assert json.loads(new_body(last)) == {
         "error": {"message": "n: bad", "type": "invalid_request_error", "code": "invalid_request"}
     }
     end = only(await processor.on_response_trailers(trailers()))
     assert end.WhichOneof("response") == "response_trailers"
 
 
-async def test_an_error_body_ended_by_trailers_is_rewritten_there(budget: TokenBudget) -> None:
+async def test_an_error_body_followed_by_trailers_is_rewritten_at_once(
+    budget: TokenBudget,
+) -> None:
     processor = await started(make_processor(budget), stream=False, status=503)
-    body = ext.HttpBody(body=b'{"code":14,"message":"down"}')
-    assert await processor.on_response_body(body) == []
-    last, _ = await processor.on_response_trailers(trailers(grpc_status="14"))
-    assert json.loads(streamed(last).body) == {
+    last = only(
+        await processor.on_response_body(ext.HttpBody(body=b'{"code":14,"message":"down"}'))
+    )
+    assert json.loads(new_body(last)) == {
         "error": {"message": "down", "type": "server_error", "code": "service_unavailable"}
     }
+    end = only(await processor.on_response_trailers(trailers(grpc_status="14")))
+    assert end.WhichOneof("response") == "response_trailers"
 
 
 async def test_an_openai_shaped_error_body_is_left_as_is(budget: TokenBudget) -> None:
     processor = await started(make_processor(budget), stream=False, status=404)
     original = b'{"error": {"message": "gone", "type": "invalid_request_error", "code": "x"}}'
     last = only(await processor.on_response_body(ext.HttpBody(body=original, end_of_stream=True)))
-    assert streamed(last).body == original
+    assert new_body(last) == original
 
 
 async def test_a_non_stream_success_body_passes_and_ends(budget: TokenBudget) -> None:
     processor = await started(make_processor(budget), stream=False)
     body = b'{"id":"c1","object":"chat.completion"}'
     response = only(await processor.on_response_body(ext.HttpBody(body=body, end_of_stream=True)))
-    last = streamed(response)
-    assert (last.body, last.end_of_stream) == (body, True)
+    assert new_body(response) == body
     end = only(await processor.on_response_trailers(trailers(grpc_status="0")))
     assert end.WhichOneof("response") == "response_trailers"
 
@@ -733,96 +726,15 @@ async def test_a_non_inference_response_passes_through(budget: TokenBudget) -> N
     only(await processor.on_request_headers(request_headers("/v1/models", end_of_stream=True)))
     only(await processor.on_response_headers(response_headers(200)))
     body = b'{"data":[{"id":"' + EMAIL.encode() + b'"}]}'
-    last = streamed(only(await processor.on_response_body(ext.HttpBody(body=body))))
-    assert (last.body, last.end_of_stream) == (body, False)
-
-
-# --- output checks ----------------------------------------------------------------------------
-
-SPLIT_EMAIL_STREAM = (
-    chunk_event(role=True)
-    + chunk_event("Write to ")
-    + chunk_event("jane.d")
-    + chunk_event("oe@exa")
-    + chunk_event("mple.com")
-    + chunk_event(" soon, ")
-    + chunk_event("Grüße 🚀")
-    + chunk_event(finish="stop")
-)
-
-
-@pytest.mark.parametrize("size", [1, 3, 7, 64, len(SPLIT_EMAIL_STREAM)])
-async def test_a_streamed_email_split_across_events_is_redacted(
-    budget: TokenBudget, size: int
-) -> None:
-    processor = await started(make_processor(budget))
-    out = b""
-    for start in range(0, len(SPLIT_EMAIL_STREAM), size):
-        chunk = ext.HttpBody(body=SPLIT_EMAIL_STREAM[start : start + size])
-        for response in await processor.on_response_body(chunk):
-            assert streamed(response).end_of_stream is False
-            out += streamed(response).body
-    last, _ = await processor.on_response_trailers(trailers(grpc_status="0"))
-    out += streamed(last).body
-    assert streamed(last).end_of_stream is True
-    for fragment in (EMAIL, "jane", "@exa", "mple.com"):
-        assert fragment.encode() not in out
-    events = sse_events(out)
-    assert events[-1] == b"[DONE]"
-    chunks = [json.loads(event) for event in events[:-1]]
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
-    assert text == "Write to [REDACTED:EMAIL] soon, Grüße 🚀"
-    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
-
-
-async def test_an_output_block_policy_ends_the_stream_with_an_error(
-    redis: Redis, budget: TokenBudget
-) -> None:
-    key = new_key()
-    processor = await started(make_processor(budget, BLOCKING), key=key)
-    first = await processor.on_response_body(ext.HttpBody(body=SPLIT_EMAIL_STREAM[:200]))
-    rest = await processor.on_response_body(ext.HttpBody(body=SPLIT_EMAIL_STREAM[200:]))
-    out = b"".join(streamed(r).body for r in first + rest)
-    assert streamed((first + rest)[-1]).end_of_stream is True
-    for fragment in (EMAIL, "jane", "@exa"):
-        assert fragment.encode() not in out
-    events = sse_events(out)
-    error = json.loads(events[-1])["error"]
-    assert (error["type"], error["code"]) == ("invalid_request_error", "content_policy_violation")
-    assert "EMAIL" in error["message"]
-    assert b"[DONE]" not in events
-    # Nothing after the error event: later chunks and the trailers add no body.
-    assert await processor.on_response_body(ext.HttpBody(body=chunk_event("more"))) == []
-    end = only(await processor.on_response_trailers(usage_trailers(5, 5)))
-    assert end.WhichOneof("response") == "response_trailers"
-    await processor.close()
-    row = await usage_row(redis, key)
-    assert row.requests == 1
-
-
-async def test_a_block_found_at_the_end_of_the_body_ends_with_an_error(
-    budget: TokenBudget,
-) -> None:
-    processor = await started(make_processor(budget, BLOCKING))
-    # No finish_reason event: the email at the very end is held until the stream ends.
-    body = chunk_event("Write to ") + chunk_event(EMAIL)
-    out = b"".join(
-        streamed(r).body
-        for r in await processor.on_response_body(ext.HttpBody(body=body, end_of_stream=True))
-    )
-    assert EMAIL.encode() not in out
-    error = json.loads(sse_events(out)[-1])["error"]
-    assert error["code"] == "content_policy_violation"
+    response = only(await processor.on_response_body(ext.HttpBody(body=body)))
+    assert not response.response_body.response.HasField("body_mutation")
 
 
 async def test_a_unary_answer_with_an_email_is_redacted(budget: TokenBudget) -> None:
     processor = await started(make_processor(budget), stream=False)
     body = chat_completion(f"Write to {EMAIL} soon", usage=(1, 2))
-    last = streamed(
-        only(await processor.on_response_body(ext.HttpBody(body=body, end_of_stream=True)))
-    )
-    assert last.end_of_stream is True
-    answer = json.loads(last.body)
+    last = only(await processor.on_response_body(ext.HttpBody(body=body, end_of_stream=True)))
+    answer = json.loads(new_body(last))
     assert answer["choices"][0]["message"]["content"] == "Write to [REDACTED:EMAIL] soon"
     assert answer["choices"][0]["finish_reason"] == "stop"
     assert answer["usage"]["total_tokens"] == 3
@@ -833,10 +745,9 @@ async def test_a_unary_answer_under_block_is_withheld_as_content_filter(
 ) -> None:
     processor = await started(make_processor(budget, BLOCKING), stream=False)
     body = chat_completion(f"Write to {EMAIL} soon")
-    assert await processor.on_response_body(ext.HttpBody(body=body)) == []
-    last, _ = await processor.on_response_trailers(trailers(grpc_status="0"))
-    assert EMAIL.encode() not in streamed(last).body
-    choice = json.loads(streamed(last).body)["choices"][0]
+    last = only(await processor.on_response_body(ext.HttpBody(body=body)))
+    assert EMAIL.encode() not in new_body(last)
+    choice = json.loads(new_body(last))["choices"][0]
     assert choice["message"]["content"] == ""
     assert choice["finish_reason"] == "content_filter"
 
@@ -873,19 +784,14 @@ async def test_the_request_id_tags_the_processors_log_lines(budget: TokenBudget)
 async def test_a_stream_ends_with_engine_time_metadata_and_metrics(budget: TokenBudget) -> None:
     metrics = ExtProcMetrics()
     processor = await started(make_processor(budget, metrics=metrics))
-    first = streamed(
-        only(await processor.on_response_body(ext.HttpBody(body=chunk_event(role=True))))
-    )
-    assert first.body == chunk_event(role=True)
-    for word in ("Hello ", "world."):
-        only(await processor.on_response_body(ext.HttpBody(body=chunk_event(word))))
-    last, end = await processor.on_response_trailers(
-        trailers(grpc_status="0", x_frugal_prompt_tokens="17", x_frugal_completion_tokens="23",
-                 **ENGINE_TRAILERS)
+    end = only(
+        await processor.on_response_trailers(
+            trailers(grpc_status="0", x_frugal_prompt_tokens="17",
+                     x_frugal_completion_tokens="23", **ENGINE_TRAILERS)
+        )
     )  # fmt: skip
-    assert streamed(last).body.endswith(b": x-frugal-engine-ms=12.500\n\ndata: [DONE]\n\n")
-    assert streamed(last).end_of_stream is True
-    metadata = request_metadata(last)
+    assert end.WhichOneof("response") == "response_trailers"
+    metadata = request_metadata(end)
     assert metadata.pop("ttft_ms") > 0
     assert metadata == {
         "model": "sim-echo",
@@ -894,7 +800,6 @@ async def test_a_stream_ends_with_engine_time_metadata_and_metrics(budget: Token
         "engine_ms": 12.5,
         "engine_ttft_ms": 3.25,
     }
-    assert not end.HasField("dynamic_metadata")
     model = {"model_name": "sim-echo"}
     assert sample(metrics, "frugal_requests_total", **model, status="200") == 1
     for histogram in ("ttft", "tpot", "e2e"):
@@ -907,36 +812,27 @@ async def test_a_stream_ends_with_engine_time_metadata_and_metrics(budget: Token
     assert sample(metrics, "frugal_requests_total", **model, status="200") == 1
 
 
-async def test_ttft_waits_for_a_chunk_with_text(budget: TokenBudget) -> None:
+async def test_a_failed_stream_names_the_engine_error(budget: TokenBudget) -> None:
     metrics = ExtProcMetrics()
     processor = await started(make_processor(budget, metrics=metrics))
-    only(await processor.on_response_body(ext.HttpBody(body=chunk_event(role=True))))
-    only(await processor.on_response_body(ext.HttpBody(body=chunk_event(finish="stop"))))
-    last, _ = await processor.on_response_trailers(usage_trailers(3, 0))
-    assert "ttft_ms" not in request_metadata(last)
-    model = {"model_name": "sim-echo"}
-    assert sample(metrics, "frugal_request_ttft_seconds_count", **model) == 0
-    assert sample(metrics, "frugal_request_tpot_seconds_count", **model) == 0
-    assert sample(metrics, "frugal_request_e2e_seconds_count", **model) == 1
-
-
-async def test_a_failed_stream_has_engine_time_before_its_error_event(
-    budget: TokenBudget,
-) -> None:
-    metrics = ExtProcMetrics()
-    processor = await started(make_processor(budget, metrics=metrics))
-    only(await processor.on_response_body(ext.HttpBody(body=chunk_event("Hi"))))
-    last, _ = await processor.on_response_trailers(
-        trailers(grpc_status="13", grpc_message="boom", **ENGINE_TRAILERS)
+    end = only(
+        await processor.on_response_trailers(
+            trailers(grpc_status="13", grpc_message="boom", **ENGINE_TRAILERS)
+        )
     )
-    # The held-back text, then the engine time, then the error event.
-    *_, comment, error, rest = streamed(last).body.split(b"\n\n")
-    assert (comment, rest) == (b": x-frugal-engine-ms=12.500", b"")
-    assert sse_json(error + b"\n\n")["error"]["code"] == "engine_error"
-    assert request_metadata(last)["error"] == "engine_error"
+    assert request_metadata(end)["error"] == "engine_error"
+    assert request_metadata(end)["engine_ms"] == 12.5
     labels = {"model_name": "sim-echo"}
     assert sample(metrics, "frugal_request_errors_total", **labels, reason="engine_error") == 1
     assert sample(metrics, "frugal_requests_total", **labels, status="200") == 1
+
+
+async def test_an_unavailable_engine_mid_stream_is_service_unavailable(
+    budget: TokenBudget,
+) -> None:
+    processor = await started(make_processor(budget))
+    end = only(await processor.on_response_trailers(trailers(grpc_status="14")))
+    assert request_metadata(end)["error"] == "service_unavailable"
 
 
 async def test_a_unary_answer_takes_engine_time_from_its_headers(budget: TokenBudget) -> None:
@@ -948,7 +844,7 @@ async def test_a_unary_answer_takes_engine_time_from_its_headers(budget: TokenBu
     only(await processor.on_response_headers(response_headers(200, *engine)))
     body = chat_completion("Hello there.", usage=(9, 5))
     last = only(await processor.on_response_body(ext.HttpBody(body=body, end_of_stream=True)))
-    assert json.loads(streamed(last).body) == json.loads(body)  # no comment in a JSON body
+    assert json.loads(new_body(last)) == json.loads(body)  # no comment in a JSON body
     metadata = request_metadata(last)
     assert metadata.pop("ttft_ms") > 0
     assert metadata == {
@@ -1002,9 +898,7 @@ async def test_a_refusal_of_a_served_model_is_counted_under_it(budget: TokenBudg
 
 async def test_a_stream_closed_before_its_end_counts_a_disconnect(budget: TokenBudget) -> None:
     metrics = ExtProcMetrics()
-    # No output checks: chunks pass as they come, none held back.
-    processor = await started(make_processor(budget, UNCHECKED, metrics=metrics))
-    only(await processor.on_response_body(ext.HttpBody(body=chunk_event("Hi"))))
+    processor = await started(make_processor(budget, metrics=metrics))
     await processor.close()
     labels = {"model_name": "sim-echo"}
     assert sample(metrics, "frugal_requests_total", **labels, status="200") == 1
@@ -1024,13 +918,22 @@ async def test_a_request_closed_before_any_response_is_499(budget: TokenBudget) 
     assert sample(metrics, "frugal_requests_total", **labels, status="499") == 1
 
 
-async def test_a_blocked_output_is_its_own_reason(budget: TokenBudget) -> None:
+async def test_what_the_engines_checks_found_is_counted(budget: TokenBudget) -> None:
     metrics = ExtProcMetrics()
     processor = await started(make_processor(budget, BLOCKING, metrics=metrics))
-    responses = await processor.on_response_body(ext.HttpBody(body=SPLIT_EMAIL_STREAM))
-    assert request_metadata(responses[-1])["error"] == "output_blocked"
+    end = only(
+        await processor.on_response_trailers(
+            trailers(grpc_status="0", x_frugal_output_redacted="EMAIL,PHONE,EMAIL",
+                     x_frugal_output_blocked="SECRET")
+        )
+    )  # fmt: skip
+    assert request_metadata(end)["error"] == "output_blocked"
     labels = {"model_name": "sim-echo", "reason": "output_blocked"}
     assert sample(metrics, "frugal_request_errors_total", **labels) == 1
+    expected = {("EMAIL", "redact"): 2, ("PHONE", "redact"): 1, ("SECRET", "block"): 1}
+    for (category, action), count in expected.items():
+        labels = {"category": category, "direction": "output", "action": action}
+        assert sample(metrics, "frugal_content_detections_total", **labels) == count
 
 
 @pytest.mark.parametrize(
@@ -1044,7 +947,7 @@ async def test_a_failed_response_counts_the_code_the_client_gets(
     processor = await started(make_processor(budget, metrics=metrics), status=status)
     body = ext.HttpBody(body=b'{"code":13,"message":"x"}', end_of_stream=True)
     last = only(await processor.on_response_body(body))
-    assert json.loads(streamed(last).body)["error"]["code"] == reason
+    assert json.loads(new_body(last))["error"]["code"] == reason
     assert request_metadata(last) == {
         "model": "sim-echo",
         "prompt_tokens": 0,

@@ -1,5 +1,5 @@
 """The pure parts of the gateway's request observations: the record, its metadata, the
-SSE additions, the metrics it feeds, and the request id on log lines."""
+metrics it feeds, and the request id on log lines."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from frugal.request_log import (
 from safety_filter.extproc.engine_report import parse_ms
 from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.request_record import UNKNOWN_MODEL, RequestRecord
-from safety_filter.extproc.sse import carries_text, engine_time_comment
 
 
 def streamed_record(**fields: object) -> RequestRecord:
@@ -98,31 +97,6 @@ def test_engine_reports_fill_in_without_erasing() -> None:
 )
 def test_parse_ms(text: str, value: float | None) -> None:
     assert parse_ms(text) == value
-
-
-def test_the_engine_time_comment_is_an_sse_comment() -> None:
-    assert engine_time_comment(12.3456) == b": x-frugal-engine-ms=12.346\n\n"
-
-
-@pytest.mark.parametrize(
-    ("chunk", "expected"),
-    [
-        (b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n', False),
-        (b'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n', True),
-        (b'data: {"choices":[{"delta":{"content":""}}]}\n\ndata: {"x":{"content":"a"}}', True),
-        (b'data: {"choices":[{"index":0,"text":"Hi"}]}\n\n', True),
-        (b'data: {"choices":[{"index":0,"text":""}]}\n\n', False),
-        (b'{"message":{"role":"assistant","content":"\\"quoted\\""}}', True),
-        (b'data: {"choices":[{"delta":{"content":"', False),  # cut at the boundary
-        (b": x-frugal-engine-ms=1.000\n\ndata: [DONE]\n\n", False),
-        (b'{"choices": [{"delta": {"content": "Hi"}}]}', True),
-        (b'{"choices": [{"delta": {"content": null}}]}', False),
-        (b'{"choices": [{"delta": {"content": ""}}]}', False),
-        (b"", False),
-    ],
-)
-def test_carries_text(chunk: bytes, expected: bool) -> None:
-    assert carries_text(chunk) is expected
 
 
 def sample(metrics: ExtProcMetrics, name: str, **labels: str) -> float:

@@ -143,7 +143,7 @@ def test_policy_filters_fail_closed_with_503() -> None:
     assert local.token_bucket.max_tokens == 2000
 
 
-def test_ext_proc_fails_closed_and_streams_responses() -> None:
+def test_ext_proc_fails_closed_and_lets_streams_skip_it() -> None:
     ext_proc = http_filter(
         hcm_of(resources()), "envoy.filters.http.ext_proc", ext_proc_pb2.ExternalProcessor()
     )
@@ -152,8 +152,9 @@ def test_ext_proc_fails_closed_and_streams_responses() -> None:
     assert mode.request_header_mode == Mode.SEND
     assert mode.request_body_mode == Mode.BUFFERED
     assert mode.response_header_mode == Mode.SEND
-    assert mode.response_body_mode == Mode.FULL_DUPLEX_STREAMED
+    assert mode.response_body_mode == Mode.BUFFERED
     assert mode.response_trailer_mode == Mode.SEND
+    assert ext_proc.allow_mode_override is True
     assert ext_proc.failure_mode_allow is False
     assert ext_proc.status_on_error.code == http_status_pb2.ServiceUnavailable == 503
     assert list(ext_proc.metadata_options.receiving_namespaces.untyped) == [

@@ -1,0 +1,70 @@
+"""Output checks on a streamed answer, run where the tokens are made.
+
+Pure layer over the checks library (safety_filter.checks, pure code shared like
+frugal/). The safety filter decides which checks a request gets (its model's and
+key's content policy) and sends them in the request's `output_checks`; the worker
+runs each text delta through a StreamRedactor before it writes the event, so the
+answer needs no second pass through a filter process on its way out (one hop per
+token instead of two: docs/benchmarks/compare). `redact` releases text once no
+match can still start in it, redacted; `block` stops at the first match, and the
+stream ends with a content-policy error event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from safety_filter.checks import ContentPolicy, OutputAction, StreamRedactor, StreamResult
+
+OUTPUT_ACTIONS: dict[str, OutputAction] = {"redact": "redact", "block": "block"}
+
+
+@dataclass(frozen=True)
+class Released:
+    """Text that may go out now, and the category that stopped the answer, if one did."""
+
+    text: str
+    blocked: str | None = None
+
+
+@lru_cache(maxsize=256)
+def _policy(
+    detectors: tuple[str, ...], action: OutputAction, blocklist: tuple[str, ...]
+) -> ContentPolicy:
+    return ContentPolicy(detectors=detectors, output_action=action, blocklist=blocklist)
+
+
+class OutputGuard:
+    """One per streamed answer: `feed` each text delta, then `finish`."""
+
+    def __init__(self, policy: ContentPolicy) -> None:
+        self._redactor = StreamRedactor(policy)
+        self.redacted: list[str] = []  # categories of what was redacted, in order
+        self.blocked: str | None = None
+
+    @classmethod
+    def for_checks(
+        cls, detectors: Sequence[str], action: str, blocklist: Sequence[str]
+    ) -> OutputGuard | None:
+        """The guard for a request's checks; None when there is nothing to check.
+        Raises ValueError (pydantic's) for an unknown detector or action."""
+        if not detectors:
+            return None
+        if action not in OUTPUT_ACTIONS:
+            raise ValueError(f"unknown output action {action!r}")
+        return cls(_policy(tuple(detectors), OUTPUT_ACTIONS[action], tuple(blocklist)))
+
+    def feed(self, text: str) -> Released:
+        return self._released(self._redactor.feed(text))
+
+    def finish(self) -> Released:
+        """Release what is still held (redacted): the answer has ended."""
+        return self._released(self._redactor.finish())
+
+    def _released(self, result: StreamResult) -> Released:
+        self.redacted += (match.category for match in result.redacted)
+        if result.blocked is not None:
+            self.blocked = result.blocked.category
+        return Released(result.text, self.blocked)
