@@ -1,7 +1,9 @@
 """Prometheus metrics of the request processor: phases, detections, and each request's outcome.
 
-The response-body phase runs once per streamed chunk, so its histogram is the
-per-chunk cost. Detections carry category, direction and action, never values.
+The response-body phase runs once per whole body (a unary answer, an error); a
+started stream has only its headers and trailers here. Detections carry category,
+direction and action, never values (a stream's output detections are what the
+worker's checks report in its trailers).
 Per request (by model_name, the label the engine workers use too): TTFT, time per
 output token and end-to-end time as the gateway sees them, tokens used, requests by
 HTTP status and errors by reason; `finished` observes a RequestRecord once, at the

@@ -1,12 +1,13 @@
 """What one inference request did, as the request processor saw it: times, tokens, outcome.
 
-Pure layer. The processor stamps a `RequestRecord` at three moments (the request
-headers, the first forwarded chunk that carries generated text, the end of the
-response) and fills in what the engine reported (x-frugal-* trailers or headers,
-usage in a body). The record derives TTFT, TPOT and end-to-end time for the
-gateway metrics, and the `frugal.request` dynamic metadata that Envoy's access log
-reads. Every label value it gives is bounded: a served model or UNKNOWN_MODEL, an
-HTTP status, an error reason from fixed codes.
+Pure layer. The processor stamps a `RequestRecord` at three moments: the request
+headers; the first text (a stream's response headers, which the worker sends with
+its first released text, or a unary answer's body); the end of the response. It
+fills in what the engine reported (x-frugal-* trailers or headers, usage in a body).
+The record derives TTFT, TPOT and end-to-end time for the gateway metrics, and the
+`frugal.request` dynamic metadata that Envoy's access log reads. Every label value
+it gives is bounded: a served model or UNKNOWN_MODEL, an HTTP status, an error
+reason from fixed codes.
 """
 
 from __future__ import annotations
