@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from frugal.bench.fleet import PROFILES, TP2
+from frugal.bench.fleet import PROFILES, TP2, gateway_config
 
 GROUP = "engines"
 PROFILE = "bench"
@@ -56,24 +56,16 @@ def frugal_config(
     time_scale: float,
     redis_dir: str,
 ) -> dict[str, Any]:
-    """frugal.yaml for one Frugal variant in front of `engines`. Envoy's local rate limit is
-    raised out of the way: the benchmark drives far more than a default deployment admits."""
+    """frugal.yaml for one Frugal variant in front of `engines`."""
+    safety_filter = {
+        "port": ports.safety_filter,
+        "metrics_port": ports.safety_metrics,
+        "enforce": enforce,
+    }
     return {
-        "listener": {"port": ports.listener},
-        "control_plane": {"xds_port": ports.xds},
-        "envoy": {"admin_port": ports.envoy_admin, "node_id": "frugal-compare"},
-        "safety_filter": {
-            "port": ports.safety_filter,
-            "metrics_port": ports.safety_metrics,
-            "enforce": enforce,
-        },
-        "admin": {"port": ports.admin},
-        "redis": {
-            "url": f"redis://127.0.0.1:{ports.redis}/0",
-            "managed": True,
-            "data_dir": redis_dir,
-        },
-        "limits": {"local_requests_per_second": 1_000_000},
+        **gateway_config(
+            ports, node_id="frugal-compare", safety_filter=safety_filter, redis_dir=redis_dir
+        ),
         **engines_config(model, engines, time_scale),
     }
 

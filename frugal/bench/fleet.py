@@ -9,7 +9,7 @@ max batch) and frugal.yaml (c, the prefill cost per prompt token).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from control_plane.model import engine_cluster_name
 
@@ -57,6 +57,42 @@ class StackPorts:
     tp2: tuple[int, ...]
 
 
+class GatewayPortsOf(Protocol):
+    """The loopback ports every benchmark stack has, whatever else it runs."""
+
+    @property
+    def listener(self) -> int: ...
+    @property
+    def xds(self) -> int: ...
+    @property
+    def envoy_admin(self) -> int: ...
+    @property
+    def admin(self) -> int: ...
+    @property
+    def redis(self) -> int: ...
+
+
+def gateway_config(
+    ports: GatewayPortsOf, *, node_id: str, safety_filter: dict[str, Any], redis_dir: str
+) -> dict[str, Any]:
+    """The part of a benchmark stack's frugal.yaml every benchmark shares: its ports, a
+    managed Redis of its own, and Envoy's local rate limit raised out of the way (the
+    benchmarks drive far more than a default deployment admits)."""
+    return {
+        "listener": {"port": ports.listener},
+        "control_plane": {"xds_port": ports.xds},
+        "envoy": {"admin_port": ports.envoy_admin, "node_id": node_id},
+        "safety_filter": safety_filter,
+        "admin": {"port": ports.admin},
+        "redis": {
+            "url": f"redis://127.0.0.1:{ports.redis}/0",
+            "managed": True,
+            "data_dir": redis_dir,
+        },
+        "limits": {"local_requests_per_second": 1_000_000},
+    }
+
+
 def group_clusters() -> dict[str, str]:
     """Each group's Envoy cluster (for reading per-group request counters)."""
     return {group: engine_cluster_name(MODEL, group) for group in (TP8, TP2)}
@@ -66,8 +102,7 @@ def routing_config(
     policy: str, ports: StackPorts, *, time_scale: float, redis_dir: str
 ) -> dict[str, Any]:
     """frugal.yaml for one policy's stack. The safety chain is off (`enforce: false`: no keys,
-    quotas or content checks) so the routing is measured alone; Envoy's local rate limit is
-    raised out of the way."""
+    quotas or content checks) so the routing is measured alone."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; known: {sorted(POLICIES)}")
     balancer, weights = POLICIES[policy]
@@ -76,18 +111,11 @@ def routing_config(
         name: {**values, "time_scale": time_scale, "jitter": JITTER, "seed": index}
         for index, (name, values) in enumerate(PROFILES.items())
     }
+    safety_filter = {"port": ports.safety_filter, "metrics_port": 0, "enforce": False}
     return {
-        "listener": {"port": ports.listener},
-        "control_plane": {"xds_port": ports.xds},
-        "envoy": {"admin_port": ports.envoy_admin, "node_id": "frugal-bench"},
-        "safety_filter": {"port": ports.safety_filter, "metrics_port": 0, "enforce": False},
-        "admin": {"port": ports.admin},
-        "redis": {
-            "url": f"redis://127.0.0.1:{ports.redis}/0",
-            "managed": True,
-            "data_dir": redis_dir,
-        },
-        "limits": {"local_requests_per_second": 1_000_000},
+        **gateway_config(
+            ports, node_id="frugal-bench", safety_filter=safety_filter, redis_dir=redis_dir
+        ),
         "profiles": profiles,
         "models": [
             {
