@@ -144,9 +144,12 @@ def _output_guard(request: Any) -> OutputGuard | None:
 def _output_trailers(
     answer: AnswerEvents, guard: OutputGuard | None
 ) -> tuple[tuple[str, str], ...]:
-    found = () if guard is None else ((OUTPUT_REDACTED_KEY, ",".join(guard.redacted)),)
-    blocked = () if answer.blocked is None else ((OUTPUT_BLOCKED_KEY, answer.blocked),)
-    return tuple(pair for pair in found if pair[1]) + blocked
+    pairs = []
+    if guard is not None and guard.redacted:
+        pairs.append((OUTPUT_REDACTED_KEY, ",".join(guard.redacted)))
+    if answer.blocked is not None:
+        pairs.append((OUTPUT_BLOCKED_KEY, answer.blocked))
+    return tuple(pairs)
 
 
 def _body(data: bytes) -> Any:
@@ -215,8 +218,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         except Exception as exc:
             if not answer.sent_any:
                 await _fail(context, exc, timing)
-            yield _body(self._time_comment(timing) + _failure_event(_as_engine_error(exc)))
-            await _fail(context, exc, timing, _output_trailers(answer, guard))
+            error = _as_engine_error(exc)  # logs an unexpected one, once
+            yield _body(self._time_comment(timing) + _failure_event(error))
+            await _fail(context, error, timing, _output_trailers(answer, guard))
         ending = answer.closing + self._time_comment(timing)
         if answer.blocked is None:
             ending += DONE_EVENT

@@ -274,7 +274,6 @@ class RequestProcessor:
         return self._finish(checked.body)
 
     async def on_response_trailers(self, trailers: ext.HttpTrailers) -> Responses:
-        usage = usage_from_trailers(trailers)
         if self._record is not None:
             self._record.engine_reported(*engine_times(trailers))
         if self._finished or self._holds_body():
@@ -283,7 +282,7 @@ class RequestProcessor:
         status = header_value(trailers, "grpc-status") or "0"
         if status != "0":
             self._failed(error_from_grpc_status(status, "").code)
-        await self._settle(usage)
+        await self._settle(usage_from_trailers(trailers))
         return [_trailers_answer(self._end())]
 
     def _note_output(self, trailers: ext.HttpTrailers) -> None:
