@@ -29,7 +29,11 @@ class AnswerEvents:
         self._pending = chunks.opening()
         self.sent_any = False
         self.closing = b""
-        self.blocked: str | None = None
+
+    @property
+    def blocked(self) -> str | None:
+        """The category that stopped the answer, if the output checks stopped it."""
+        return None if self._guard is None else self._guard.blocked
 
     async def events(self, deltas: AsyncIterator[Delta]) -> AsyncIterator[bytes]:
         last = Delta("")
@@ -37,7 +41,7 @@ class AnswerEvents:
             last = delta
             if not delta.text:
                 continue
-            released = delta.text if self._guard is None else self._release(delta.text)
+            released = delta.text if self._guard is None else self._guard.feed(delta.text)
             if released:
                 yield self._send(self._chunks.text(released))
             if self.blocked is not None:
@@ -45,21 +49,14 @@ class AnswerEvents:
                 return
         if self._guard is not None:
             tail = self._guard.finish()
-            self.blocked = tail.blocked
-            if tail.text:
-                self._pending += self._chunks.text(tail.text)
+            if tail:
+                self._pending += self._chunks.text(tail)
         closing = self._take_pending()
         if self.blocked is None:
             closing += self._chunks.final(last.finish_reason or "stop")
             if self._include_usage and last.usage is not None:
                 closing += self._chunks.usage(last.usage)
         self.closing = closing
-
-    def _release(self, text: str) -> str:
-        assert self._guard is not None
-        released = self._guard.feed(text)
-        self.blocked = released.blocked
-        return released.text
 
     def _send(self, event: bytes) -> bytes:
         out = self._take_pending() + event

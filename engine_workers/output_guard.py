@@ -13,20 +13,11 @@ stream ends with a content-policy error event.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 from safety_filter.checks import ContentPolicy, OutputAction, StreamRedactor, StreamResult
 
 OUTPUT_ACTIONS: dict[str, OutputAction] = {"redact": "redact", "block": "block"}
-
-
-@dataclass(frozen=True)
-class Released:
-    """Text that may go out now, and the category that stopped the answer, if one did."""
-
-    text: str
-    blocked: str | None = None
 
 
 @lru_cache(maxsize=256)
@@ -56,15 +47,16 @@ class OutputGuard:
             raise ValueError(f"unknown output action {action!r}")
         return cls(_policy(tuple(detectors), OUTPUT_ACTIONS[action], tuple(blocklist)))
 
-    def feed(self, text: str) -> Released:
+    def feed(self, text: str) -> str:
+        """The text that may go out now (redacted); after a block, the text before it."""
         return self._released(self._redactor.feed(text))
 
-    def finish(self) -> Released:
+    def finish(self) -> str:
         """Release what is still held (redacted): the answer has ended."""
         return self._released(self._redactor.finish())
 
-    def _released(self, result: StreamResult) -> Released:
+    def _released(self, result: StreamResult) -> str:
         self.redacted += (match.category for match in result.redacted)
         if result.blocked is not None:
             self.blocked = result.blocked.category
-        return Released(result.text, self.blocked)
+        return result.text
