@@ -10,18 +10,17 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from engine_workers.engine import Delta, EngineBackend, GenerationRequest
+from engine_workers.engine import Delta, EngineBackend, GenerationRequest, PromptInput
 from engine_workers.metrics import EngineMetrics
 from engine_workers.prompt import (
     ChatTurn,
-    FlatPrompt,
     SamplingParams,
     ValidatedSampling,
-    flatten_chat,
-    flatten_completion_prompt,
+    chat_messages,
+    completion_text,
+    last_user_text,
     validate_sampling,
 )
-from engine_workers.tokenizer import count_tokens
 
 
 @dataclass
@@ -56,27 +55,33 @@ class EngineCore:
         self, request_id: str, turns: Sequence[ChatTurn], params: SamplingParams
     ) -> GenerationRequest:
         sampling = validate_sampling(params, self.model)
-        return self._build(request_id, flatten_chat(turns), sampling)
+        messages = chat_messages(turns)
+        prompt = PromptInput(messages=messages)
+        return self._build(request_id, prompt, sampling, last_user_text(messages))
 
     def completion_request(
         self, request_id: str, prompt: object, params: SamplingParams
     ) -> GenerationRequest:
         sampling = validate_sampling(params, self.model)
-        return self._build(request_id, flatten_completion_prompt(prompt), sampling)
+        text = completion_text(prompt)
+        return self._build(request_id, PromptInput(text=text), sampling, text)
 
     def _build(
-        self, request_id: str, prompt: FlatPrompt, sampling: ValidatedSampling
+        self, request_id: str, prompt: PromptInput, sampling: ValidatedSampling, echo_text: str
     ) -> GenerationRequest:
+        rendered = self.backend.render_prompt(prompt)
         return GenerationRequest(
             request_id=request_id,
-            prompt=prompt.text,
-            prompt_tokens=count_tokens(prompt.text),
+            prompt=rendered.text,
+            prompt_tokens=rendered.token_count,
+            prompt_token_ids=rendered.token_ids,
+            messages=prompt.messages,
             max_tokens=sampling.max_tokens,
             stop=sampling.stop,
             seed=sampling.seed,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
-            echo_text=prompt.last_user_text if self.echo else None,
+            echo_text=echo_text if self.echo else None,
         )
 
     def abort(self, request_id: str) -> None:
@@ -98,6 +103,7 @@ class EngineCore:
                 timing.last_token = now
                 timing.completion_tokens += 1 if delta.text else 0
                 if delta.usage is not None:
+                    timing.prompt_tokens = delta.usage.prompt_tokens
                     timing.completion_tokens = delta.usage.completion_tokens
                 yield delta
         finally:

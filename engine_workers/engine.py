@@ -1,7 +1,9 @@
 """The engine backend protocol and its value types (core layer, pure: no gRPC, no I/O).
 
-A backend is a continuous-batching engine: it admits `GenerationRequest`s, streams `Delta`s
-for each, and reports its load. Backends are registered by name in `engine_workers.backends`.
+A backend is a continuous-batching engine: it renders a validated prompt into what it will
+run (`render_prompt`: its own chat template and tokenizer), admits `GenerationRequest`s,
+streams `Delta`s for each, and reports its load. Backends are registered by name in
+`engine_workers.backends`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,41 @@ from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One validated chat message; content parts are already joined into text."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromptInput:
+    """What the client asked for, validated: chat messages, or a completion prompt."""
+
+    messages: tuple[ChatMessage, ...] | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    """A prompt as one backend runs it: the text, its token count, and the token ids where
+    the backend tokenizes itself (so the prompt is tokenized once)."""
+
+    text: str
+    token_count: int
+    token_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """One sequence to generate, already validated and flattened to prompt text."""
+    """One sequence to generate, validated and rendered by the backend that runs it."""
 
     request_id: str
     prompt: str
     prompt_tokens: int
+    prompt_token_ids: tuple[int, ...] | None = None
+    # The chat messages as sent, for backends that forward them (an upstream server).
+    messages: tuple[ChatMessage, ...] | None = None
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
@@ -60,6 +91,10 @@ class EngineBackend(Protocol):
     """A continuous-batching engine behind one worker."""
 
     async def start(self) -> None: ...
+
+    def render_prompt(self, prompt: PromptInput) -> RenderedPrompt:
+        """The prompt as this engine runs it (chat template applied, tokens counted)."""
+        ...
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Stream the sequence's output; closing the iterator early aborts the sequence."""

@@ -1,8 +1,9 @@
 """Validation and flattening of OpenAI-style requests to prompt text (core layer, pure).
 
 Inputs are plain Python values (the servicer turns google.protobuf.Value into them). Chat
-messages are flattened with a simple role-tagged template; the last user message is kept for
-echo mode.
+messages are validated into `ChatMessage`s; each backend renders them with its model's chat
+template (`EngineBackend.render_prompt`). `role_tagged_text` is the simple template of
+backends without one of their own (the simulator).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine_workers.engine import ChatMessage, PromptInput, RenderedPrompt
 from engine_workers.errors import InvalidRequestError, ModelNotFoundError
+from engine_workers.tokenizer import count_tokens
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 MAX_STOP_STRINGS = 4
@@ -43,12 +46,6 @@ class ValidatedSampling:
     seed: int | None
     temperature: float | None
     top_p: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class FlatPrompt:
-    text: str
-    last_user_text: str  # what echo mode streams back
 
 
 def validate_sampling(params: SamplingParams, served_model: str) -> ValidatedSampling:
@@ -107,27 +104,41 @@ def _part_text(part: object, where: str) -> str:
     return text
 
 
-def flatten_chat(turns: Sequence[ChatTurn]) -> FlatPrompt:
+def chat_messages(turns: Sequence[ChatTurn]) -> tuple[ChatMessage, ...]:
     if not turns:
         raise InvalidRequestError("messages: must not be empty")
-    pieces: list[str] = []
-    last_user = ""
+    messages = []
     for i, turn in enumerate(turns):
         if turn.role not in ROLES:
             raise InvalidRequestError(f"messages[{i}].role: unknown role {turn.role!r}")
-        text = content_text(turn.content, f"messages[{i}].content")
-        if turn.role == "user":
-            last_user = text
-        pieces.append(f"<|{turn.role}|>\n{text}\n")
-    pieces.append("<|assistant|>\n")
-    return FlatPrompt(text="".join(pieces), last_user_text=last_user)
+        messages.append(
+            ChatMessage(turn.role, content_text(turn.content, f"messages[{i}].content"))
+        )
+    return tuple(messages)
 
 
-def flatten_completion_prompt(prompt: object) -> FlatPrompt:
+def last_user_text(messages: Sequence[ChatMessage]) -> str:
+    """What echo mode streams back: the last user message."""
+    return next((m.content for m in reversed(messages) if m.role == "user"), "")
+
+
+def role_tagged_text(messages: Sequence[ChatMessage]) -> str:
+    """Chat messages as one prompt text, for engines without a chat template of their own."""
+    pieces = [f"<|{m.role}|>\n{m.content}\n" for m in messages]
+    return "".join(pieces) + "<|assistant|>\n"
+
+
+def render_role_tagged(prompt: PromptInput) -> RenderedPrompt:
+    """A prompt rendered with `role_tagged_text`, counted in whitespace tokens."""
+    text = role_tagged_text(prompt.messages) if prompt.messages is not None else prompt.text or ""
+    return RenderedPrompt(text=text, token_count=count_tokens(text))
+
+
+def completion_text(prompt: object) -> str:
     if isinstance(prompt, list):
         if len(prompt) != 1 or not isinstance(prompt[0], str):
             raise InvalidRequestError("prompt: a list must hold exactly one string")
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise InvalidRequestError("prompt: must be a string or a list of one string")
-    return FlatPrompt(text=prompt, last_user_text=prompt)
+    return prompt

@@ -21,13 +21,21 @@ from engine_workers.backends.sim_model import (
     sequence_source,
     step_seconds,
 )
-from engine_workers.engine import Delta, GenerationRequest, LoadSnapshot, TokenUsage
+from engine_workers.engine import (
+    Delta,
+    GenerationRequest,
+    LoadSnapshot,
+    PromptInput,
+    RenderedPrompt,
+    TokenUsage,
+)
 from engine_workers.errors import (
     EngineError,
     EngineFaultError,
     EngineUnavailableError,
     InvalidRequestError,
 )
+from engine_workers.prompt import render_role_tagged
 
 if TYPE_CHECKING:
     from engine_workers.settings import EngineSettings
@@ -65,6 +73,9 @@ class SimBackend:
         for request_id in self._batch.abort_all():
             self._deliver(request_id, EngineUnavailableError("engine stopped"))
         self._queues.clear()
+
+    def render_prompt(self, prompt: PromptInput) -> RenderedPrompt:
+        return render_role_tagged(prompt)
 
     def load(self) -> LoadSnapshot:
         return LoadSnapshot(

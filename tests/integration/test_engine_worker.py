@@ -18,7 +18,7 @@ from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from engine_workers.backends.sim_model import SimProfile
-from engine_workers.prompt import ChatTurn, flatten_chat
+from engine_workers.prompt import ChatTurn, chat_messages, role_tagged_text
 from engine_workers.server import EngineWorker
 from engine_workers.settings import EngineSettings
 from engine_workers.tokenizer import count_tokens
@@ -128,9 +128,11 @@ async def test_unary_chat_completion(stub: Any) -> None:
     assert choice["message"]["role"] == "assistant"
     assert choice["message"]["content"]
     assert choice["finish_reason"] == "stop"
-    prompt = flatten_chat([ChatTurn("system", "Be brief."), ChatTurn("user", "Hello there")])
+    prompt = role_tagged_text(
+        chat_messages([ChatTurn("system", "Be brief."), ChatTurn("user", "Hello there")])
+    )
     usage = body["usage"]
-    assert usage["prompt_tokens"] == count_tokens(prompt.text)
+    assert usage["prompt_tokens"] == count_tokens(prompt)
     assert usage["completion_tokens"] == count_tokens(choice["message"]["content"])
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     trailers = _metadata(await call.trailing_metadata())
