@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 
 from control_plane.balancer.load import ReplicaCounters
+from frugal.wire import ENGINE_METRICS_PORT_OFFSET
 
-ENGINE_METRICS_PORT_OFFSET = 1000
 ACTIVE_STAT = re.compile(r"^cluster\.(engine__.+)\.upstream_rq_active$")
 METRIC_LINE = re.compile(r"^(frugal_engine_\w+?)(?:\{[^}]*\})? ([0-9.eE+-]+|NaN)$", re.MULTILINE)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -78,7 +78,9 @@ class ReplicaGroup(Frozen):
 
 class Model(Frozen):
     name: Name
-    backend: Literal["sim"] = "sim"
+    # The engine backend of every replica (engine_workers.backends; `frugal up` checks the name
+    # and each group's profile against it, so the control plane stays engine-agnostic).
+    backend: Name = "sim"
     echo: bool = Field(default=False, description="stream back the last user message")
     owned_by: str = "frugal"
     content_policy: ContentPolicy | None = None
@@ -188,7 +190,7 @@ class FrugalConfig(Frozen):
     access_log: AccessLogConfig = AccessLogConfig()
     # Engine parameters per named profile; opaque here, validated by the engine
     # backend that runs them (engine_workers), so the control plane stays engine-agnostic.
-    profiles: dict[str, dict[str, float | int | str | None]] = Field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     models: tuple[Model, ...] = Field(min_length=1)
 
     @model_validator(mode="after")

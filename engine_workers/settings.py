@@ -1,7 +1,10 @@
 """Settings of one engine worker, from `FRUGAL_ENGINE_*` environment variables (wiring layer).
 
-The simulator's profile is the named `FRUGAL_ENGINE_PROFILE` (tp2 unless said otherwise) with
-the fields of `FRUGAL_ENGINE_SIM` (a JSON object) laid over it, e.g.
+`FRUGAL_ENGINE_PARAMETERS` (a JSON object) is the replica group's profile from frugal.yaml,
+read by the backend that `FRUGAL_ENGINE_BACKEND` names (its `parameters` model). For the
+simulator, the profile's fields are laid over the built-in profile named
+`FRUGAL_ENGINE_PROFILE` (SimProfile's defaults for any other name), then the fields of
+`FRUGAL_ENGINE_SIM` over those, e.g.
 `FRUGAL_ENGINE_PROFILE=tp8 FRUGAL_ENGINE_SIM='{"time_scale": 10}'`.
 """
 
@@ -13,14 +16,15 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine_workers.backends import BACKENDS
-from engine_workers.backends.sim_model import SimProfile, named_profile
+from engine_workers.backends.sim_model import PROFILES, SimProfile
+from frugal.wire import DEFAULT_ENGINE_PORT
 
 
 class EngineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRUGAL_ENGINE_", frozen=True, extra="forbid")
 
     host: str = "127.0.0.1"
-    port: int = Field(default=50051, ge=0, le=65535)  # 0: any free port
+    port: int = Field(default=DEFAULT_ENGINE_PORT, ge=0, le=65535)  # 0: any free port
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
     model: str = "frugal-sim"
     group: str = "default"  # replica group, a metrics label
@@ -28,7 +32,8 @@ class EngineSettings(BaseSettings):
     # Stream the last user message back instead of generating text.
     echo: bool = False
     profile: str = "tp2"
-    sim: SimProfile = Field(default_factory=lambda: named_profile("tp2"))
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    sim: SimProfile = Field(default_factory=lambda: PROFILES["tp2"])
     grace_seconds: float = Field(default=5.0, ge=0)
 
     @model_validator(mode="before")
@@ -36,15 +41,19 @@ class EngineSettings(BaseSettings):
     def _overlay_sim_on_profile(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        base = named_profile(str(data.get("profile", "tp2")))
-        overrides = data.get("sim")
-        if isinstance(overrides, SimProfile):
+        if isinstance(data.get("sim"), SimProfile):
             return data
-        if overrides is None:
-            overrides = {}
-        if not isinstance(overrides, dict):
-            raise ValueError("sim must be a JSON object of SimProfile fields")
-        return {**data, "sim": {**base.model_dump(), **overrides}}
+        base = PROFILES.get(str(data.get("profile", "tp2")), SimProfile())
+        layers = [base.model_dump()]
+        for name in ("parameters", "sim") if data.get("backend", "sim") == "sim" else ("sim",):
+            overrides = data.get(name) or {}
+            if not isinstance(overrides, dict):
+                raise ValueError(f"{name} must be a JSON object")
+            layers.append(overrides)
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            merged.update(layer)
+        return {**data, "sim": merged}
 
     @field_validator("backend")
     @classmethod

@@ -1,31 +1,56 @@
 """Engine backends, registered by name (backend layer).
 
-`settings.backend` names the factory; adding an engine is one module plus one entry here.
+`settings.backend` names the entry; adding an engine is one module plus one entry here. An
+entry names the pydantic model of its replica groups' profiles (`parameters`, validated by
+`frugal up` before anything starts, with the field's name in the error) and the module of its
+factory, imported only when a worker builds that backend: torch, transformers and
+TensorRT-LLM stay out of every process that does not run them.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
-from engine_workers.backends.sim import build_sim_backend
-from engine_workers.engine import EngineBackend
+from pydantic import BaseModel
+
+from engine_workers.backends.sim_model import SimProfile
 
 if TYPE_CHECKING:
+    from engine_workers.engine import EngineBackend
     from engine_workers.settings import EngineSettings
 
-BackendFactory = Callable[["EngineSettings"], EngineBackend]
+BackendFactory = Callable[["EngineSettings"], "EngineBackend"]
 
-BACKENDS: dict[str, BackendFactory] = {
-    "sim": build_sim_backend,
+
+@dataclass(frozen=True, slots=True)
+class BackendEntry:
+    parameters: type[BaseModel]
+    factory: str  # "module:function"
+
+    def load_factory(self) -> BackendFactory:
+        module, _, name = self.factory.partition(":")
+        return cast(BackendFactory, getattr(importlib.import_module(module), name))
+
+
+BACKENDS: dict[str, BackendEntry] = {
+    "sim": BackendEntry(SimProfile, "engine_workers.backends.sim:build_sim_backend"),
 }
 
 
-def build_backend(settings: EngineSettings) -> EngineBackend:
+def backend_entry(name: str) -> BackendEntry:
     try:
-        factory = BACKENDS[settings.backend]
+        return BACKENDS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown engine backend {settings.backend!r}; known: {sorted(BACKENDS)}"
-        ) from None
-    return factory(settings)
+        raise ValueError(f"unknown engine backend {name!r}; known: {sorted(BACKENDS)}") from None
+
+
+def validate_parameters(backend: str, parameters: dict[str, Any]) -> BaseModel:
+    """A group profile as its backend reads it; raises ValueError or pydantic's error."""
+    return backend_entry(backend).parameters.model_validate(parameters)
+
+
+def build_backend(settings: EngineSettings) -> EngineBackend:
+    return backend_entry(settings.backend).load_factory()(settings)

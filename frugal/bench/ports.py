@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from frugal.bench.fleet import TP2_REPLICAS, StackPorts
-from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET
+from frugal.wire import ENGINE_METRICS_PORT_OFFSET
 
 _ATTEMPTS = 1000
 

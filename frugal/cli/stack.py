@@ -15,9 +15,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from control_plane.model import FrugalConfig
+from frugal.wire import ENGINE_METRICS_PORT_OFFSET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ENGINE_METRICS_PORT_OFFSET = 1000
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def engine_worker_specs(config: FrugalConfig) -> list[ChildSpec]:
     specs = []
     for model in config.models:
         for group in model.groups:
-            profile = json.dumps(config.profiles[group.profile])
+            parameters = json.dumps(config.profiles[group.profile])
             for index, endpoint in enumerate(group.replicas):
                 env = {
                     "FRUGAL_ENGINE_HOST": endpoint.host,
@@ -59,7 +59,8 @@ def engine_worker_specs(config: FrugalConfig) -> list[ChildSpec]:
                     "FRUGAL_ENGINE_GROUP": group.name,
                     "FRUGAL_ENGINE_BACKEND": model.backend,
                     "FRUGAL_ENGINE_ECHO": str(model.echo).lower(),
-                    "FRUGAL_ENGINE_SIM": profile,
+                    "FRUGAL_ENGINE_PROFILE": group.profile,
+                    "FRUGAL_ENGINE_PARAMETERS": parameters,
                 }
                 name = f"engine:{model.name}/{group.name}/{index}"
                 specs.append(ChildSpec(name, _python_module("engine_workers"), env))

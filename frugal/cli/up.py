@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from control_plane.config_file import ConfigError, load_config
 from control_plane.model import FrugalConfig
-from engine_workers.backends.sim_model import SimProfile
+from engine_workers.backends import validate_parameters
 from frugal.cli.demo_key import ensure_demo_key
 from frugal.cli.envoy_bootstrap import write_bootstrap
 from frugal.cli.stack import REPO_ROOT, StackFiles, plan_stack
@@ -35,14 +35,18 @@ class StackFailed(Exception):
 
 
 def check_profiles(config: FrugalConfig) -> None:
-    """Engine profiles are opaque to the control plane; the sim backend validates them here."""
-    for name, parameters in config.profiles.items():
-        try:
-            SimProfile.model_validate(parameters)
-        except ValidationError as error:
-            first = error.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"profiles.{name}.{field}: {first['msg']}") from error
+    """Engine profiles are opaque to the control plane; the backend of each model that uses
+    a profile validates it here, before anything starts."""
+    for model in config.models:
+        for group in model.groups:
+            try:
+                validate_parameters(model.backend, config.profiles[group.profile])
+            except ValidationError as error:
+                first = error.errors()[0]
+                field = ".".join(str(p) for p in first["loc"])
+                raise ConfigError(f"profiles.{group.profile}.{field}: {first['msg']}") from error
+            except ValueError as error:
+                raise ConfigError(f"models.{model.name}.backend: {error}") from error
 
 
 def api_url(config: FrugalConfig) -> str:

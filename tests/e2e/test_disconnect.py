@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET
+from frugal.wire import ENGINE_METRICS_PORT_OFFSET
 from tests.helpers.stack import FrugalStack
 
 

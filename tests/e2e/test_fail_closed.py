@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET
+from frugal.wire import ENGINE_METRICS_PORT_OFFSET
 from tests.helpers.stack import FAST, FrugalStack, replicas, stack_config
 
 BODY = {"model": "sim-echo", "messages": [{"role": "user", "content": "hello"}]}

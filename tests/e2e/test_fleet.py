@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from frugal.cli.__main__ import main as cli_main
-from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET, ChildSpec, engine_worker_specs
+from frugal.cli.stack import ChildSpec, engine_worker_specs
+from frugal.wire import ENGINE_METRICS_PORT_OFFSET
 from tests.helpers.stack import FAST, FrugalStack, free_port, replicas, stack_config
 
 MODEL = "sim-fleet"

@@ -12,10 +12,13 @@ import yaml
 
 from control_plane.config_file import ConfigError
 from control_plane.model import FrugalConfig
+from engine_workers.backends.sim_model import PROFILES
+from engine_workers.settings import EngineSettings
 from frugal.cli.__main__ import main
 from frugal.cli.envoy_bootstrap import render_bootstrap
-from frugal.cli.stack import ENGINE_METRICS_PORT_OFFSET, StackFiles, plan_stack
+from frugal.cli.stack import StackFiles, plan_stack
 from frugal.cli.up import check_profiles
+from frugal.wire import ENGINE_METRICS_PORT_OFFSET
 
 CONFIG: dict[str, Any] = {
     "listener": {"port": 18080, "max_request_bytes": 4096},
@@ -82,7 +85,7 @@ def test_one_engine_per_replica_with_its_settings(tmp_path: Path, envoy_bin: str
             e.env["FRUGAL_ENGINE_MODEL"],
             e.env["FRUGAL_ENGINE_GROUP"],
             e.env["FRUGAL_ENGINE_ECHO"],
-            json.loads(e.env["FRUGAL_ENGINE_SIM"]),
+            json.loads(e.env["FRUGAL_ENGINE_PARAMETERS"]),
         )
         for e in engines
     ]
@@ -161,15 +164,47 @@ def test_check_profiles_accepts_the_configured_profiles() -> None:
     check_profiles(config())
 
 
+def used_profile(odd: dict[str, Any]) -> FrugalConfig:
+    """The test config with profile `odd` used by a group (unused profiles are not run)."""
+    data = config(odd=odd).model_dump(mode="json")
+    data["models"][0]["groups"][0]["profile"] = "odd"
+    return FrugalConfig.model_validate(data)
+
+
 def test_check_profiles_refuses_an_unknown_field() -> None:
     with pytest.raises(ConfigError) as caught:
-        check_profiles(config(odd={"a_ms": 1.0, "warp_factor": 9}))
+        check_profiles(used_profile({"a_ms": 1.0, "warp_factor": 9}))
     assert str(caught.value).startswith("profiles.odd.warp_factor:")
+
+
+def test_check_profiles_refuses_an_unknown_backend() -> None:
+    data = config().model_dump(mode="json")
+    data["models"][0]["backend"] = "warp-drive"
+    with pytest.raises(ConfigError) as caught:
+        check_profiles(FrugalConfig.model_validate(data))
+    assert str(caught.value).startswith("models.alpha.backend: unknown engine backend")
+
+
+def test_a_worker_loads_its_groups_named_profile(tmp_path: Path, envoy_bin: str) -> None:
+    """The tp8 group's worker runs the tp8 KV budget, not the tp2 default (the settings
+    the worker actually loads from the environment its launcher gives it)."""
+    data = config(tp8={"a_ms": 5.0}).model_dump(mode="json")
+    data["models"][0]["groups"][0]["profile"] = "tp8"
+    specs = plan_stack(FrugalConfig.model_validate(data), tmp_path / "f.yaml", StackFiles(tmp_path))
+    engine = next(s for s in specs if s.name == "engine:alpha/g1/0")
+    os_env = {k: v for k, v in engine.env.items() if k.startswith("FRUGAL_ENGINE_")}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in os_env.items():
+            patch.setenv(key, value)
+        loaded = EngineSettings()
+    assert loaded.sim.kv_budget_tokens == PROFILES["tp8"].kv_budget_tokens
+    assert loaded.sim.a_ms == 5.0
+    assert loaded.sim.max_batch == PROFILES["tp8"].max_batch
 
 
 def test_check_profiles_refuses_a_negative_duration() -> None:
     with pytest.raises(ConfigError) as caught:
-        check_profiles(config(odd={"a_ms": -1.0}))
+        check_profiles(used_profile({"a_ms": -1.0}))
     assert str(caught.value).startswith("profiles.odd.a_ms:")
     assert "greater than or equal to 0" in str(caught.value)
 
