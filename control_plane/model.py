@@ -22,8 +22,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 
 
-# A content policy (safety_filter/checks): detectors, prompt and output actions. Opaque
-# here and validated by the safety filter, which owns the detectors.
+# A content policy (frugal/content_checks): detectors, prompt and output actions. Opaque
+# here and validated by the safety filter when it loads its policies.
 ContentPolicy = dict[str, object]
 
 

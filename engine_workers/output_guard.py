@@ -1,11 +1,12 @@
 """Output checks on a streamed answer, run where the tokens are made.
 
-Pure layer over the checks library (safety_filter.checks, pure code shared like
-frugal/). The safety filter decides which checks a request gets (its model's and
-key's content policy) and sends them in the request's `output_checks`; the worker
-runs each text delta through a StreamRedactor before it writes the event, so the
-answer needs no second pass through a filter process on its way out (one hop per
-token instead of two: docs/benchmarks/compare). `redact` releases text once no
+Pure layer over the shared content checks (frugal.content_checks, which the safety
+filter uses too, so a worker's image needs no safety filter). The safety filter
+decides which checks a request gets (its model's and key's content policy) and
+sends them in the request's `output_checks`; the worker runs each text delta
+through a StreamRedactor before it writes the event, so the answer needs no second
+pass through a filter process on its way out (one hop per token instead of two:
+docs/benchmarks/compare). `redact` releases text once no
 match can still start in it, redacted; `block` stops at the first match, and the
 stream ends with a content-policy error event.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
-from safety_filter.checks import ContentPolicy, OutputAction, StreamRedactor, StreamResult
+from frugal.content_checks import ContentPolicy, OutputAction, StreamRedactor, StreamResult
 
 OUTPUT_ACTIONS: dict[str, OutputAction] = {"redact": "redact", "block": "block"}
 

@@ -15,14 +15,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator
 from redis.asyncio import Redis
 
-Scope = Literal["model", "key"]
+from frugal.content_checks import DETECTORS
 
-# The detectors the safety filter registers (safety_filter/checks/detectors); a test
-# keeps this list equal to the registry, so the admin REST can refuse unknown names
-# without importing the safety filter.
-DETECTOR_NAMES = (
-    "EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IP_ADDRESS", "SECRET", "BLOCKLIST",
-)  # fmt: skip
+Scope = Literal["model", "key"]
 
 
 class PolicySpec(BaseModel):
@@ -38,9 +33,9 @@ class PolicySpec(BaseModel):
     @field_validator("detectors")
     @classmethod
     def _known(cls, names: list[str] | None) -> list[str] | None:
-        unknown = sorted(set(names or ()) - set(DETECTOR_NAMES))
+        unknown = sorted(set(names or ()) - set(DETECTORS.names()))
         if unknown:
-            raise ValueError(f"unknown detectors {unknown}; known: {list(DETECTOR_NAMES)}")
+            raise ValueError(f"unknown detectors {unknown}; known: {list(DETECTORS.names())}")
         return names
 
     def fields(self) -> dict[str, object]:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from safety_filter.checks import Match
+from frugal.content_checks import Match
 from safety_filter.extproc.request_record import RequestRecord
 
 # ext_proc work is tens of microseconds to a few milliseconds (ENVOY_NOTES: 1-4 us

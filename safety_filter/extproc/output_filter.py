@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from safety_filter.checks import ContentPolicy, Match, redact, scan
+from frugal.content_checks import ContentPolicy, Match, redact, scan
 
 
 def output_checks(policy: ContentPolicy) -> dict[str, Any] | None:

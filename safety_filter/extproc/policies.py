@@ -4,7 +4,7 @@ A model's policy comes from frugal.yaml (`safety_filter.content_policy` and each
 model's `content_policy`, handed over as JSON by `frugal up`), with a run-time
 override from the admin REST laid over it; an API key's override is merged into it
 (the stricter action wins, detectors and terms are united). Each configured policy
-states only what differs from safety_filter.checks' DEFAULT_POLICY (every PII and
+states only what differs from frugal.content_checks' DEFAULT_POLICY (every PII and
 secret detector, redacting in prompts and output). Overrides are read from Redis
 through frugal.policy_store and cached for CACHE_TTL_S, so a change made through
 the admin REST applies within about a second.
@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from frugal.content_checks import DEFAULT_POLICY, ContentPolicy, merge
 from frugal.policy_store import PolicySpec, PolicyStore, Scope
-from safety_filter.checks import DEFAULT_POLICY, ContentPolicy, merge
 
 log = logging.getLogger(__name__)
 

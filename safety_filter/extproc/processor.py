@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from frugal.accounting.token_budget import TokenBudget
+from frugal.content_checks import ContentPolicy
 from frugal.request_log import bind_request_id
-from safety_filter.checks import ContentPolicy
 from safety_filter.errors import (
     ApiError,
     body_too_large,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from safety_filter.checks import ContentPolicy, Match, redact, scan
+from frugal.content_checks import ContentPolicy, Match, redact, scan
 from safety_filter.errors import ApiError
 
 TextSlot = tuple[Any, Any]  # (container, key or index) holding one string

@@ -22,8 +22,8 @@ from redis.asyncio import Redis
 
 from frugal.accounting.ledger import UsageRow, read_usage
 from frugal.accounting.token_budget import TokenBudget, WindowUsage, reservation_key
+from frugal.content_checks import DEFAULT_POLICY, ContentPolicy
 from frugal.request_log import REQUEST_ID
-from safety_filter.checks import DEFAULT_POLICY, ContentPolicy
 from safety_filter.errors import (
     ApiError,
     invalid_request,

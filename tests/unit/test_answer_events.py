@@ -25,8 +25,8 @@ from engine_workers.sse_events import (
     CompletionChunks,
     engine_time_comment,
 )
+from frugal.content_checks import DEFAULT_POLICY, redact, scan
 from frugal.v1 import inference_pb2 as pb
-from safety_filter.checks import DEFAULT_POLICY, redact, scan
 
 EMAIL = "jane.doe@example.com"
 PIECES = ("Grüße ", "aus ", "Köln 🚀, ", "mail ", "jane.d", "oe@exa", "mple.com", " bitte.")

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-from safety_filter.checks import load_blocklist
-from safety_filter.checks.evaluate import (
+from frugal.content_checks import load_blocklist
+from frugal.content_checks.evaluate import (
     corpus_policy,
     evaluate,
     format_table,

@@ -1,4 +1,4 @@
-"""Content detectors, overlap resolution, redaction and policies (safety_filter.checks)."""
+"""Content detectors, overlap resolution, redaction and policies (frugal.content_checks)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from frugal.policy_store import DETECTOR_NAMES
-from safety_filter.checks import (
+from frugal.content_checks import (
     DEFAULT_POLICY,
     DETECTORS,
     ContentPolicy,
@@ -22,8 +21,9 @@ from safety_filter.checks import (
     resolve_overlaps,
     scan,
 )
-from safety_filter.checks.detectors.credit_card import known_issuer, luhn_valid
-from safety_filter.checks.detectors.iban import mod97_valid
+from frugal.content_checks.detectors.credit_card import known_issuer, luhn_valid
+from frugal.content_checks.detectors.iban import mod97_valid
+from frugal.policy_store import PolicySpec
 
 TERMS = ("project nightingale", "bluefalcon", "orion-7")
 ALL = ContentPolicy(detectors=DETECTORS.names(), blocklist=TERMS)
@@ -265,6 +265,8 @@ def test_unsettled_from_points_at_what_could_still_grow() -> None:
     assert blocklist.unsettled_from("see orion-7 ") == len("see orion-7 ")
 
 
-def test_the_shared_detector_names_match_the_registry() -> None:
-    """The admin REST validates override policies against frugal.policy_store's list."""
-    assert sorted(DETECTOR_NAMES) == sorted(DETECTORS.names())
+def test_override_policies_know_every_registered_detector() -> None:
+    """The admin REST validates override policies against the detector registry."""
+    assert PolicySpec(detectors=list(DETECTORS.names())).detectors == list(DETECTORS.names())
+    with pytest.raises(ValidationError, match="unknown detectors"):
+        PolicySpec(detectors=["EMAIL", "DNA"])

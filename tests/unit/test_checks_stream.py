@@ -13,7 +13,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safety_filter.checks import (
+from frugal.content_checks import (
     ContentPolicy,
     Match,
     StreamRedactor,
@@ -22,8 +22,8 @@ from safety_filter.checks import (
     redact,
     scan,
 )
-from safety_filter.checks.detectors.secret import PEM_CAP
-from safety_filter.checks.evaluate import CorpusRow, corpus_policy, read_corpus
+from frugal.content_checks.detectors.secret import PEM_CAP
+from frugal.content_checks.evaluate import CorpusRow, corpus_policy, read_corpus
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "content"
 ROWS = read_corpus(FIXTURES / "corpus.jsonl")

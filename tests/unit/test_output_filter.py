@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from safety_filter.checks import DEFAULT_POLICY, ContentPolicy
+from frugal.content_checks import DEFAULT_POLICY, ContentPolicy
 from safety_filter.extproc.output_filter import check_whole_body, output_checks, usage_of
 
 EMAIL = "jane.doe@example.com"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from safety_filter.checks import DEFAULT_POLICY, ContentPolicy
+from frugal.content_checks import DEFAULT_POLICY, ContentPolicy
 from safety_filter.extproc.prompt_check import check_prompt, policy_violation, prompt_characters
 
 EMAIL = "jane.doe@example.com"

@@ -1,13 +1,13 @@
-"""The detector registry: every content category the safety filter knows.
+"""The detector registry: every content category the content checks know.
 
-Pure layer (safety filter). Each module below is one detector; it registers
+Pure layer of the shared library. Each module below is one detector; it registers
 its factory under the category it reports. Adding a category is adding a
 module and one line here.
 """
 
 from __future__ import annotations
 
-from safety_filter.checks.detectors import (
+from frugal.content_checks.detectors import (
     blocklist,
     credit_card,
     email,
@@ -17,7 +17,7 @@ from safety_filter.checks.detectors import (
     secret,
     us_ssn,
 )
-from safety_filter.checks.registry import DetectorRegistry
+from frugal.content_checks.registry import DetectorRegistry
 
 DETECTORS = DetectorRegistry()
 for _module in (email, phone, credit_card, us_ssn, iban, ip_address, secret, blocklist):

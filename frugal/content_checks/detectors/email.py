@@ -1,6 +1,6 @@
 """EMAIL: addresses such as `jane.doe+news@mail.example.co.uk`.
 
-Pure layer (safety filter detector). The local part follows RFC 5321's 64
+Pure layer of the shared library (one detector). The local part follows RFC 5321's 64
 character limit; the domain needs at least one dot and an alphabetic TLD, so
 `user@localhost`, `@mentions` and `name@1.2.3` are not addresses.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
-from safety_filter.checks.match import Detector
-from safety_filter.checks.pattern import PatternDetector, PatternSpec, charset
-from safety_filter.checks.registry import DetectorOptions
+from frugal.content_checks.match import Detector
+from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
+from frugal.content_checks.registry import DetectorOptions
 
 CATEGORY = "EMAIL"
 

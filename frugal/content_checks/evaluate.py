@@ -1,7 +1,7 @@
 """Recall and precision of a content policy on a labelled corpus.
 
 Pure core (`evaluate`, `format_table`) plus a thin CLI:
-`python -m safety_filter.checks.evaluate tests/fixtures/content/corpus.jsonl
+`python -m frugal.content_checks.evaluate tests/fixtures/content/corpus.jsonl
 [--blocklist FILE]` prints a markdown table. Rows are JSON lines
 `{"text", "category", "label", "start", "end"}`; a positive counts as found only
 when a match of its category covers its whole span. Every other match, in a
@@ -22,8 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from safety_filter.checks.match import Match
-from safety_filter.checks.policy import (
+from frugal.content_checks.match import Match
+from frugal.content_checks.policy import (
     DEFAULT_POLICY,
     ContentPolicy,
     load_blocklist,

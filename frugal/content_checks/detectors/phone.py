@@ -1,6 +1,6 @@
 """PHONE: E.164 and common US / European national formats.
 
-Pure layer (safety filter detector). Three shapes, each validated on its
+Pure layer of the shared library (one detector). Three shapes, each validated on its
 digits so that plain long numbers, dates, versions and IP addresses are left
 alone:
 - international: `+` country code then groups (`+44 20 7946 0958`,
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 
-from safety_filter.checks.match import Detector
-from safety_filter.checks.pattern import PatternDetector, PatternSpec, charset
-from safety_filter.checks.registry import DetectorOptions
+from frugal.content_checks.match import Detector
+from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
+from frugal.content_checks.registry import DetectorOptions
 
 CATEGORY = "PHONE"
 

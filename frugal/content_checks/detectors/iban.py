@@ -1,6 +1,6 @@
 """IBAN: International Bank Account Numbers, with or without spaces.
 
-Pure layer (safety filter detector). Country code, two check digits, then the
+Pure layer of the shared library (one detector). Country code, two check digits, then the
 BBAN; the length must be the one the country registered (SWIFT IBAN Registry)
 and the whole number must pass ISO 7064 mod 97-10 (ISO 13616). When a run is
 longer than its country's IBAN (words in capitals after it), the IBAN is cut
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from safety_filter.checks.match import Detector
-from safety_filter.checks.pattern import PatternDetector, PatternSpec, charset
-from safety_filter.checks.registry import DetectorOptions
+from frugal.content_checks.match import Detector
+from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
+from frugal.content_checks.registry import DetectorOptions
 
 CATEGORY = "IBAN"
 

@@ -1,6 +1,6 @@
 """US_SSN: US Social Security numbers written AAA-GG-SSSS.
 
-Pure layer (safety filter detector). Numbers the SSA never issues are not
+Pure layer of the shared library (one detector). Numbers the SSA never issues are not
 SSNs (SSA, "Social Security Number Randomization", 2011): area 000, 666 and
 900-999, group 00, serial 0000; nor are the two numbers printed in old
 advertisements (078-05-1120, 219-09-9999).
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-from safety_filter.checks.match import Detector
-from safety_filter.checks.pattern import PatternDetector, PatternSpec, charset
-from safety_filter.checks.registry import DetectorOptions
+from frugal.content_checks.match import Detector
+from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
+from frugal.content_checks.registry import DetectorOptions
 
 CATEGORY = "US_SSN"
 

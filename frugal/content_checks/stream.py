@@ -1,6 +1,6 @@
 """Redacting a streamed LLM output chunk by chunk, never emitting a secret in clear.
 
-Pure layer (safety filter). `StreamRedactor.feed` takes chunks as the engine
+Pure layer of the shared library. `StreamRedactor.feed` takes chunks as the engine
 sends them, at any boundaries, and returns only text that is settled: text
 before the earliest position where a match could still start or grow. Each
 detector says where that is (`Detector.unsettled_from`): a pattern is settled
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from safety_filter.checks.match import Match
-from safety_filter.checks.policy import (
+from frugal.content_checks.match import Match
+from frugal.content_checks.policy import (
     ContentPolicy,
     detectors_for,
     find_all,

@@ -1,6 +1,6 @@
 """What a content detector finds, and the one interface every detector implements.
 
-Pure layer (safety filter, "Safety Module" of the ScaleLLM paper). A `Match` is
+Pure layer of the shared library (the "Safety Module" of the ScaleLLM paper). A `Match` is
 only a category and a span: the sensitive text itself is never copied out of
 the string it was found in, so it cannot end up in a log or a metric label.
 """

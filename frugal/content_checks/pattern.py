@@ -1,6 +1,6 @@
 """Detectors made of regular expressions whose candidates are checked in code.
 
-Pure layer (safety filter). Most categories are one or more `PatternSpec`s: a
+Pure layer of the shared library. Most categories are one or more `PatternSpec`s: a
 regex compiled once at import, the alphabet of characters a match can consume,
 its longest match, and optionally the literal prefixes every match starts with
 and a validator (Luhn, mod-97, `ipaddress`...) that keeps precision high.
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from safety_filter.checks.match import Match
+from frugal.content_checks.match import Match
 
 # (text, start, end) of a regex candidate -> the end of the accepted match
 # (possibly shorter, never <= start) or None to reject it.

@@ -1,6 +1,6 @@
 """Content policy: which detectors run, what happens on a hit, and redaction.
 
-Pure layer (safety filter, "Safety Module" of the ScaleLLM paper). A policy is
+Pure layer of the shared library (the "Safety Module" of the ScaleLLM paper). A policy is
 configured as `{detectors: [names], prompt_action, output_action, blocklist}`;
 a model's policy and an API key's policy combine with `merge` (the stricter
 action wins, detector sets and blocklists are united). `scan` runs a policy's
@@ -19,10 +19,10 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from safety_filter.checks.detectors import DETECTORS
-from safety_filter.checks.detectors.blocklist import CATEGORY as BLOCKLIST
-from safety_filter.checks.match import Detector, Match
-from safety_filter.checks.registry import DetectorOptions
+from frugal.content_checks.detectors import DETECTORS
+from frugal.content_checks.detectors.blocklist import CATEGORY as BLOCKLIST
+from frugal.content_checks.match import Detector, Match
+from frugal.content_checks.registry import DetectorOptions
 
 PolicyAction = Literal["log", "redact", "block"]
 OutputAction = Literal["redact", "block"]

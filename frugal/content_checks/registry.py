@@ -1,6 +1,6 @@
 """Detectors registered by name: adding a category never touches the callers.
 
-Pure layer (safety filter). A policy names detectors ("EMAIL", "SECRET"...);
+Pure layer of the shared library. A policy names detectors ("EMAIL", "SECRET"...);
 `DetectorRegistry.build` turns a name into a detector through the factory its
 module registered (detectors/__init__.py). Factories take `DetectorOptions`,
 the parameters a policy carries for detectors (today the blocklist terms).
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from safety_filter.checks.match import Detector
+from frugal.content_checks.match import Detector
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """CREDIT_CARD: payment card numbers (PANs), Luhn-checked, from known issuers.
 
-Pure layer (safety filter detector). 13-19 digits, written solid or in groups
+Pure layer of the shared library (one detector). 13-19 digits, written solid or in groups
 separated by one kind of separator (`4111 1111 1111 1111`, `3782-822463-10005`).
 A candidate must pass the Luhn check (ISO/IEC 7812-1) and start with an issuer
 prefix whose network uses that length, so order numbers and random digit runs
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 
-from safety_filter.checks.match import Detector
-from safety_filter.checks.pattern import PatternDetector, PatternSpec, charset
-from safety_filter.checks.registry import DetectorOptions
+from frugal.content_checks.match import Detector
+from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
+from frugal.content_checks.registry import DetectorOptions
 
 CATEGORY = "CREDIT_CARD"
 

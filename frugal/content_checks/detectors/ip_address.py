@@ -1,6 +1,6 @@
 """IP_ADDRESS: IPv4 dotted quads and IPv6 addresses.
 
-Pure layer (safety filter detector). IPv4 octets are 0-255 without leading
+Pure layer of the shared library (one detector). IPv4 octets are 0-255 without leading
 zeros and the quad must stand alone (`10.0.19041.1`, `1.2.3.4.5` and
 `300.1.1.1` are not addresses). IPv6 candidates (hex groups and colons, an
 optional trailing IPv4) are accepted only if the `ipaddress` module parses
@@ -12,9 +12,9 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from safety_filter.checks.match import Detector
-from safety_filter.checks.pattern import PatternDetector, PatternSpec, charset
-from safety_filter.checks.registry import DetectorOptions
+from frugal.content_checks.match import Detector
+from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
+from frugal.content_checks.registry import DetectorOptions
 
 CATEGORY = "IP_ADDRESS"
 

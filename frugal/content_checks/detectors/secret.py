@@ -1,6 +1,6 @@
 """SECRET: credentials with a recognisable shape.
 
-Pure layer (safety filter detector). One regex per credential kind, each
+Pure layer of the shared library (one detector). One regex per credential kind, each
 anchored on the literal prefix its issuer puts in front of every token (so a
 stream only holds text back while such a prefix is being written):
 AWS access key ids (AKIA/ASIA) and `aws_secret_access_key = ...` assignments,
@@ -18,9 +18,9 @@ import binascii
 import json
 import re
 
-from safety_filter.checks.match import Detector
-from safety_filter.checks.pattern import PatternDetector, PatternSpec, charset
-from safety_filter.checks.registry import DetectorOptions
+from frugal.content_checks.match import Detector
+from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
+from frugal.content_checks.registry import DetectorOptions
 
 CATEGORY = "SECRET"
 

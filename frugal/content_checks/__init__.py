@@ -1,7 +1,8 @@
 """Sensitive-content detection for prompts and streamed LLM output.
 
-Pure layer of the safety filter (the ScaleLLM paper's Safety Module): no I/O
-except `load_blocklist`, which reads the term file a caller names.
+Pure layer of the shared library (the ScaleLLM paper's Safety Module), used by
+the safety filter (prompts, unary answers) and the engine workers (streamed
+output): no I/O except `load_blocklist`, which reads the term file a caller names.
 - match.py: `Match` (category + span, never the text) and the `Detector` protocol;
 - detectors/: one module per category, registered by name in `DETECTORS`;
 - policy.py: `ContentPolicy`, `merge`, `DEFAULT_POLICY`, `scan`, `redact`;
@@ -10,9 +11,9 @@ except `load_blocklist`, which reads the term file a caller names.
 - evaluate.py: recall / precision on a labelled corpus.
 """
 
-from safety_filter.checks.detectors import DETECTORS
-from safety_filter.checks.match import Detector, Match
-from safety_filter.checks.policy import (
+from frugal.content_checks.detectors import DETECTORS
+from frugal.content_checks.match import Detector, Match
+from frugal.content_checks.policy import (
     DEFAULT_POLICY,
     ContentPolicy,
     OutputAction,
@@ -24,8 +25,8 @@ from safety_filter.checks.policy import (
     resolve_overlaps,
     scan,
 )
-from safety_filter.checks.registry import DetectorOptions, DetectorRegistry, UnknownDetectorError
-from safety_filter.checks.stream import StreamRedactor, StreamResult
+from frugal.content_checks.registry import DetectorOptions, DetectorRegistry, UnknownDetectorError
+from frugal.content_checks.stream import StreamRedactor, StreamResult
 
 __all__ = [
     "DEFAULT_POLICY",

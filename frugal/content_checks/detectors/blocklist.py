@@ -1,6 +1,6 @@
 """BLOCKLIST: configured terms, matched case-insensitively as whole words.
 
-Pure layer (safety filter detector). All terms go into one Aho-Corasick
+Pure layer of the shared library (one detector). All terms go into one Aho-Corasick
 automaton (pyahocorasick), built once per term list, so scanning costs the same
 for ten terms or ten thousand. A hit counts only when the characters on both
 sides are not word characters: "classified" does not match inside
@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 import ahocorasick  # type: ignore[import-not-found]
 
-from safety_filter.checks.match import Detector, Match
-from safety_filter.checks.registry import DetectorOptions
+from frugal.content_checks.match import Detector, Match
+from frugal.content_checks.registry import DetectorOptions
 
 CATEGORY = "BLOCKLIST"
 
