@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
+from engine_workers.backends.openai_upstream_parameters import OpenAIUpstreamParameters
 from engine_workers.backends.sim_model import SimProfile
+from engine_workers.backends.transformers_parameters import TransformersParameters
+from engine_workers.backends.trtllm_parameters import TrtllmParameters
 
 if TYPE_CHECKING:
     from engine_workers.engine import EngineBackend
@@ -37,6 +40,13 @@ class BackendEntry:
 
 BACKENDS: dict[str, BackendEntry] = {
     "sim": BackendEntry(SimProfile, "engine_workers.backends.sim:build_sim_backend"),
+    "openai": BackendEntry(
+        OpenAIUpstreamParameters, "engine_workers.backends.openai_upstream:build_openai_backend"
+    ),
+    "trtllm": BackendEntry(TrtllmParameters, "engine_workers.backends.trtllm:build_trtllm_backend"),
+    "transformers": BackendEntry(
+        TransformersParameters, "engine_workers.backends.hf_transformers:build_transformers_backend"
+    ),
 }
 
 
