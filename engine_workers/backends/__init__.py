@@ -18,7 +18,6 @@ from pydantic import BaseModel
 
 from engine_workers.backends.openai_upstream_parameters import OpenAIUpstreamParameters
 from engine_workers.backends.sim_model import SimProfile
-from engine_workers.backends.trtllm_parameters import TrtllmParameters
 from engine_workers.backends.transformers_parameters import TransformersParameters
 from engine_workers.backends.trtllm_parameters import TrtllmParameters
 
@@ -41,7 +40,6 @@ class BackendEntry:
 
 BACKENDS: dict[str, BackendEntry] = {
     "sim": BackendEntry(SimProfile, "engine_workers.backends.sim:build_sim_backend"),
-    "trtllm": BackendEntry(TrtllmParameters, "engine_workers.backends.trtllm:build_trtllm_backend"),
     "openai": BackendEntry(
         OpenAIUpstreamParameters, "engine_workers.backends.openai_upstream:build_openai_backend"
     ),
