@@ -17,6 +17,7 @@ import httpx
 from pydantic import ValidationError
 
 from control_plane.config_file import ConfigError, load_config
+from control_plane.load_sampler import LoadSampler
 from control_plane.model import FrugalConfig
 from engine_workers.backends import validate_parameters
 from frugal.cli.demo_key import ensure_demo_key
@@ -27,6 +28,9 @@ from frugal.keys.admin_token import ensure_admin_token_file
 from frugal.keys.hashing import ensure_pepper_file
 
 READY_TIMEOUT_S = 90.0
+# Replicas may take longer than the API: the first start of the transformers backend
+# converts its model once (~30 s here), and each worker loads its weights.
+REPLICAS_TIMEOUT_S = 300.0
 T = TypeVar("T")
 
 
@@ -97,13 +101,42 @@ async def start_stack(
     key = await ensure_demo_key(admin_url(config), files)
     api_headers = {"authorization": f"Bearer {key}"}
     await _until_ok(api_url(config) + "/v1/models", api_headers, supervisor)
+    if engines:
+        missing = await _until_replicas_healthy(config, supervisor)
+        if missing:
+            print(
+                f"frugal up: not yet healthy after {REPLICAS_TIMEOUT_S:.0f} s, routed around "
+                f"until they are: {', '.join(sorted(missing))}",
+                file=sys.stderr,
+                flush=True,
+            )
     return key
+
+
+async def _until_replicas_healthy(config: FrugalConfig, supervisor: Supervisor) -> set[str]:
+    """Wait until Envoy's health checks pass on every configured replica, so the first
+    request after the banner finds its model served; returns the replicas still not healthy
+    when the time runs out."""
+    expected = {str(e) for m in config.models for g in m.groups for e in g.replicas}
+    sampler = LoadSampler([f"http://127.0.0.1:{config.envoy.admin_port}"], timeout_s=2.0)
+    deadline = time.monotonic() + REPLICAS_TIMEOUT_S
+    try:
+        while True:
+            if (dead := supervisor.dead()) is not None:
+                raise StackFailed(f"{dead[0]} {describe_exit(dead[1])} during start-up")
+            hosts = await sampler.hosts()
+            healthy = {a for cluster in hosts.values() for a, h in cluster.items() if h.healthy}
+            if expected <= healthy or time.monotonic() > deadline:
+                return expected - healthy
+            await asyncio.sleep(0.25)
+    finally:
+        await sampler.close()
 
 
 def banner(config: FrugalConfig, key: str) -> str:
     url = api_url(config)
-    echo = next((m.name for m in config.models if m.echo), config.models[0].name)
-    body = json.dumps({"model": echo, "messages": [{"role": "user", "content": "Hello, Frugal!"}]})
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    body = json.dumps({"model": config.models[0].name, "messages": question})
     return "\n".join(
         [
             "",

@@ -8,6 +8,7 @@ tests/integration/test_transformers_backend.py.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from hypothesis import given
@@ -32,7 +33,7 @@ def decode(ids: Sequence[int]) -> str:
 
 def chunked(ids: list[int], cuts: list[int]) -> list[list[int]]:
     points = sorted({c % (len(ids) + 1) for c in cuts} | {0, len(ids)})
-    return [ids[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [ids[a:b] for a, b in itertools.pairwise(points)]
 
 
 TEXT = st.text(alphabet=st.sampled_from("ab é€😀中\n"), max_size=40)
@@ -72,7 +73,7 @@ def test_a_stop_string_ends_the_text_before_it(text: str, stop: str, cuts: list[
 
 def _split(text: str, cuts: list[int]) -> list[str]:
     points = sorted({c % (len(text) + 1) for c in cuts} | {0, len(text)})
-    return [text[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [text[a:b] for a, b in itertools.pairwise(points)]
 
 
 def test_text_that_may_start_a_stop_string_is_held_back() -> None:
