@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from control_plane.balancer.load import ReplicaCounters
-from frugal.wire import ENGINE_METRICS_PORT_OFFSET
+from frugal.wire import engine_metrics_port
 
 ACTIVE_STAT = re.compile(r"^cluster\.(engine__.+)\.upstream_rq_active$")
 METRIC_LINE = re.compile(r"^(frugal_engine_\w+?)(?:\{[^}]*\})? ([0-9.eE+-]+|NaN)$", re.MULTILINE)
@@ -116,7 +116,7 @@ class LoadSampler:
 
     async def _counters(self, address: str) -> ReplicaCounters | None:
         host, _, port = address.rpartition(":")
-        url = f"http://{host}:{int(port) + ENGINE_METRICS_PORT_OFFSET}/metrics"
+        url = f"http://{host}:{engine_metrics_port(int(port))}/metrics"
         try:
             text = (await self._client.get(url)).text
         except httpx.HTTPError:

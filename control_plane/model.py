@@ -17,6 +17,7 @@ from control_plane.balancer.config import (
     ConcurrencyBandsConfig,
     StaticConfig,
 )
+from frugal.wire import DEFAULT_SAFETY_FILTER_PORT
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
@@ -125,7 +126,7 @@ class EnvoyConfig(Frozen):
 
 class SafetyFilterConfig(Frozen):
     host: str = "127.0.0.1"
-    port: Port = 50051
+    port: Port = DEFAULT_SAFETY_FILTER_PORT
     # Prometheus metrics (auth outcomes, rate-limit decisions, detections, phase times); 0: off.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     # The policy for every model without its own `content_policy`.

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from engine_workers.engine import Delta, EngineBackend, GenerationRequest, PromptInput
-from engine_workers.metrics import EngineMetrics
+from engine_workers.metrics import EngineMetrics, RequestTimes
 from engine_workers.prompt import (
     ChatTurn,
     SamplingParams,
@@ -114,4 +114,11 @@ class EngineCore:
             self.backend.abort(request.request_id)
             if timing.last_token is not None:
                 ttft = None if timing.first_token is None else timing.first_token - timing.arrival
-                self.metrics.observe_request(ttft, timing.last_token - timing.arrival)
+                self.metrics.observe_request(
+                    RequestTimes(
+                        ttft_seconds=ttft,
+                        total_seconds=timing.last_token - timing.arrival,
+                        prompt_tokens=timing.prompt_tokens,
+                        completion_tokens=timing.completion_tokens,
+                    )
+                )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -20,9 +21,24 @@ from engine_workers.engine import LoadSnapshot
 
 LABELS = ("model_name", "group")
 
+
+@dataclass(frozen=True, slots=True)
+class RequestTimes:
+    """One finished (or abandoned) request, as the metrics see it."""
+
+    ttft_seconds: float | None
+    total_seconds: float
+    prompt_tokens: int
+    completion_tokens: int
+
+
 # TTFT spans a few ms (one step at low load) to seconds (deep queues); buckets follow suit.
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+# A step of a GPU engine takes ms; a CPU model's, up to a few hundred ms.
+TPOT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5)
+# Token counts per request, as vLLM's request_prompt_tokens / request_generation_tokens.
+TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
 class _LoadCollector(Collector):
@@ -79,15 +95,41 @@ class EngineMetrics:
             buckets=TTFT_BUCKETS,
             registry=self.registry,
         ).labels(*labels)
+        self._tpot_seconds = Histogram(
+            "frugal_engine_time_per_output_token_seconds",
+            "Mean time between a request's tokens after its first.",
+            LABELS,
+            buckets=TPOT_BUCKETS,
+            registry=self.registry,
+        ).labels(*labels)
+        self._request_prompt_tokens = Histogram(
+            "frugal_engine_request_prompt_tokens",
+            "Prompt tokens of each request.",
+            LABELS,
+            buckets=TOKEN_BUCKETS,
+            registry=self.registry,
+        ).labels(*labels)
+        self._request_generation_tokens = Histogram(
+            "frugal_engine_request_generation_tokens",
+            "Tokens generated for each request.",
+            LABELS,
+            buckets=TOKEN_BUCKETS,
+            registry=self.registry,
+        ).labels(*labels)
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
     def observe_prompt(self, prompt_tokens: int) -> None:
         self._prompt_tokens.inc(prompt_tokens)
 
-    def observe_request(self, ttft_seconds: float | None, total_seconds: float) -> None:
-        if ttft_seconds is not None:
-            self._ttft_seconds.observe(ttft_seconds)
-        self._request_seconds.observe(total_seconds)
+    def observe_request(self, timing: RequestTimes) -> None:
+        if timing.ttft_seconds is not None:
+            self._ttft_seconds.observe(timing.ttft_seconds)
+            if timing.completion_tokens > 1:
+                decode = timing.total_seconds - timing.ttft_seconds
+                self._tpot_seconds.observe(decode / (timing.completion_tokens - 1))
+        self._request_seconds.observe(timing.total_seconds)
+        self._request_prompt_tokens.observe(timing.prompt_tokens)
+        self._request_generation_tokens.observe(timing.completion_tokens)
 
     def serve_http(self, host: str, port: int) -> int:
         """Serve /metrics on a thread of prometheus_client's; return the bound port."""

@@ -31,6 +31,7 @@ from engine_workers.sse_events import (
     CompletionChunks,
     engine_time_comment,
 )
+from frugal import wire
 from frugal.openai_errors import (
     CONTENT_POLICY_VIOLATION,
     error_event,
@@ -44,16 +45,7 @@ from frugal.v1 import inference_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 
-ENGINE_MS_KEY = "x-frugal-engine-ms"
-ENGINE_TTFT_MS_KEY = "x-frugal-engine-ttft-ms"
-PROMPT_TOKENS_KEY = "x-frugal-prompt-tokens"
-COMPLETION_TOKENS_KEY = "x-frugal-completion-tokens"
-# What the output checks did (categories only, never the text), for the gateway's metrics.
-OUTPUT_REDACTED_KEY = "x-frugal-output-redacted"
-OUTPUT_BLOCKED_KEY = "x-frugal-output-blocked"
 EVENT_STREAM = "text/event-stream"
-
-REQUEST_ID_KEY = "x-request-id"
 
 CHAT_COMPLETION = "chat.completion"
 CHAT_COMPLETION_CHUNK = "chat.completion.chunk"
@@ -97,7 +89,7 @@ def _usage(usage: TokenUsage) -> Any:
 
 
 def _engine_times(timing: RequestTiming) -> tuple[tuple[str, str], ...]:
-    pairs = ((ENGINE_MS_KEY, timing.engine_ms()), (ENGINE_TTFT_MS_KEY, timing.ttft_ms()))
+    pairs = ((wire.ENGINE_MS, timing.engine_ms()), (wire.ENGINE_TTFT_MS, timing.ttft_ms()))
     return tuple((key, f"{ms:.3f}") for key, ms in pairs if ms is not None)
 
 
@@ -106,8 +98,8 @@ def _trailers(timing: RequestTiming) -> tuple[tuple[str, str], ...]:
     (the gateway settles token budgets from these)."""
     return (
         *_engine_times(timing),
-        (PROMPT_TOKENS_KEY, str(timing.prompt_tokens)),
-        (COMPLETION_TOKENS_KEY, str(timing.completion_tokens)),
+        (wire.PROMPT_TOKENS, str(timing.prompt_tokens)),
+        (wire.COMPLETION_TOKENS, str(timing.completion_tokens)),
     )
 
 
@@ -146,9 +138,9 @@ def _output_trailers(
 ) -> tuple[tuple[str, str], ...]:
     pairs = []
     if guard is not None and guard.redacted:
-        pairs.append((OUTPUT_REDACTED_KEY, ",".join(guard.redacted)))
+        pairs.append((wire.OUTPUT_REDACTED, ",".join(guard.redacted)))
     if answer.blocked is not None:
-        pairs.append((OUTPUT_BLOCKED_KEY, answer.blocked))
+        pairs.append((wire.OUTPUT_BLOCKED, answer.blocked))
     return tuple(pairs)
 
 
@@ -158,7 +150,7 @@ def _body(data: bytes) -> Any:
 
 def _bind_request_id(context: Any) -> None:
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY:
+        if key == wire.REQUEST_ID_HEADER:
             bind_request_id(str(value))
             return
 

@@ -15,9 +15,10 @@ import json
 from typing import Protocol
 
 from engine_workers.engine import TokenUsage
+from frugal import wire
 
 DONE_EVENT = b"data: [DONE]\n\n"
-ENGINE_MS_COMMENT = b": x-frugal-engine-ms="
+ENGINE_MS_COMMENT = wire.ENGINE_MS_COMMENT.encode()
 _CHAT_ROLE = b'"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
 _CHAT_FINAL = b'"choices":[{"index":0,"delta":{},"finish_reason":'
 _TEXT_FINAL = b'"choices":[{"index":0,"text":"","finish_reason":'

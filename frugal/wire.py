@@ -1,7 +1,8 @@
 """The wire contract between Frugal's processes (shared library, pure constants).
 
-Header, trailer and metadata names and port conventions that more than one service reads or
-writes are defined here once; a service never spells them itself.
+Header, trailer and metadata names and port conventions that more than one process reads or
+writes (the safety filter, the engine workers, the Envoy configuration the control plane
+translates, the benchmarks, the tests) are defined here once; nobody spells them itself.
 """
 
 from __future__ import annotations
@@ -11,3 +12,69 @@ from __future__ import annotations
 DEFAULT_SAFETY_FILTER_PORT = 50051
 DEFAULT_ENGINE_PORT = 50061
 ENGINE_METRICS_PORT_OFFSET = 1000
+
+
+def engine_metrics_port(port: int) -> int:
+    """The Prometheus port of the engine worker serving gRPC on `port`."""
+    return port + ENGINE_METRICS_PORT_OFFSET
+
+
+# Envoy's request id (the HCM generates it), forwarded to every service and engine.
+REQUEST_ID_HEADER = "x-request-id"
+
+# Set by ext_authz (the safety filter) from the caller's key, over any client-sent copy;
+# read by ext_proc and by the rate limit actions the control plane configures. An absent
+# rpm / tpm means unlimited; models is a comma list, or ALL_MODELS.
+KEY_ID_HEADER = "x-frugal-key-id"
+TENANT_HEADER = "x-frugal-tenant"
+KEY_RPM_HEADER = "x-frugal-key-rpm"
+KEY_TPM_HEADER = "x-frugal-key-tpm"
+KEY_MODELS_HEADER = "x-frugal-key-models"
+ALL_MODELS = "*"
+# Where Envoy puts ext_authz's CheckResponse.dynamic_metadata, and its keys (access log).
+AUTHZ_METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
+AUTHZ_KEY_ID = "key_id"
+AUTHZ_TENANT = "tenant"
+
+# The rate limit descriptor Envoy sends the RateLimitService: its domain and entry keys.
+RATE_LIMIT_DOMAIN = "frugal"
+RATE_LIMIT_KEY_ID = "key_id"
+RATE_LIMIT_RPM = "rpm"
+
+# Set by ext_proc once the body named a served model; the routes match on it.
+MODEL_HEADER = "x-frugal-model"
+
+# What an engine worker reports of a request: its own times (trailers, and response
+# headers of a unary answer), the tokens used (trailers), and what its output checks did
+# (trailers; categories only, never the text).
+ENGINE_MS = "x-frugal-engine-ms"
+ENGINE_TTFT_MS = "x-frugal-engine-ttft-ms"
+PROMPT_TOKENS = "x-frugal-prompt-tokens"
+COMPLETION_TOKENS = "x-frugal-completion-tokens"
+OUTPUT_REDACTED = "x-frugal-output-redacted"
+OUTPUT_BLOCKED = "x-frugal-output-blocked"
+# A stream's engine time, as the SSE comment line the worker writes before `data: [DONE]`
+# (HTTP/1.1 clients never see trailers).
+ENGINE_MS_COMMENT = f": {ENGINE_MS}="
+
+# The gateway's own time on a request (Envoy's measurement, sent to the client), and the
+# internal header the route table sets for the Lua filter that computes it.
+GATEWAY_OVERHEAD_HEADER = "x-frugal-gateway-overhead-ms"
+GATEWAY_OVERHEAD_US_HEADER = "x-frugal-internal-gateway-overhead-us"
+
+# Dynamic metadata the safety filter's ext_proc sends with a refusal: the OpenAI error's
+# type and code, which Envoy's local reply mapper puts in the body.
+ERROR_METADATA_NAMESPACE = "frugal.error"
+ERROR_TYPE_KEY = "type"
+ERROR_CODE_KEY = "code"
+# Dynamic metadata of a request's summary (ext_proc), which the access log reads.
+REQUEST_METADATA_NAMESPACE = "frugal.request"
+REQUEST_METADATA_KEYS = (
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "ttft_ms",
+    "engine_ms",
+    "engine_ttft_ms",
+    "error",
+)

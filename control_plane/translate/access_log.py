@@ -28,20 +28,9 @@ import envoy.extensions.access_loggers.file.v3.file_pb2  # noqa: F401
 from control_plane.model import AccessLogConfig
 from control_plane.translate import gateway_overhead
 from control_plane.translate.messages import TYPE
+from frugal import wire
 
 FILE_ACCESS_LOG = TYPE + "envoy.extensions.access_loggers.file.v3.FileAccessLog"
-AUTHZ_METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
-# Where the safety filter's ext_proc processor puts what it measured of a request.
-REQUEST_METADATA_NAMESPACE = "frugal.request"
-REQUEST_METADATA_KEYS = (
-    "model",
-    "prompt_tokens",
-    "completion_tokens",
-    "ttft_ms",
-    "engine_ms",
-    "engine_ttft_ms",
-    "error",
-)
 
 
 def _metadata(namespace: str, key: str) -> str:
@@ -50,16 +39,17 @@ def _metadata(namespace: str, key: str) -> str:
 
 ACCESS_LOG_FIELDS: dict[str, str] = {
     "time": "%START_TIME%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
-    "key_id": _metadata(AUTHZ_METADATA_NAMESPACE, "key_id"),
-    "tenant": _metadata(AUTHZ_METADATA_NAMESPACE, "tenant"),
+    "request_id": f"%REQ({wire.REQUEST_ID_HEADER.upper()})%",
+    "key_id": _metadata(wire.AUTHZ_METADATA_NAMESPACE, wire.AUTHZ_KEY_ID),
+    "tenant": _metadata(wire.AUTHZ_METADATA_NAMESPACE, wire.AUTHZ_TENANT),
     "method": "%REQ(:METHOD)%",
     # The transcoder rewrites :path to the gRPC method and keeps the one it was given
     # in x-envoy-original-path: the client's, or its `:stream` binding for a stream.
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "status": "%RESPONSE_CODE%",
     "flags": "%RESPONSE_FLAGS%",
-    **{key: _metadata(REQUEST_METADATA_NAMESPACE, key) for key in REQUEST_METADATA_KEYS},
+    # What the safety filter's ext_proc processor measured of the request.
+    **{key: _metadata(wire.REQUEST_METADATA_NAMESPACE, key) for key in wire.REQUEST_METADATA_KEYS},
     "duration_ms": "%DURATION%",
     "gateway_ms": _metadata(gateway_overhead.METADATA_NAMESPACE, gateway_overhead.METADATA_KEY),
     "upstream": "%UPSTREAM_HOST%",

@@ -25,12 +25,10 @@ from typing import Any
 import envoy.extensions.filters.http.lua.v3.lua_pb2  # noqa: F401
 
 from control_plane.translate.messages import TYPE
+from frugal import wire
 
 LUA = TYPE + "envoy.extensions.filters.http.lua.v3.Lua"
 LUA_FILTER = "envoy.filters.http.lua"
-OVERHEAD_HEADER = "x-frugal-gateway-overhead-ms"
-# Set by the route table, read and removed by the Lua filter; never reaches a client.
-MICROSECONDS_HEADER = "x-frugal-internal-gateway-overhead-us"
 METADATA_NAMESPACE = "frugal.gateway"
 METADATA_KEY = "overhead_ms"
 
@@ -39,14 +37,14 @@ function envoy_on_response(handle)
   local headers = handle:headers()
   -- No header (a local reply: no engine was asked) gives no value at all, which
   -- tonumber refuses; test it first.
-  local raw = headers:get("{MICROSECONDS_HEADER}")
-  headers:remove("{MICROSECONDS_HEADER}")
+  local raw = headers:get("{wire.GATEWAY_OVERHEAD_US_HEADER}")
+  headers:remove("{wire.GATEWAY_OVERHEAD_US_HEADER}")
   local us = raw and tonumber(raw)
   if us == nil then
     return
   end
   local ms = string.format("%.3f", us / 1000)
-  headers:replace("{OVERHEAD_HEADER}", ms)
+  headers:replace("{wire.GATEWAY_OVERHEAD_HEADER}", ms)
   handle:streamInfo():dynamicMetadata():set("{METADATA_NAMESPACE}", "{METADATA_KEY}", tonumber(ms))
 end
 """
@@ -57,7 +55,7 @@ def microseconds_header() -> dict[str, Any]:
     response an engine sent (headers from an engine that names it are overwritten)."""
     return {
         "header": {
-            "key": MICROSECONDS_HEADER,
+            "key": wire.GATEWAY_OVERHEAD_US_HEADER,
             "value": "%COMMON_DURATION(DS_RX_BEG:US_TX_BEG:us)%",
         },
         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",

@@ -12,17 +12,15 @@ from typing import Any
 from control_plane.model import FrugalConfig
 from control_plane.translate import gateway_overhead
 from control_plane.translate import messages as m
-from control_plane.translate.access_log import REQUEST_METADATA_NAMESPACE, build_access_logs
-from control_plane.translate.local_replies import (
-    ERROR_METADATA_NAMESPACE,
-    build_local_reply_config,
-)
+from control_plane.translate.access_log import build_access_logs
+from control_plane.translate.local_replies import build_local_reply_config
 from control_plane.translate.policy_filters import (
     SAFETY_FILTER_CLUSTER,
     ext_authz_filter,
     local_rate_limit_filter,
     rate_limit_filter,
 )
+from frugal import wire
 
 PUBLIC_LISTENER = "public"
 PUBLIC_ROUTES = "public"
@@ -62,7 +60,7 @@ def _ext_proc_filter() -> dict[str, Any]:
             # request ends with what the processor measured of it (for the access log).
             "metadata_options": {
                 "receiving_namespaces": {
-                    "untyped": [ERROR_METADATA_NAMESPACE, REQUEST_METADATA_NAMESPACE]
+                    "untyped": [wire.ERROR_METADATA_NAMESPACE, wire.REQUEST_METADATA_NAMESPACE]
                 }
             },
             # The processor sets x-frugal-model and may rewrite :path; routing must see both.

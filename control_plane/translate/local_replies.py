@@ -13,10 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# The safety filter sends an error's type and code as dynamic metadata under this
-# namespace with its immediate response (local reply mappers read metadata, and
-# their header filters see only request headers).
-ERROR_METADATA_NAMESPACE = "frugal.error"
+from frugal import wire
 
 # status -> (OpenAI error type, code) for replies Envoy makes without the safety filter.
 ENVOY_ERRORS: dict[int, tuple[str, str]] = {
@@ -54,12 +51,15 @@ def _status_filter(status: int, op: str = "EQ") -> dict[str, Any]:
 
 
 def build_local_reply_config() -> dict[str, Any]:
+    # The safety filter sends an error's type and code as dynamic metadata with its
+    # immediate response (local reply mappers read metadata, and their header filters
+    # see only request headers).
     from_safety_filter = {
         "filter": {
             "metadata_filter": {
                 "matcher": {
-                    "filter": ERROR_METADATA_NAMESPACE,
-                    "path": [{"key": "code"}],
+                    "filter": wire.ERROR_METADATA_NAMESPACE,
+                    "path": [{"key": wire.ERROR_CODE_KEY}],
                     "value": {"present_match": True},
                 },
                 # Envoy's default is to match when the key is absent.
@@ -67,8 +67,8 @@ def build_local_reply_config() -> dict[str, Any]:
             }
         },
         "body_format_override": _error_body(
-            f"%DYNAMIC_METADATA({ERROR_METADATA_NAMESPACE}:type)%",
-            f"%DYNAMIC_METADATA({ERROR_METADATA_NAMESPACE}:code)%",
+            f"%DYNAMIC_METADATA({wire.ERROR_METADATA_NAMESPACE}:{wire.ERROR_TYPE_KEY})%",
+            f"%DYNAMIC_METADATA({wire.ERROR_METADATA_NAMESPACE}:{wire.ERROR_CODE_KEY})%",
         ),
     }
     by_status = [

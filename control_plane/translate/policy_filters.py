@@ -19,11 +19,9 @@ from typing import Any
 
 from control_plane.model import FrugalConfig
 from control_plane.translate import messages as m
+from frugal import wire
 
 SAFETY_FILTER_CLUSTER = "safety_filter"
-KEY_ID_HEADER = "x-frugal-key-id"
-KEY_RPM_HEADER = "x-frugal-key-rpm"
-RATE_LIMIT_DOMAIN = "frugal"
 UNAVAILABLE = {"code": "ServiceUnavailable"}
 
 
@@ -66,7 +64,7 @@ def rate_limit_filter() -> dict[str, Any]:
         "name": m.RATE_LIMIT_FILTER,
         "typed_config": {
             "@type": m.RATE_LIMIT,
-            "domain": RATE_LIMIT_DOMAIN,
+            "domain": wire.RATE_LIMIT_DOMAIN,
             "timeout": "1s",
             "failure_mode_deny": True,
             "status_on_error": UNAVAILABLE,
@@ -83,14 +81,14 @@ def rate_limit_filter() -> dict[str, Any]:
                     "actions": [
                         {
                             "request_headers": {
-                                "header_name": KEY_ID_HEADER,
-                                "descriptor_key": "key_id",
+                                "header_name": wire.KEY_ID_HEADER,
+                                "descriptor_key": wire.RATE_LIMIT_KEY_ID,
                             }
                         },
                         {
                             "request_headers": {
-                                "header_name": KEY_RPM_HEADER,
-                                "descriptor_key": "rpm",
+                                "header_name": wire.KEY_RPM_HEADER,
+                                "descriptor_key": wire.RATE_LIMIT_RPM,
                                 "skip_if_absent": True,
                             }
                         },

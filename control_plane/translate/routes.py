@@ -16,8 +16,8 @@ from control_plane.model import FrugalConfig, Model, engine_cluster_name
 from control_plane.translate import messages as m
 from control_plane.translate.gateway_overhead import microseconds_header
 from control_plane.translate.listener import PUBLIC_ROUTES
+from frugal import wire
 
-MODEL_HEADER = "x-frugal-model"
 INFERENCE_PATHS = r"^/v1/(chat/)?completions(:stream)?$"
 RETRY_ON = "connect-failure,refused-stream,unavailable,reset-before-request"
 
@@ -71,7 +71,7 @@ def _inference_route(model: Model) -> dict[str, Any]:
     return {
         "match": {
             "safe_regex": {"regex": INFERENCE_PATHS},
-            "headers": [{"name": MODEL_HEADER, "string_match": {"exact": model.name}}],
+            "headers": [{"name": wire.MODEL_HEADER, "string_match": {"exact": model.name}}],
         },
         "route": {
             "weighted_clusters": {

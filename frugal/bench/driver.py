@@ -11,11 +11,6 @@ from typing import Protocol
 
 from frugal.bench.stats import RequestSample
 
-# How the engine's time reaches an HTTP client: a response header on unary answers, an SSE
-# comment line just before the end of a stream (SSE clients ignore comments).
-ENGINE_MS_HEADER = "x-frugal-engine-ms"
-ENGINE_MS_COMMENT = ": x-frugal-engine-ms="
-
 
 @dataclass(frozen=True)
 class BenchRequest:

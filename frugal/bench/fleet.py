@@ -45,7 +45,8 @@ DYNAMIC_POLICY = "adaptive"
 
 @dataclass(frozen=True)
 class StackPorts:
-    """Loopback ports of one stack; each engine also uses its port + 1000 for metrics."""
+    """Loopback ports of one stack; each engine also uses its metrics port
+    (frugal.wire.engine_metrics_port)."""
 
     listener: int
     xds: int

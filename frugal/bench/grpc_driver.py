@@ -14,7 +14,8 @@ from typing import Any
 
 import grpc
 
-from frugal.bench.driver import ENGINE_MS_HEADER, BenchRequest, parse_engine_ms, time_between_tokens
+from frugal import wire
+from frugal.bench.driver import BenchRequest, parse_engine_ms, time_between_tokens
 from frugal.bench.http_driver import DEFAULT_TIMEOUT_S
 from frugal.bench.stats import RequestSample
 from frugal.v1 import inference_pb2 as pb
@@ -23,7 +24,7 @@ from frugal.v1 import inference_pb2_grpc as pb_grpc
 
 def _engine_ms(metadata: Any) -> float | None:
     for key, value in metadata or ():
-        if key == ENGINE_MS_HEADER:
+        if key == wire.ENGINE_MS:
             return parse_engine_ms(str(value))
     return None
 

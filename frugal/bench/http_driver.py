@@ -21,9 +21,8 @@ from typing import Any
 
 import aiohttp
 
+from frugal import wire
 from frugal.bench.driver import (
-    ENGINE_MS_COMMENT,
-    ENGINE_MS_HEADER,
     BenchRequest,
     parse_engine_ms,
     time_between_tokens,
@@ -129,7 +128,7 @@ class HttpDriver:
                 ok=True,
                 tokens=_completion_tokens(json.loads(payload)) or 0,
                 e2e_ms=(end - start) * 1000,
-                engine_ms=parse_engine_ms(response.headers.get(ENGINE_MS_HEADER)),
+                engine_ms=parse_engine_ms(response.headers.get(wire.ENGINE_MS)),
             )
 
     async def _streamed(
@@ -154,8 +153,8 @@ class HttpDriver:
                     usage_tokens = _completion_tokens(event) or usage_tokens
                 elif line == "data: [DONE]":
                     done = True
-                elif line.startswith(ENGINE_MS_COMMENT):
-                    engine_ms = parse_engine_ms(line.removeprefix(ENGINE_MS_COMMENT))
+                elif line.startswith(wire.ENGINE_MS_COMMENT):
+                    engine_ms = parse_engine_ms(line.removeprefix(wire.ENGINE_MS_COMMENT))
         end = time.perf_counter()
         if not done or not arrivals:
             return RequestSample(ok=False, error="no [DONE]" if not done else "no content")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from frugal.bench.fleet import TP2_REPLICAS, StackPorts
-from frugal.wire import ENGINE_METRICS_PORT_OFFSET
+from frugal.wire import engine_metrics_port
 
 _ATTEMPTS = 1000
 
@@ -37,7 +37,7 @@ class PortPicker:
     def take(self, *, engine: bool = False) -> int:
         for _ in range(_ATTEMPTS):
             port = _ephemeral_port()
-            wanted = [port, port + ENGINE_METRICS_PORT_OFFSET] if engine else [port]
+            wanted = [port, engine_metrics_port(port)] if engine else [port]
             if self._claimed.intersection(wanted):
                 continue
             if engine and not _is_free(wanted[1]):

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from control_plane.model import FrugalConfig
-from frugal.wire import ENGINE_METRICS_PORT_OFFSET
+from frugal.wire import engine_metrics_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ def engine_worker_specs(config: FrugalConfig) -> list[ChildSpec]:
                 env = {
                     "FRUGAL_ENGINE_HOST": endpoint.host,
                     "FRUGAL_ENGINE_PORT": str(endpoint.port),
-                    "FRUGAL_ENGINE_METRICS_PORT": str(endpoint.port + ENGINE_METRICS_PORT_OFFSET),
+                    "FRUGAL_ENGINE_METRICS_PORT": str(engine_metrics_port(endpoint.port)),
                     "FRUGAL_ENGINE_MODEL": model.name,
                     "FRUGAL_ENGINE_GROUP": group.name,
                     "FRUGAL_ENGINE_BACKEND": model.backend,

@@ -17,18 +17,9 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]
 
+from frugal import wire
 from frugal.keys import KeyRecord
 from safety_filter.authz.credentials import CREDENTIAL_HEADERS
-
-# Headers the filters after ext_authz read (rate limits, model checks, usage):
-KEY_ID_HEADER = "x-frugal-key-id"
-TENANT_HEADER = "x-frugal-tenant"
-RPM_HEADER = "x-frugal-key-rpm"  # absent: unlimited
-TPM_HEADER = "x-frugal-key-tpm"  # absent: unlimited
-MODELS_HEADER = "x-frugal-key-models"  # comma list, or "*" for every model
-ALL_MODELS = "*"
-# Where Envoy puts CheckResponse.dynamic_metadata (for access logs).
-METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
 
 UNAUTHENTICATED_BODY = (
     "Incorrect API key provided. Send a valid Frugal API key as "
@@ -52,13 +43,14 @@ def identity_headers(record: KeyRecord) -> tuple[dict[str, str], list[str]]:
     limit is sent as a removal rather than an empty value: Envoy drops empty header
     values (HeaderValueOption.keep_empty_value), which would let a client-sent copy through.
     """
+    models = wire.ALL_MODELS if record.models is None else ",".join(record.models)
     to_set = {
-        KEY_ID_HEADER: record.id,
-        TENANT_HEADER: record.tenant,
-        MODELS_HEADER: ALL_MODELS if record.models is None else ",".join(record.models),
+        wire.KEY_ID_HEADER: record.id,
+        wire.TENANT_HEADER: record.tenant,
+        wire.KEY_MODELS_HEADER: models,
     }
     to_remove = list(CREDENTIAL_HEADERS)
-    for header, limit in ((RPM_HEADER, record.rpm), (TPM_HEADER, record.tpm)):
+    for header, limit in ((wire.KEY_RPM_HEADER, record.rpm), (wire.KEY_TPM_HEADER, record.tpm)):
         if limit is None:
             to_remove.append(header)
         else:
@@ -69,7 +61,7 @@ def identity_headers(record: KeyRecord) -> tuple[dict[str, str], list[str]]:
 def allowed(record: KeyRecord) -> Any:
     to_set, to_remove = identity_headers(record)
     metadata = struct_pb2.Struct()
-    metadata.update({"key_id": record.id, "tenant": record.tenant})
+    metadata.update({wire.AUTHZ_KEY_ID: record.id, wire.AUTHZ_TENANT: record.tenant})
     return auth.CheckResponse(
         status=status_pb2.Status(code=code_pb2.OK),
         ok_response=auth.OkHttpResponse(

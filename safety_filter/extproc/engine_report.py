@@ -13,20 +13,14 @@ import math
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
+from frugal import wire
 from safety_filter.extproc.messages import header_value
-
-PROMPT_TOKENS_TRAILER = "x-frugal-prompt-tokens"
-COMPLETION_TOKENS_TRAILER = "x-frugal-completion-tokens"
-ENGINE_MS_HEADER = "x-frugal-engine-ms"
-ENGINE_TTFT_MS_HEADER = "x-frugal-engine-ttft-ms"
-OUTPUT_REDACTED_TRAILER = "x-frugal-output-redacted"
-OUTPUT_BLOCKED_TRAILER = "x-frugal-output-blocked"
 
 
 def usage_from_trailers(trailers: ext.HttpTrailers) -> tuple[int, int] | None:
     """(prompt, completion) tokens, if the engine reported both."""
-    prompt = header_value(trailers, PROMPT_TOKENS_TRAILER)
-    completion = header_value(trailers, COMPLETION_TOKENS_TRAILER)
+    prompt = header_value(trailers, wire.PROMPT_TOKENS)
+    completion = header_value(trailers, wire.COMPLETION_TOKENS)
     if prompt.isdigit() and completion.isdigit():
         return int(prompt), int(completion)
     return None
@@ -35,8 +29,8 @@ def usage_from_trailers(trailers: ext.HttpTrailers) -> tuple[int, int] | None:
 def engine_times(headers: ext.HttpHeaders | ext.HttpTrailers) -> tuple[float | None, float | None]:
     """(engine time, engine time to first token) in ms, each None where not reported."""
     return (
-        parse_ms(header_value(headers, ENGINE_MS_HEADER)),
-        parse_ms(header_value(headers, ENGINE_TTFT_MS_HEADER)),
+        parse_ms(header_value(headers, wire.ENGINE_MS)),
+        parse_ms(header_value(headers, wire.ENGINE_TTFT_MS)),
     )
 
 
@@ -52,6 +46,6 @@ def parse_ms(text: str) -> float | None:
 def output_findings(trailers: ext.HttpTrailers) -> tuple[list[str], str | None]:
     """(categories the worker's output checks redacted, one per match; the category that
     blocked the answer, or None)."""
-    redacted = header_value(trailers, OUTPUT_REDACTED_TRAILER)
-    blocked = header_value(trailers, OUTPUT_BLOCKED_TRAILER)
+    redacted = header_value(trailers, wire.OUTPUT_REDACTED)
+    blocked = header_value(trailers, wire.OUTPUT_BLOCKED)
     return [c for c in redacted.split(",") if c], blocked or None

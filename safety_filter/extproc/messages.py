@@ -13,9 +13,8 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from google.protobuf.struct_pb2 import Struct
 
+from frugal import wire
 from safety_filter.errors import ApiError
-
-ERROR_METADATA_NAMESPACE = "frugal.error"
 
 
 def header_value(headers: ext.HttpHeaders | ext.HttpTrailers, name: str) -> str:
@@ -61,8 +60,8 @@ def immediate_response(
     """A refusal. Envoy's local_reply_config turns the plain message into OpenAI's shape
     with the type and code sent as dynamic metadata (control_plane/translate/local_replies.py);
     `metadata` adds other namespaces."""
-    error_fields = {"type": error.type, "code": error.code}
-    namespaces = {ERROR_METADATA_NAMESPACE: error_fields, **(metadata or {})}
+    error_fields = {wire.ERROR_TYPE_KEY: error.type, wire.ERROR_CODE_KEY: error.code}
+    namespaces = {wire.ERROR_METADATA_NAMESPACE: error_fields, **(metadata or {})}
     headers = ext.HeaderMutation(set_headers=[set_header(k, v) for k, v in error.headers])
     return ext.ProcessingResponse(
         immediate_response=ext.ImmediateResponse(

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
+from frugal import wire
 from frugal.accounting.token_budget import TokenBudget
 from frugal.content_checks import ContentPolicy
 from frugal.request_log import bind_request_id
@@ -73,7 +74,6 @@ from safety_filter.extproc.request_record import (
     CLIENT_DISCONNECTED,
     CLOSED_BEFORE_RESPONSE,
     OUTPUT_BLOCKED,
-    REQUEST_METADATA_NAMESPACE,
     RequestRecord,
 )
 from safety_filter.extproc.upstream_errors import (
@@ -84,7 +84,6 @@ from safety_filter.extproc.usage import UsageMeter, estimate_tokens
 
 log = logging.getLogger(__name__)
 
-MODEL_HEADER = "x-frugal-model"
 OUTPUT_CHECKS_FIELD = "output_checks"
 STREAM_SUFFIX = ":stream"
 LEAKED_GRPC_HEADERS = ("grpc-status", "grpc-message", "grpc-accept-encoding")
@@ -115,14 +114,14 @@ class KeyGrant:
 
     @classmethod
     def from_headers(cls, headers: ext.HttpHeaders) -> KeyGrant | None:
-        key_id = header_value(headers, "x-frugal-key-id")
+        key_id = header_value(headers, wire.KEY_ID_HEADER)
         if not key_id:
             return None
-        models = header_value(headers, "x-frugal-key-models")
-        tpm = header_value(headers, "x-frugal-key-tpm")
+        models = header_value(headers, wire.KEY_MODELS_HEADER)
+        tpm = header_value(headers, wire.KEY_TPM_HEADER)
         return cls(
             key_id,
-            None if models in ("", "*") else frozenset(models.split(",")),
+            None if models in ("", wire.ALL_MODELS) else frozenset(models.split(",")),
             int(tpm) if tpm.isdigit() else None,
         )
 
@@ -158,7 +157,7 @@ class RequestProcessor:
         base = path.removesuffix(STREAM_SUFFIX)
         self._schema_path = base if base in SCHEMAS else None
         self._grant = KeyGrant.from_headers(headers)
-        self._request_id = header_value(headers, "x-request-id")
+        self._request_id = header_value(headers, wire.REQUEST_ID_HEADER)
         bind_request_id(self._request_id)
         if self._schema_path:
             self._record = RequestRecord(started)
@@ -190,7 +189,7 @@ class RequestProcessor:
             raise policy_violation(verdict.blocked)
         await self._reserve(request)
         self._stream = record.stream = self._stream or request.stream
-        set_headers = [set_header(MODEL_HEADER, request.model)]
+        set_headers = [set_header(wire.MODEL_HEADER, request.model)]
         if self._stream:
             set_headers.append(set_header(":path", self._schema_path + STREAM_SUFFIX))
         mutation = None
@@ -211,7 +210,7 @@ class RequestProcessor:
             ext.ProcessingResponse(
                 request_body=ext.BodyResponse(response=common),
                 dynamic_metadata=dynamic_metadata(
-                    {REQUEST_METADATA_NAMESPACE: {"model": request.model}}
+                    {wire.REQUEST_METADATA_NAMESPACE: {"model": request.model}}
                 ),
             )
         ]
@@ -325,7 +324,7 @@ class RequestProcessor:
         if record is None:
             return immediate_response(error)
         record.status, record.error = error.status, error.code
-        metadata = {REQUEST_METADATA_NAMESPACE: record.metadata()}
+        metadata = {wire.REQUEST_METADATA_NAMESPACE: record.metadata()}
         self._observe()
         return immediate_response(error, metadata)
 
@@ -342,7 +341,7 @@ class RequestProcessor:
         record.ended = time.perf_counter()
         if record.first_text is None and record.status == 200:
             record.first_text = record.ended  # a unary answer's first token comes with it
-        metadata = {REQUEST_METADATA_NAMESPACE: record.metadata()}
+        metadata = {wire.REQUEST_METADATA_NAMESPACE: record.metadata()}
         self._observe()
         return metadata
 

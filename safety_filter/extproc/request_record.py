@@ -14,10 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Dynamic metadata namespace of a request's summary (ext_proc metadata_options
-# must list it in receiving_namespaces.untyped, or Envoy drops it).
-REQUEST_METADATA_NAMESPACE = "frugal.request"
-
 # The model label of a request refused before its model was known to be served:
 # client-chosen names never become label values.
 UNKNOWN_MODEL = "unknown"

@@ -24,11 +24,10 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import duration_pb2
 
+from frugal import wire
 from frugal.accounting import windows
 from frugal.accounting.request_rate import RateDecision
 
-ENTRY_KEY_ID = "key_id"
-ENTRY_RPM = "rpm"
 HEADER_LIMIT = "x-ratelimit-limit-requests"
 HEADER_REMAINING = "x-ratelimit-remaining-requests"
 HEADER_RESET = "x-ratelimit-reset-requests"
@@ -61,12 +60,12 @@ def parse_request(request: rls_pb2.RateLimitRequest) -> list[RequestLimit | None
     limits: list[RequestLimit | None] = []
     for descriptor in request.descriptors:
         entries = {entry.key: entry.value for entry in descriptor.entries}
-        key_id = entries.get(ENTRY_KEY_ID, "")
+        key_id = entries.get(wire.RATE_LIMIT_KEY_ID, "")
         if not key_id:
             limits.append(None)
             continue
         hits = descriptor.hits_addend.value if descriptor.HasField("hits_addend") else default_hits
-        limits.append(RequestLimit(key_id, _parse_rpm(entries.get(ENTRY_RPM, "")), hits))
+        limits.append(RequestLimit(key_id, _parse_rpm(entries.get(wire.RATE_LIMIT_RPM, "")), hits))
     return limits
 
 

@@ -35,10 +35,9 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel, Field
 
+from frugal import wire
 from frugal.v1 import inference_pb2 as pb
 from frugal.v1 import inference_pb2_grpc as pb_grpc
-
-ENGINE_MS = "x-frugal-engine-ms"
 
 
 class ChatMessage(BaseModel):
@@ -133,8 +132,10 @@ async def unary_chat(stub: Any, request: pb.ChatCompletionRequest) -> JSONRespon
         completion = await call
     except grpc.aio.AioRpcError as error:
         raise engine_error(error) from error
-    engine_ms = (await call.trailing_metadata()).get(ENGINE_MS)
-    return JSONResponse(to_json(completion), headers={ENGINE_MS: engine_ms} if engine_ms else {})
+    engine_ms = (await call.trailing_metadata()).get(wire.ENGINE_MS)
+    return JSONResponse(
+        to_json(completion), headers={wire.ENGINE_MS: engine_ms} if engine_ms else {}
+    )
 
 
 async def sse_events(call: Any, first: Any) -> AsyncIterator[str]:
@@ -145,7 +146,7 @@ async def sse_events(call: Any, first: Any) -> AsyncIterator[str]:
         while chunk is not grpc.aio.EOF:
             yield f"data: {json.dumps(to_json(chunk))}\n\n"
             chunk = await call.read()
-        engine_ms = (await call.trailing_metadata()).get(ENGINE_MS)
+        engine_ms = (await call.trailing_metadata()).get(wire.ENGINE_MS)
     except grpc.aio.AioRpcError as error:
         yield f"data: {json.dumps(engine_error(error).body())}\n\n"
         return
@@ -153,7 +154,7 @@ async def sse_events(call: Any, first: Any) -> AsyncIterator[str]:
         # A no-op after a clean end; when the client leaves mid-stream it frees the engine slot.
         call.cancel()
     if engine_ms:
-        yield f": {ENGINE_MS}={engine_ms}\n\n"
+        yield f"{wire.ENGINE_MS_COMMENT}{engine_ms}\n\n"
     yield "data: [DONE]\n\n"
 
 

@@ -21,9 +21,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from control_plane.model import engine_cluster_name
+from frugal import wire
 from tests.helpers.stack import FAST, FrugalStack, replicas, stack_config
 
-OVERHEAD = "x-frugal-gateway-overhead-ms"
 MILLISECONDS = re.compile(r"^\d+\.\d{3}$")
 PROCESSOR_REPORTS = importlib.util.find_spec("safety_filter.extproc.request_record") is not None
 
@@ -81,7 +81,7 @@ async def test_a_request_is_one_json_line_under_its_request_id(stack: FrugalStac
     key, key_id = await make_key(stack)
     response = await post(stack, chat(max_tokens=4), {"authorization": f"Bearer {key}"})
     assert response.status_code == 200, response.text
-    request_id = response.headers["x-request-id"]
+    request_id = response.headers[wire.REQUEST_ID_HEADER]
     line = await logged(log_path(stack), request_id)
     assert line["status"] == 200
     assert line["method"] == "POST"
@@ -93,7 +93,7 @@ async def test_a_request_is_one_json_line_under_its_request_id(stack: FrugalStac
     assert line["upstream"].startswith("127.0.0.1:")
     assert line["bytes_sent"] > 0 and line["bytes_received"] > 0
     # The same measurement as the response header, as a number.
-    assert line["gateway_ms"] == float(response.headers[OVERHEAD])
+    assert line["gateway_ms"] == float(response.headers[wire.GATEWAY_OVERHEAD_HEADER])
     assert line["gateway_ms"] <= line["duration_ms"] + 1
     assert_reported(line["model"], str, "sim-echo")
     assert_reported(line["prompt_tokens"], int)
@@ -109,13 +109,13 @@ async def test_a_stream_is_logged_under_its_stream_binding(stack: FrugalStack) -
         async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
             assert r.status_code == 200
             events = [chunk async for chunk in r.aiter_text()]
-            assert MILLISECONDS.match(r.headers[OVERHEAD])
-            request_id = r.headers["x-request-id"]
+            assert MILLISECONDS.match(r.headers[wire.GATEWAY_OVERHEAD_HEADER])
+            request_id = r.headers[wire.REQUEST_ID_HEADER]
     assert "[DONE]" in "".join(events)
     line = await logged(log_path(stack), request_id)
     assert line["status"] == 200
     assert line["path"] == "/v1/chat/completions:stream"
-    assert line["gateway_ms"] == float(r.headers[OVERHEAD])
+    assert line["gateway_ms"] == float(r.headers[wire.GATEWAY_OVERHEAD_HEADER])
     assert_reported(line["model"], str, "sim-echo")
     assert_reported(line["completion_tokens"], int)
     assert_reported(line["ttft_ms"], float)
@@ -124,12 +124,12 @@ async def test_a_stream_is_logged_under_its_stream_binding(stack: FrugalStack) -
 async def test_a_401_is_logged_without_an_identity_a_client_could_forge(
     stack: FrugalStack,
 ) -> None:
-    forged = {"authorization": "Bearer sk-frugal-nope", "x-frugal-key-id": "forged"}
+    forged = {"authorization": "Bearer sk-frugal-nope", wire.KEY_ID_HEADER: "forged"}
     response = await post(stack, chat(), forged)
     assert response.status_code == 401
-    request_id = response.headers["x-request-id"]
+    request_id = response.headers[wire.REQUEST_ID_HEADER]
     # No engine saw it: there is no overhead to report.
-    assert OVERHEAD not in response.headers
+    assert wire.GATEWAY_OVERHEAD_HEADER not in response.headers
     line = await logged(log_path(stack), request_id)
     assert line["status"] == 401
     assert "UAEX" in line["flags"]  # unauthorized by the external authorization service
@@ -146,20 +146,20 @@ async def test_the_overhead_header_is_milliseconds_and_internal_headers_stay_ins
     for _ in range(3):
         response = await post(stack, chat(max_tokens=2), stack.auth)
         assert response.status_code == 200
-        value = response.headers[OVERHEAD]
+        value = response.headers[wire.GATEWAY_OVERHEAD_HEADER]
         assert MILLISECONDS.match(value), value
         assert 0 < float(value) < 10_000
-        assert not any(name.startswith("x-frugal-internal") for name in response.headers)
-        assert re.fullmatch(r"[0-9a-f-]{36}", response.headers["x-request-id"])
+        assert wire.GATEWAY_OVERHEAD_US_HEADER not in response.headers
+        assert re.fullmatch(r"[0-9a-f-]{36}", response.headers[wire.REQUEST_ID_HEADER])
 
 
 async def test_envoys_own_answers_have_a_request_id_and_no_overhead(stack: FrugalStack) -> None:
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
         response = await client.get("/v1/models", headers=stack.auth)
     assert response.status_code == 200
-    assert "x-request-id" in response.headers
-    assert OVERHEAD not in response.headers
-    line = await logged(log_path(stack), response.headers["x-request-id"])
+    assert wire.REQUEST_ID_HEADER in response.headers
+    assert wire.GATEWAY_OVERHEAD_HEADER not in response.headers
+    line = await logged(log_path(stack), response.headers[wire.REQUEST_ID_HEADER])
     assert (line["status"], line["path"], line["upstream"]) == (200, "/v1/models", None)
 
 
@@ -202,14 +202,14 @@ async def test_a_full_log_is_rotated_and_envoy_writes_a_new_one(
         while not path.with_name("access.log.1").exists():
             assert time.monotonic() < deadline, "never rotated"
             response = await post(stack, chat(max_tokens=2), stack.auth)
-            sent.append(response.headers["x-request-id"])
+            sent.append(response.headers[wire.REQUEST_ID_HEADER])
             await asyncio.sleep(0.1)
         rotated = read_lines(path.with_name("access.log.1"))
         assert rotated and all(line["request_id"] for line in rotated)
         after = await post(stack, chat(max_tokens=2), stack.auth)
-        line = await logged(path, after.headers["x-request-id"])
+        line = await logged(path, after.headers[wire.REQUEST_ID_HEADER])
         assert line["status"] == 200
-        assert after.headers["x-request-id"] not in {r["request_id"] for r in rotated}
+        assert after.headers[wire.REQUEST_ID_HEADER] not in {r["request_id"] for r in rotated}
         # Nothing lost: every request so far is in the live file or a backup.
         await asyncio.sleep(1.5)
         kept = {

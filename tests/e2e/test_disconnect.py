@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from frugal.wire import ENGINE_METRICS_PORT_OFFSET
+from frugal.wire import engine_metrics_port
 from tests.helpers.stack import FrugalStack
 
 
@@ -31,7 +31,7 @@ async def _wait_for(port: int, name: str, expected: float, timeout_s: float) -> 
 async def test_client_disconnect_stops_generation(stack: FrugalStack) -> None:
     model = stack.config.model("sim-slow")
     assert model is not None
-    metrics_port = model.groups[0].replicas[0].port + ENGINE_METRICS_PORT_OFFSET
+    metrics_port = engine_metrics_port(model.groups[0].replicas[0].port)
     body = {"model": "sim-slow", "messages": [{"role": "user", "content": "go"}], "stream": True}
     async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth) as client:
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from frugal.wire import ENGINE_METRICS_PORT_OFFSET
+from frugal.wire import engine_metrics_port
 from tests.helpers.stack import FAST, FrugalStack, replicas, stack_config
 
 BODY = {"model": "sim-echo", "messages": [{"role": "user", "content": "hello"}]}
@@ -31,7 +31,7 @@ async def lone_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 
 
 async def _prompt_tokens_seen(stack: FrugalStack) -> float:
-    port = stack.config.models[0].groups[0].replicas[0].port + ENGINE_METRICS_PORT_OFFSET
+    port = engine_metrics_port(stack.config.models[0].groups[0].replicas[0].port)
     async with httpx.AsyncClient() as client:
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     found = re.findall(r"^frugal_engine_prompt_tokens_total\{[^}]*\} ([0-9.e+]+)$", text, re.M)

@@ -15,7 +15,7 @@ import pytest
 
 from frugal.cli.__main__ import main as cli_main
 from frugal.cli.stack import ChildSpec, engine_worker_specs
-from frugal.wire import ENGINE_METRICS_PORT_OFFSET
+from frugal.wire import engine_metrics_port
 from tests.helpers.stack import FAST, FrugalStack, free_port, replicas, stack_config
 
 MODEL = "sim-fleet"
@@ -116,7 +116,7 @@ async def test_a_registered_replica_gets_traffic(fleet_stack: FrugalStack) -> No
     address = f"127.0.0.1:{port}"
     template = engine_worker_specs(fleet_stack.config)[0]
     env = {**template.env, "FRUGAL_ENGINE_PORT": str(port),
-           "FRUGAL_ENGINE_METRICS_PORT": str(port + ENGINE_METRICS_PORT_OFFSET)}  # fmt: skip
+           "FRUGAL_ENGINE_METRICS_PORT": str(engine_metrics_port(port))}  # fmt: skip
     await fleet_stack.supervisor.start(ChildSpec("engine:extra", template.argv, env))
     groups = f"/admin/v1/models/{MODEL}/groups"
     async with _admin(fleet_stack) as admin:
@@ -128,7 +128,7 @@ async def test_a_registered_replica_gets_traffic(fleet_stack: FrugalStack) -> No
     async def extra_generates() -> bool:
         async with httpx.AsyncClient(base_url=fleet_stack.base_url, headers=fleet_stack.auth) as c:
             await asyncio.gather(*(_stream_ok(c) for _ in range(4)))
-        return await _tokens(port + ENGINE_METRICS_PORT_OFFSET) > 0
+        return await _tokens(engine_metrics_port(port)) > 0
 
     assert await _eventually(extra_generates, 10)
     async with _admin(fleet_stack) as admin:

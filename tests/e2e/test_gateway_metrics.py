@@ -12,11 +12,12 @@ from collections.abc import Mapping
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from frugal import wire
 from tests.helpers.stack import FrugalStack
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
-ENGINE_MS_COMMENT = re.compile(r"^: x-frugal-engine-ms=([0-9.]+)$", re.MULTILINE)
+ENGINE_MS_COMMENT = re.compile(f"^{re.escape(wire.ENGINE_MS_COMMENT)}([0-9.]+)$", re.MULTILINE)
 WORDS = "one two three four five"
 
 
@@ -50,9 +51,9 @@ async def test_stream_and_unary_requests_move_the_model_metrics(stack: FrugalSta
     assert streamed.status_code == 200, streamed.text
     comments = ENGINE_MS_COMMENT.findall(streamed.text)
     assert len(comments) == 1 and float(comments[0]) > 0, streamed.text
-    assert streamed.text.endswith(f": x-frugal-engine-ms={comments[0]}\n\ndata: [DONE]\n\n")
+    assert streamed.text.endswith(f"{wire.ENGINE_MS_COMMENT}{comments[0]}\n\ndata: [DONE]\n\n")
     assert unary.status_code == 200, unary.text
-    assert float(unary.headers["x-frugal-engine-ms"]) > 0
+    assert float(unary.headers[wire.ENGINE_MS]) > 0
     usage = unary.json()["usage"]
 
     model = {"model_name": "sim-echo"}

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from frugal import wire
 from tests.helpers.stack import FrugalStack
 
 
@@ -86,7 +87,7 @@ def test_stream_ends_with_done(stack: FrugalStack) -> None:
     events = [e for e in response.text.split("\n\n") if e]
     assert events[-1] == "data: [DONE]"
     # Data events, and one SSE comment with the engine's time just before the end.
-    assert events[-2].startswith(": x-frugal-engine-ms=")
+    assert events[-2].startswith(wire.ENGINE_MS_COMMENT)
     assert all(e.startswith("data: ") for e in events[:-2])
 
 

@@ -17,6 +17,7 @@ from envoy.service.auth.v3 import external_auth_pb2 as auth
 from envoy.service.auth.v3 import external_auth_pb2_grpc as auth_grpc
 from prometheus_client import CollectorRegistry
 
+from frugal import wire
 from frugal.keys import KeyStore, Peppers
 from frugal.keys.format import PREFIX, checksum, new_key, parse_key
 from frugal.keys.record import utc_now
@@ -79,38 +80,38 @@ async def test_valid_key_is_allowed_with_identity_headers(authz: AuthzServer) ->
     )
     before = authz.count("ok")
     response = await authz.stub.Check(
-        check_request({"authorization": f"Bearer {plaintext}", "x-frugal-tenant": "evil"})
+        check_request({"authorization": f"Bearer {plaintext}", wire.TENANT_HEADER: "evil"})
     )
     assert response.status.code == grpc.StatusCode.OK.value[0]
     assert response.HasField("ok_response")
     assert set_headers(response) == {
-        "x-frugal-key-id": record.id,
-        "x-frugal-tenant": "acme",
-        "x-frugal-key-models": "m1,m2",
-        "x-frugal-key-rpm": "60",
-        "x-frugal-key-tpm": "9000",
+        wire.KEY_ID_HEADER: record.id,
+        wire.TENANT_HEADER: "acme",
+        wire.KEY_MODELS_HEADER: "m1,m2",
+        wire.KEY_RPM_HEADER: "60",
+        wire.KEY_TPM_HEADER: "9000",
     }
     assert list(response.ok_response.headers_to_remove) == ["authorization", "x-api-key"]
-    assert response.dynamic_metadata["key_id"] == record.id
+    assert response.dynamic_metadata[wire.AUTHZ_KEY_ID] == record.id
     assert authz.count("ok") == before + 1
 
 
 async def test_unlimited_key_strips_limit_headers(authz: AuthzServer) -> None:
     _, plaintext = await authz.store.create("ci", "acme")
     response = await authz.stub.Check(
-        check_request({"authorization": f"bearer {plaintext}", "x-frugal-key-rpm": "999999"})
+        check_request({"authorization": f"bearer {plaintext}", wire.KEY_RPM_HEADER: "999999"})
     )
     headers = set_headers(response)
-    assert headers["x-frugal-key-models"] == "*"
-    assert "x-frugal-key-rpm" not in headers and "x-frugal-key-tpm" not in headers
-    assert {"x-frugal-key-rpm", "x-frugal-key-tpm"} <= set(response.ok_response.headers_to_remove)
+    assert headers[wire.KEY_MODELS_HEADER] == "*"
+    assert wire.KEY_RPM_HEADER not in headers and wire.KEY_TPM_HEADER not in headers
+    assert {wire.KEY_RPM_HEADER, wire.KEY_TPM_HEADER} <= set(response.ok_response.headers_to_remove)
 
 
 async def test_x_api_key_is_accepted(authz: AuthzServer) -> None:
     record, plaintext = await authz.store.create("ci", "acme")
     response = await authz.stub.Check(check_request({"x-api-key": plaintext}))
     assert response.HasField("ok_response")
-    assert set_headers(response)["x-frugal-key-id"] == record.id
+    assert set_headers(response)[wire.KEY_ID_HEADER] == record.id
 
 
 async def test_raw_header_map_is_read(authz: AuthzServer) -> None:

@@ -22,6 +22,7 @@ from engine_workers.prompt import ChatTurn, chat_messages, role_tagged_text
 from engine_workers.server import EngineWorker
 from engine_workers.settings import EngineSettings
 from engine_workers.tokenizer import count_tokens
+from frugal import wire
 from frugal.v1 import inference_pb2 as pb
 from frugal.v1 import inference_pb2_grpc as pb_grpc
 
@@ -136,8 +137,8 @@ async def test_unary_chat_completion(stub: Any) -> None:
     assert usage["completion_tokens"] == count_tokens(choice["message"]["content"])
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     trailers = _metadata(await call.trailing_metadata())
-    assert float(trailers["x-frugal-engine-ms"]) > 0
-    assert 0 < float(trailers["x-frugal-engine-ttft-ms"]) <= float(trailers["x-frugal-engine-ms"])
+    assert float(trailers[wire.ENGINE_MS]) > 0
+    assert 0 < float(trailers[wire.ENGINE_TTFT_MS]) <= float(trailers[wire.ENGINE_MS])
 
 
 async def test_streaming_chat_matches_openai_chunk_shape(stub: Any) -> None:
@@ -159,7 +160,7 @@ async def test_streaming_chat_matches_openai_chunk_shape(stub: Any) -> None:
     unary = await stub.CreateChatCompletion(chat_request(seed=7))
     assert unary.choices[0].message.content == text
     trailers = _metadata(await call.trailing_metadata())
-    assert float(trailers["x-frugal-engine-ms"]) > 0
+    assert float(trailers[wire.ENGINE_MS]) > 0
 
 
 async def test_streaming_chat_without_include_usage_ends_with_finish_chunk(stub: Any) -> None:
@@ -189,7 +190,7 @@ async def test_unary_completion(stub: Any) -> None:
         "total_tokens": 8,
     }
     assert count_tokens(choice["text"]) == 4
-    assert "x-frugal-engine-ms" in _metadata(await call.trailing_metadata())
+    assert wire.ENGINE_MS in _metadata(await call.trailing_metadata())
 
 
 async def test_streaming_completion_with_usage(stub: Any) -> None:

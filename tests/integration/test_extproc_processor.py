@@ -20,6 +20,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from google.protobuf import json_format
 from redis.asyncio import Redis
 
+from frugal import wire
 from frugal.accounting.ledger import UsageRow, read_usage
 from frugal.accounting.token_budget import TokenBudget, WindowUsage, reservation_key
 from frugal.content_checks import DEFAULT_POLICY, ContentPolicy
@@ -35,7 +36,6 @@ from safety_filter.extproc.messages import header_value, immediate_response
 from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.policies import PolicyBook
 from safety_filter.extproc.processor import (
-    MODEL_HEADER,
     ProcessorContext,
     RequestProcessor,
     Responses,
@@ -60,9 +60,9 @@ class Key:
     tpm: int | None = None
 
     def headers(self) -> list[tuple[str, str]]:
-        pairs = [("x-frugal-key-id", self.id), ("x-frugal-key-models", self.models)]
+        pairs = [(wire.KEY_ID_HEADER, self.id), (wire.KEY_MODELS_HEADER, self.models)]
         if self.tpm is not None:
-            pairs.append(("x-frugal-key-tpm", str(self.tpm)))
+            pairs.append((wire.KEY_TPM_HEADER, str(self.tpm)))
         return pairs
 
 
@@ -116,7 +116,7 @@ def request_headers(
     pairs = [(":method", "POST"), (":path", path), ("content-type", "application/json")]
     if key is not None:
         pairs += key.headers()
-    pairs.append(("x-request-id", request_id or new_id("req")))
+    pairs.append((wire.REQUEST_ID_HEADER, request_id or new_id("req")))
     return ext.HttpHeaders(headers=header_map(pairs), end_of_stream=end_of_stream)
 
 
@@ -274,7 +274,7 @@ def test_immediate_response_carries_status_message_and_metadata() -> None:
     assert response.immediate_response.status.code == 400
     assert response.immediate_response.body == b"n: only n=1 is supported"
     assert json_format.MessageToDict(response.dynamic_metadata) == {
-        "frugal.error": {"type": "invalid_request_error", "code": "invalid_value"}
+        wire.ERROR_METADATA_NAMESPACE: {"type": "invalid_request_error", "code": "invalid_value"}
     }
 
 
@@ -282,7 +282,7 @@ def test_immediate_response_for_a_missing_model() -> None:
     response = immediate_response(model_not_found("gpt-4"))
     assert response.immediate_response.status.code == 404
     metadata = json_format.MessageToDict(response.dynamic_metadata)
-    assert metadata["frugal.error"]["code"] == "model_not_found"
+    assert metadata[wire.ERROR_METADATA_NAMESPACE]["code"] == "model_not_found"
 
 
 def test_immediate_response_carries_the_error_headers() -> None:
@@ -310,7 +310,7 @@ async def test_a_streaming_chat_request_is_routed_and_rewritten(budget: TokenBud
     assert common.clear_route_cache is True
     headers = set_headers(common.header_mutation)
     assert headers.pop("content-length") == str(len(common.body_mutation.body))
-    assert headers == {MODEL_HEADER: "sim-mixtral", ":path": "/v1/chat/completions:stream"}
+    assert headers == {wire.MODEL_HEADER: "sim-mixtral", ":path": "/v1/chat/completions:stream"}
     for option in common.header_mutation.set_headers:
         assert option.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
     # The default policy checks output: the engine gets the checks with the request.
@@ -324,7 +324,7 @@ async def test_a_non_streaming_request_keeps_its_path(budget: TokenBudget) -> No
         body=json.dumps({"model": "sim-echo", "prompt": "hi"}).encode(), end_of_stream=True
     )
     common = only(await processor.on_request_body(body)).request_body.response
-    assert set_headers(common.header_mutation) == {MODEL_HEADER: "sim-echo"}
+    assert set_headers(common.header_mutation) == {wire.MODEL_HEADER: "sim-echo"}
     assert common.clear_route_cache is True
 
 
@@ -357,7 +357,7 @@ async def test_a_model_the_key_may_use_is_routed(budget: TokenBudget, models: st
     processor = make_processor(budget)
     only(await processor.on_request_headers(request_headers(CHAT, key=new_key(models=models))))
     common = only(await processor.on_request_body(chat_body("sim-echo"))).request_body.response
-    assert set_headers(common.header_mutation) == {MODEL_HEADER: "sim-echo"}
+    assert set_headers(common.header_mutation) == {wire.MODEL_HEADER: "sim-echo"}
 
 
 async def test_an_invalid_body_is_refused_with_400(budget: TokenBudget) -> None:
@@ -385,7 +385,7 @@ async def test_a_body_at_the_limit_is_accepted(budget: TokenBudget) -> None:
     processor = make_processor(budget, max_body_bytes=len(body.body))
     only(await processor.on_request_headers(request_headers(CHAT)))
     common = only(await processor.on_request_body(body)).request_body.response
-    assert set_headers(common.header_mutation)[MODEL_HEADER] == "sim-echo"
+    assert set_headers(common.header_mutation)[wire.MODEL_HEADER] == "sim-echo"
 
 
 async def test_an_inference_call_without_a_body_is_refused(budget: TokenBudget) -> None:
@@ -430,7 +430,7 @@ async def test_an_email_in_the_prompt_is_redacted_in_the_forwarded_body(
     assert forwarded["stream"] is True
     headers = set_headers(common.header_mutation)
     assert headers["content-length"] == str(len(new_body))
-    assert headers[MODEL_HEADER] == "sim-echo"
+    assert headers[wire.MODEL_HEADER] == "sim-echo"
     assert headers[":path"] == "/v1/chat/completions:stream"
     assert common.clear_route_cache is True
 
@@ -473,7 +473,7 @@ async def test_a_log_policy_forwards_the_prompt_unchanged(budget: TokenBudget) -
         await processor.on_request_body(chat_body(content=f"Write to {EMAIL}"))
     ).request_body.response
     assert not common.HasField("body_mutation")
-    assert set_headers(common.header_mutation) == {MODEL_HEADER: "sim-echo"}
+    assert set_headers(common.header_mutation) == {wire.MODEL_HEADER: "sim-echo"}
 
 
 # --- token budget -----------------------------------------------------------------------------
@@ -759,8 +759,10 @@ ENGINE_TRAILERS = {"x_frugal_engine_ms": "12.5", "x_frugal_engine_ttft_ms": "3.2
 
 def request_metadata(response: ext.ProcessingResponse) -> dict[str, Any]:
     metadata = json_format.MessageToDict(response.dynamic_metadata)
-    assert set(metadata) <= {"frugal.request", "frugal.error"}, metadata
-    return dict(metadata.get("frugal.request", {}))
+    assert set(metadata) <= {wire.REQUEST_METADATA_NAMESPACE, wire.ERROR_METADATA_NAMESPACE}, (
+        metadata
+    )
+    return dict(metadata.get(wire.REQUEST_METADATA_NAMESPACE, {}))
 
 
 def sample(metrics: ExtProcMetrics, name: str, **labels: str) -> float:
@@ -840,7 +842,7 @@ async def test_a_unary_answer_takes_engine_time_from_its_headers(budget: TokenBu
     processor = make_processor(budget, metrics=metrics)
     only(await processor.on_request_headers(request_headers(CHAT)))
     only(await processor.on_request_body(chat_body()))
-    engine = (("x-frugal-engine-ms", "8.000"), ("x-frugal-engine-ttft-ms", "2.000"))
+    engine = ((wire.ENGINE_MS, "8.000"), (wire.ENGINE_TTFT_MS, "2.000"))
     only(await processor.on_response_headers(response_headers(200, *engine)))
     body = chat_completion("Hello there.", usage=(9, 5))
     last = only(await processor.on_response_body(ext.HttpBody(body=body, end_of_stream=True)))
@@ -872,8 +874,8 @@ async def test_a_refusal_before_the_model_is_known_counts_as_unknown(
     response = processor.refuse(caught.value)
     assert response.immediate_response.status.code == 404
     assert json_format.MessageToDict(response.dynamic_metadata) == {
-        "frugal.error": {"type": "invalid_request_error", "code": "model_not_found"},
-        "frugal.request": {"model": "unknown", "error": "model_not_found"},
+        wire.ERROR_METADATA_NAMESPACE: {"type": "invalid_request_error", "code": "model_not_found"},
+        wire.REQUEST_METADATA_NAMESPACE: {"model": "unknown", "error": "model_not_found"},
     }
     labels = {"model_name": "unknown"}
     assert sample(metrics, "frugal_requests_total", **labels, status="404") == 1

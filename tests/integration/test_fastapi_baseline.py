@@ -23,12 +23,12 @@ import openai
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from frugal import wire
 from tests.helpers.stack import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "sim-baseline"
 FAST_SIM = {"time_scale": 0.01, "jitter": 0.0, "output_tokens_min": 8, "output_tokens_max": 16}
-ENGINE_MS_COMMENT = ": x-frugal-engine-ms="
 START_TIMEOUT_S = 20.0
 
 
@@ -170,8 +170,8 @@ def test_streamed_chat_has_content_engine_time_and_done(baselines: Baselines) ->
     assert len([text for text in content if text]) >= 2
     assert events[-1]["usage"]["completion_tokens"] == 8
     assert lines[-1] == "data: [DONE]"
-    assert lines[-2].startswith(ENGINE_MS_COMMENT)
-    assert float(lines[-2].removeprefix(ENGINE_MS_COMMENT)) > 0
+    assert lines[-2].startswith(wire.ENGINE_MS_COMMENT)
+    assert float(lines[-2].removeprefix(wire.ENGINE_MS_COMMENT)) > 0
 
 
 def test_unary_chat_has_text_and_engine_time_header(baselines: Baselines) -> None:
@@ -182,7 +182,7 @@ def test_unary_chat_has_text_and_engine_time_header(baselines: Baselines) -> Non
     assert completion["choices"][0]["index"] == 0
     assert completion["choices"][0]["message"]["content"]
     assert completion["usage"]["completion_tokens"] == 8
-    assert float(reply.headers["x-frugal-engine-ms"]) > 0
+    assert float(reply.headers[wire.ENGINE_MS]) > 0
 
 
 @pytest.mark.parametrize(

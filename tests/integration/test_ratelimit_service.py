@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from frugal import wire
 from safety_filter.ratelimit import add_ratelimit_servicer
 from tests.helpers.redis_server import RedisServer
 
@@ -65,7 +66,7 @@ async def env(redis_server: RedisServer) -> AsyncIterator[RateLimitEnv]:
 def descriptor(
     key_id: str | None, rpm: str | None, hits: int | None = None
 ) -> ratelimit_pb2.RateLimitDescriptor:
-    entries = [("key_id", key_id), ("rpm", rpm)]
+    entries = [(wire.RATE_LIMIT_KEY_ID, key_id), (wire.RATE_LIMIT_RPM, rpm)]
     message = ratelimit_pb2.RateLimitDescriptor(
         entries=[
             ratelimit_pb2.RateLimitDescriptor.Entry(key=key, value=value)
@@ -79,7 +80,9 @@ def descriptor(
 
 
 def request(*descriptors: ratelimit_pb2.RateLimitDescriptor, hits: int = 0) -> Any:
-    return rls_pb2.RateLimitRequest(domain="frugal", descriptors=descriptors, hits_addend=hits)
+    return rls_pb2.RateLimitRequest(
+        domain=wire.RATE_LIMIT_DOMAIN, descriptors=descriptors, hits_addend=hits
+    )
 
 
 def headers(response: Any) -> dict[str, str]:

@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import pytest_asyncio
 from google.protobuf import json_format, struct_pb2
+from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoTokenizer
 
 from control_plane.balancer.adaptive import AdaptivePolicy
@@ -229,3 +231,26 @@ async def test_the_adaptive_policy_learns_step_times_from_this_backend(
     policy.decide(ModelLoad(model=MODEL, groups=(group,), now=0.0))
     line = policy.fitted("cpu")
     assert line is not None and line.a_ms > 0
+
+
+async def test_metrics_follow_the_model_server_protocol(stub: Any, worker: EngineWorker) -> None:
+    """The gauges and histograms that the Gateway API Inference Extension and vLLM scrape."""
+    await stub.CreateChatCompletion(chat(max_tokens=8))
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{worker.metrics_port}/metrics")).text
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    for gauge in ("running", "waiting"):
+        assert samples[f"frugal_engine_num_requests_{gauge}"] >= 0
+    assert 0 <= samples["frugal_engine_kv_cache_usage_perc"] <= 1
+    for histogram in (
+        "time_to_first_token_seconds",
+        "time_per_output_token_seconds",
+        "request_prompt_tokens",
+        "request_generation_tokens",
+    ):
+        assert samples[f"frugal_engine_{histogram}_count"] > 0
+    assert samples["frugal_engine_request_generation_tokens_sum"] >= 8

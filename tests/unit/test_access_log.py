@@ -24,12 +24,12 @@ from control_plane.model import AccessLogConfig, FrugalConfig
 from control_plane.server import api_descriptor
 from control_plane.translate import translate
 from control_plane.translate.access_log import ACCESS_LOG_FIELDS, build_access_logs
-from control_plane.translate.gateway_overhead import MICROSECONDS_HEADER, OVERHEAD_HEADER
+from frugal import wire
 from tests.unit.test_translate import config_data, hcm_of, http_filter
 
 ENVOY_FIELDS = {
     "time": "%START_TIME%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
+    "request_id": f"%REQ({wire.REQUEST_ID_HEADER.upper()})%",
     "method": "%REQ(:METHOD)%",
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "status": "%RESPONSE_CODE%",
@@ -94,7 +94,7 @@ def test_one_json_file_log_with_every_field(tmp_path: Path) -> None:
     assert fields["key_id"] == "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:key_id)%"
     assert fields["tenant"] == "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:tenant)%"
     for key in ("model", "prompt_tokens", "completion_tokens", "ttft_ms", "engine_ms", "error"):
-        assert fields[key] == f"%DYNAMIC_METADATA(frugal.request:{key})%"
+        assert fields[key] == f"%DYNAMIC_METADATA({wire.REQUEST_METADATA_NAMESPACE}:{key})%"
     assert fields["gateway_ms"] == "%DYNAMIC_METADATA(frugal.gateway:overhead_ms)%"
 
 
@@ -119,7 +119,7 @@ def test_responses_carry_the_request_id() -> None:
 def test_the_router_adds_the_overhead_in_microseconds_unless_empty() -> None:
     (route_config,) = translate(config(), api_descriptor(), 0).routes
     (header,) = route_config.response_headers_to_add
-    assert header.header.key == MICROSECONDS_HEADER
+    assert header.header.key == wire.GATEWAY_OVERHEAD_US_HEADER
     assert header.header.value == "%COMMON_DURATION(DS_RX_BEG:US_TX_BEG:us)%"
     assert header.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
     assert header.keep_empty_value is False
@@ -133,8 +133,8 @@ def test_lua_turns_it_into_milliseconds_right_after_the_router() -> None:
     source = lua.default_source_code.inline_string
     assert "function envoy_on_response(handle)" in source
     assert "envoy_on_request" not in source  # nothing to do on the way in
-    assert f'headers:remove("{MICROSECONDS_HEADER}")' in source
-    assert f'headers:replace("{OVERHEAD_HEADER}", ms)' in source
+    assert f'headers:remove("{wire.GATEWAY_OVERHEAD_US_HEADER}")' in source
+    assert f'headers:replace("{wire.GATEWAY_OVERHEAD_HEADER}", ms)' in source
     assert 'string.format("%.3f", us / 1000)' in source
 
 

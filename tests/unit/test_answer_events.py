@@ -25,6 +25,7 @@ from engine_workers.sse_events import (
     CompletionChunks,
     engine_time_comment,
 )
+from frugal import wire
 from frugal.content_checks import DEFAULT_POLICY, redact, scan
 from frugal.v1 import inference_pb2 as pb
 
@@ -86,7 +87,7 @@ def test_completion_events_are_what_the_transcoder_printed() -> None:
 
 
 def test_the_engine_time_comment_is_an_sse_comment() -> None:
-    assert engine_time_comment(12.3456) == b": x-frugal-engine-ms=12.346\n\n"
+    assert engine_time_comment(12.3456) == f"{wire.ENGINE_MS_COMMENT}12.346\n\n".encode()
 
 
 async def _deltas(pieces: Iterable[str], finish: str = "stop") -> AsyncIterator[Delta]:

@@ -13,6 +13,7 @@ from frugal.bench.compare_systems import SYSTEMS as RUNNERS
 from frugal.bench.compare_table import CompareHeader, render, targets
 from frugal.bench.stats import RequestSample, summarise
 from frugal.cli import bench, bench_compare
+from frugal.wire import DEFAULT_ENGINE_PORT
 
 HEADER = CompareHeader("2 CPUs", "2026-11-21", "4 sim workers", "closed loop")
 
@@ -54,8 +55,9 @@ def test_quick_mode_is_ci_sized_and_options_override_it() -> None:
 
 
 def test_external_engines_replace_the_sim_workers() -> None:
-    plan = bench_compare.plan_from(_args("--engines", "10.0.0.5:50051,10.0.0.6:50051"))
-    assert plan.engines == ("10.0.0.5:50051", "10.0.0.6:50051")
+    engines = (f"10.0.0.5:{DEFAULT_ENGINE_PORT}", f"10.0.0.6:{DEFAULT_ENGINE_PORT}")
+    plan = bench_compare.plan_from(_args("--engines", ",".join(engines)))
+    assert plan.engines == engines
     assert not plan.simulated
 
 

@@ -18,7 +18,7 @@ from frugal.cli.__main__ import main
 from frugal.cli.envoy_bootstrap import render_bootstrap
 from frugal.cli.stack import StackFiles, plan_stack
 from frugal.cli.up import check_profiles
-from frugal.wire import ENGINE_METRICS_PORT_OFFSET
+from frugal.wire import engine_metrics_port
 
 CONFIG: dict[str, Any] = {
     "listener": {"port": 18080, "max_request_bytes": 4096},
@@ -97,7 +97,7 @@ def test_one_engine_per_replica_with_its_settings(tmp_path: Path, envoy_bin: str
     ]
     first = engines[0].env
     assert first["FRUGAL_ENGINE_HOST"] == "127.0.0.1"
-    assert first["FRUGAL_ENGINE_METRICS_PORT"] == str(7001 + ENGINE_METRICS_PORT_OFFSET)
+    assert first["FRUGAL_ENGINE_METRICS_PORT"] == str(engine_metrics_port(7001))
     assert first["FRUGAL_ENGINE_BACKEND"] == "sim"
 
 

@@ -9,6 +9,7 @@ import logging
 import pytest
 from prometheus_client import CollectorRegistry
 
+from frugal import wire
 from frugal.request_log import (
     LOG_FORMAT,
     NO_REQUEST,
@@ -75,6 +76,11 @@ def test_metadata_has_what_is_known_only() -> None:
         "engine_ttft_ms": 3.25,
         "error": "engine_error",
     }
+
+
+def test_a_full_record_gives_exactly_what_the_access_log_reads() -> None:
+    record = streamed_record(engine_ms=12.5, engine_ttft_ms=3.25, error="engine_error")
+    assert sorted(record.metadata()) == sorted(wire.REQUEST_METADATA_KEYS)
 
 
 def test_metadata_keeps_zero_token_counts() -> None:

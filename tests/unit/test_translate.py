@@ -28,6 +28,7 @@ from control_plane.server import api_descriptor, build_snapshot
 from control_plane.translate import EnvoyResources, translate
 from control_plane.translate.local_replies import ENVOY_ERRORS
 from control_plane.xds import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from frugal import wire
 
 CREATED = 1_700_000_000
 Mode = processing_mode_pb2.ProcessingMode
@@ -133,8 +134,8 @@ def test_policy_filters_fail_closed_with_503() -> None:
     assert limit.status_on_error.code == 503
     actions = limit.rate_limits[0].actions
     assert [a.request_headers.header_name for a in actions] == [
-        "x-frugal-key-id",
-        "x-frugal-key-rpm",
+        wire.KEY_ID_HEADER,
+        wire.KEY_RPM_HEADER,
     ]
     local = http_filter(
         hcm, "envoy.filters.http.local_ratelimit", local_rate_limit_pb2.LocalRateLimit()
@@ -158,8 +159,8 @@ def test_ext_proc_fails_closed_and_lets_streams_skip_it() -> None:
     assert ext_proc.failure_mode_allow is False
     assert ext_proc.status_on_error.code == http_status_pb2.ServiceUnavailable == 503
     assert list(ext_proc.metadata_options.receiving_namespaces.untyped) == [
-        "frugal.error",
-        "frugal.request",
+        wire.ERROR_METADATA_NAMESPACE,
+        wire.REQUEST_METADATA_NAMESPACE,
     ]
     assert ext_proc.mutation_rules.allow_all_routing.value is True
 
@@ -196,7 +197,7 @@ def test_local_replies_map_every_envoy_error_status() -> None:
         assert by_status[status] == {"message": "%LOCAL_REPLY_BODY%", "type": kind, "code": code}
     # The first mapper takes the safety filter's type and code from dynamic metadata.
     first = mappers[0]
-    assert first.filter.metadata_filter.matcher.filter == "frugal.error"
+    assert first.filter.metadata_filter.matcher.filter == wire.ERROR_METADATA_NAMESPACE
     assert first.filter.metadata_filter.match_if_key_not_found.value is False
     # The last catches any other error status.
     last = mappers[-1].filter.status_code_filter.comparison
@@ -258,7 +259,7 @@ def test_one_weighted_route_per_model_by_header() -> None:
         (routes[1], "beta", [("engine__beta__e", 1)]),
     ):
         (header,) = route.match.headers
-        assert (header.name, header.string_match.exact) == ("x-frugal-model", model)
+        assert (header.name, header.string_match.exact) == (wire.MODEL_HEADER, model)
         assert route.match.safe_regex.regex == r"^/v1/(chat/)?completions(:stream)?$"
         weighted = route.route.weighted_clusters.clusters
         assert [(c.name, c.weight.value) for c in weighted] == clusters
