@@ -7,12 +7,14 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from frugal.wire import DEFAULT_SAFETY_FILTER_PORT
+
 
 class SafetyFilterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRUGAL_SAFETY_", frozen=True)
 
     host: str = "127.0.0.1"
-    port: int = Field(default=50051, ge=0, le=65535)
+    port: int = Field(default=DEFAULT_SAFETY_FILTER_PORT, ge=0, le=65535)
     # The models the gateway serves; a request for any other gets 404 model_not_found.
     models: frozenset[str] = frozenset()
     max_body_bytes: int = Field(default=1 << 20, gt=0)
