@@ -106,10 +106,10 @@ async def test_a_real_answer_with_real_token_counts(stub: Any) -> None:
     assert "Paris" in answer.choices[0].message.content
     assert answer.choices[0].finish_reason == "stop"
     tokenizer = AutoTokenizer.from_pretrained(model_directory("smollm2-135m-instruct"))
-    template = tokenizer.apply_chat_template(
+    template: Any = tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTION}], add_generation_prompt=True, tokenize=True
     )
-    ids = template["input_ids"] if isinstance(template, dict) else template
+    ids = template if isinstance(template, list) else template["input_ids"]
     assert answer.usage.prompt_tokens == len(ids)
     text_tokens = len(tokenizer.encode(answer.choices[0].message.content))
     assert answer.usage.completion_tokens == text_tokens + 1  # and the end-of-turn token
