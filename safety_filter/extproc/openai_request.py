@@ -1,6 +1,8 @@
 """Parsing and validating an OpenAI request body, once, before it reaches an engine.
 
-Pure layer. Field rules follow OpenAI's API reference; a refusal names the field.
+Pure layer. Field rules follow OpenAI's API reference; a refusal names the field. The
+fields' types and ranges are checked here (pydantic, strict); the rules the engines apply
+too (roles, content parts, stop, n, max_tokens, prompt) come from frugal.openai_request.
 Only what the gateway needs comes back (model, stream); the body itself goes on
 unchanged to Envoy's transcoder.
 """
@@ -9,15 +11,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from frugal.openai_request import (
+    OpenAIRequestError,
+    chat_texts,
+    check_n,
+    output_token_limit,
+    parse_stop,
+    prompt_text,
+)
 from safety_filter.errors import ApiError, invalid_request
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
-Stop = str | Annotated[list[str], Field(max_length=4)] | None
 
 
 class _Lenient(BaseModel):
@@ -26,14 +35,9 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
-class TextPart(_Lenient):
-    type: Literal["text"]
-    text: str
-
-
 class Message(_Lenient):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    role: str
+    content: Any = None  # frugal.openai_request.content_text's rules
     name: str | None = None
 
 
@@ -43,11 +47,11 @@ class StreamOptions(_Lenient):
 
 class _Sampling(_Lenient):
     model: str = Field(min_length=1)
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: int | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Probability | None = None
     n: int | None = None
-    stop: Stop = None
+    stop: Any = None  # frugal.openai_request.parse_stop's rules
     seed: int | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
@@ -55,27 +59,38 @@ class _Sampling(_Lenient):
     frequency_penalty: Penalty | None = None
     user: str | None = None
 
-    @field_validator("n")
-    @classmethod
-    def _only_one_choice(cls, value: int | None) -> int | None:
-        if value is not None and value != 1:
-            raise ValueError("only n=1 is supported")
-        return value
-
     @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", mode="before")
     @classmethod
     def _int_is_a_number(cls, value: Any) -> Any:
         # Strict mode refuses 1 for a float field; JSON has one number type.
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
+    def check_shared_rules(self) -> int | None:
+        """The rules the engines apply too (frugal.openai_request); returns the most the
+        request may generate (None: it does not say)."""
+        check_n(self.n)
+        parse_stop(self.stop)
+        return self._check_input()
+
+    def _check_input(self) -> int | None:
+        raise NotImplementedError
+
 
 class ChatRequest(_Sampling):
-    messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    messages: list[Message]
+    max_completion_tokens: int | None = None
+
+    def _check_input(self) -> int | None:
+        chat_texts((message.role, message.content) for message in self.messages)
+        return output_token_limit(self.max_tokens, self.max_completion_tokens)
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: Any  # frugal.openai_request.prompt_text's rules
+
+    def _check_input(self) -> int | None:
+        prompt_text(self.prompt)
+        return output_token_limit(self.max_tokens, None)
 
 
 @dataclass(frozen=True)
@@ -109,30 +124,19 @@ def parse_inference_request(path: str, body: bytes) -> InferenceRequest:
         raise invalid_request("The request body must be a JSON object.", "invalid_json")
     try:
         request = SCHEMAS[path].model_validate(data)
+        max_output = request.check_shared_rules()
     except ValidationError as exc:
         raise _describe(exc) from exc
+    except OpenAIRequestError as exc:
+        raise invalid_request(str(exc), "invalid_value") from exc
     if request.stream_options is not None and not request.stream:
         raise invalid_request("stream_options: only allowed when 'stream' is true", "invalid_value")
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    max_output = getattr(request, "max_completion_tokens", None) or request.max_tokens
     return InferenceRequest(request.model, bool(request.stream), include_usage, max_output, data)
-
-
-# Fields that take "a string or a list": pydantic reports each branch of the union
-# separately (`stop.str: ...`), which names no real field; say what is allowed instead.
-UNION_FIELDS: dict[str, str] = {
-    "stop": "must be a string or a list of at most 4 strings",
-    "prompt": "must be a string or a list of exactly one string",
-    "content": "must be a string or a list of text parts ({'type': 'text', 'text': ...})",
-}
 
 
 def _describe(exc: ValidationError) -> ApiError:
     first = exc.errors()[0]
     code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
-    path: list[str] = []
-    for part in first["loc"]:
-        path.append(str(part))
-        if part in UNION_FIELDS and first["type"] != "missing":
-            return invalid_request(f"{'.'.join(path)}: {UNION_FIELDS[str(part)]}", code)
-    return invalid_request(f"{'.'.join(path) or 'body'}: {first['msg']}", code)
+    path = ".".join(str(part) for part in first["loc"])
+    return invalid_request(f"{path or 'body'}: {first['msg']}", code)
