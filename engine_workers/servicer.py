@@ -1,10 +1,13 @@
 """The `frugal.v1.Inference` servicer (edge layer): proto <-> core conversion only.
 
 Every handler converts the request to plain values, calls `EngineCore`, and converts the
-deltas back to OpenAI-shaped messages. Domain errors become gRPC status in `_fail`, the one
-place that calls `context.abort`. Engine time goes back as trailing metadata, and a unary
-answer's also as initial metadata, which the transcoder turns into HTTP response headers
-(HTTP/1.1 clients never see trailers). The gateway's `x-request-id` tags the handler's logs.
+deltas back to OpenAI-shaped messages. Chat and text completions differ only in what an
+`_Endpoint` holds (request and answer conversion, chunk formats); each RPC is one of three
+shared ways of answering: unary, typed chunk stream, or SSE events. Domain errors become
+gRPC status in `_fail`, the one place that calls `context.abort`. Engine time goes back as
+trailing metadata, and a unary answer's also as initial metadata, which the transcoder
+turns into HTTP response headers (HTTP/1.1 clients never see trailers). The gateway's
+`x-request-id` tags the handler's logs.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import Any, ClassVar, NoReturn
 
 from google.api import httpbody_pb2  # type: ignore[import-untyped]
 from google.protobuf import json_format
@@ -155,6 +160,11 @@ def _bind_request_id(context: Any) -> None:
             return
 
 
+def _time_comment(timing: RequestTiming) -> bytes:
+    engine_ms = timing.engine_ms()
+    return b"" if engine_ms is None else engine_time_comment(engine_ms)
+
+
 async def _answer_metadata(context: Any, timing: RequestTiming) -> None:
     """Before a unary answer: engine time as initial metadata (headers), usage as trailers."""
     await context.send_initial_metadata(_engine_times(timing))
@@ -177,29 +187,195 @@ class _Outcome:
             self.usage = delta.usage
 
 
+class _ChunkMessages(ABC):
+    """The typed messages of one StreamChatCompletion / StreamCompletion answer."""
+
+    message: ClassVar[Any]
+    kind: ClassVar[str]
+
+    def __init__(self, request_id: str, created: int, model: str) -> None:
+        self._head = {"id": request_id, "object": self.kind, "created": created, "model": model}
+
+    def chunk(self, **fields: Any) -> Any:
+        return self.message(**self._head, **fields)
+
+    def opening(self) -> list[Any]:
+        return []
+
+    @abstractmethod
+    def text(self, text: str) -> Any: ...
+
+    @abstractmethod
+    def final(self, finish_reason: str) -> Any: ...
+
+    def usage(self, usage: TokenUsage) -> Any:
+        return self.chunk(choices=[], usage=_usage(usage))
+
+
+class _ChatChunkMessages(_ChunkMessages):
+    message = pb.ChatCompletionChunk
+    kind = CHAT_COMPLETION_CHUNK
+
+    def _choice(self, delta: Any, finish_reason: str | None = None) -> Any:
+        choice = pb.ChatChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
+        return self.chunk(choices=[choice])
+
+    def opening(self) -> list[Any]:
+        return [self._choice(pb.ChatDelta(role="assistant", content=""))]
+
+    def text(self, text: str) -> Any:
+        return self._choice(pb.ChatDelta(content=text))
+
+    def final(self, finish_reason: str) -> Any:
+        return self._choice(pb.ChatDelta(), finish_reason)
+
+
+class _CompletionChunkMessages(_ChunkMessages):
+    message = pb.Completion
+    kind = TEXT_COMPLETION
+
+    def text(self, text: str) -> Any:
+        return self.chunk(choices=[pb.CompletionChoice(index=0, text=text)])
+
+    def final(self, finish_reason: str) -> Any:
+        return self.chunk(
+            choices=[pb.CompletionChoice(index=0, text="", finish_reason=finish_reason)]
+        )
+
+
+def _chat_generation(core: EngineCore, request_id: str, request: Any) -> GenerationRequest:
+    return core.chat_request(request_id, _turns(request), _sampling(request, chat=True))
+
+
+def _completion_generation(core: EngineCore, request_id: str, request: Any) -> GenerationRequest:
+    prompt = _json_value(request, "prompt")
+    return core.completion_request(request_id, prompt, _sampling(request, chat=False))
+
+
+def _chat_answer(request_id: str, request: Any, outcome: _Outcome) -> Any:
+    message = pb.AssistantMessage(role="assistant", content="".join(outcome.text))
+    return pb.ChatCompletion(
+        id=request_id,
+        object=CHAT_COMPLETION,
+        created=int(time.time()),
+        model=request.model,
+        choices=[pb.ChatChoice(index=0, message=message, finish_reason=outcome.finish_reason)],
+        usage=_usage(outcome.usage),
+    )
+
+
+def _completion_answer(request_id: str, request: Any, outcome: _Outcome) -> Any:
+    text = "".join(outcome.text)
+    return pb.Completion(
+        id=request_id,
+        object=TEXT_COMPLETION,
+        created=int(time.time()),
+        model=request.model,
+        choices=[pb.CompletionChoice(index=0, text=text, finish_reason=outcome.finish_reason)],
+        usage=_usage(outcome.usage),
+    )
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """What differs between the chat and the text completion RPCs; the servicer's three
+    ways of answering (unary, typed stream, SSE events) are shared by both."""
+
+    id_prefix: str
+    generation: Callable[[EngineCore, str, Any], GenerationRequest]
+    answer: Callable[[str, Any, _Outcome], Any]
+    chunk_messages: Callable[[str, int, str], _ChunkMessages]
+    sse_chunks: Callable[[str, int, str], ChunkFormat]
+
+    def new_id(self) -> str:
+        return f"{self.id_prefix}-{uuid.uuid4().hex}"
+
+
+CHAT = _Endpoint("chatcmpl", _chat_generation, _chat_answer, _ChatChunkMessages, ChatChunks)
+COMPLETION = _Endpoint(
+    "cmpl", _completion_generation, _completion_answer, _CompletionChunkMessages, CompletionChunks
+)
+
+
 class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
     def __init__(self, core: EngineCore) -> None:
         self._core = core
 
-    async def _events(
-        self,
-        request: Any,
-        context: Any,
-        request_id: str,
-        build: Callable[[], GenerationRequest],
-        chunks: ChunkFormat,
-    ) -> AsyncIterator[Any]:
+    async def CreateChatCompletion(self, request: Any, context: Any) -> Any:
+        return await self._unary(CHAT, request, context)
+
+    async def StreamChatCompletion(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        async for chunk in self._stream(CHAT, request, context):
+            yield chunk
+
+    async def StreamChatCompletionEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        async for body in self._events(CHAT, request, context):
+            yield body
+
+    async def CreateCompletion(self, request: Any, context: Any) -> Any:
+        return await self._unary(COMPLETION, request, context)
+
+    async def StreamCompletion(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        async for chunk in self._stream(COMPLETION, request, context):
+            yield chunk
+
+    async def StreamCompletionEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        async for body in self._events(COMPLETION, request, context):
+            yield body
+
+    def _start(self, endpoint: _Endpoint, context: Any) -> tuple[str, RequestTiming]:
+        """A streamed request's id; if the client goes away while the handler waits on a
+        write, the generators are not resumed, but the RPC's done-callback still frees the
+        engine slot at once."""
+        request_id = endpoint.new_id()
+        context.add_done_callback(lambda _: self._core.abort(request_id))
+        return request_id, RequestTiming()
+
+    async def _unary(self, endpoint: _Endpoint, request: Any, context: Any) -> Any:
+        _bind_request_id(context)
+        timing = RequestTiming()
+        request_id = endpoint.new_id()
+        try:
+            generation = endpoint.generation(self._core, request_id, request)
+            outcome = _Outcome()
+            async for delta in self._core.generate(generation, timing):
+                outcome.add(delta)
+        except Exception as exc:
+            await _fail(context, exc, timing)
+        await _answer_metadata(context, timing)
+        return endpoint.answer(request_id, request, outcome)
+
+    async def _stream(self, endpoint: _Endpoint, request: Any, context: Any) -> AsyncIterator[Any]:
+        """A streamed answer as typed chunk messages; usage in the trailers."""
+        _bind_request_id(context)
+        request_id, timing = self._start(endpoint, context)
+        chunks = endpoint.chunk_messages(request_id, int(time.time()), request.model)
+        try:
+            generation = endpoint.generation(self._core, request_id, request)
+            for opening in chunks.opening():
+                yield opening
+            last = Delta("")
+            async for delta in self._core.generate(generation, timing):
+                if delta.text:
+                    yield chunks.text(delta.text)
+                last = delta
+            yield chunks.final(last.finish_reason or "stop")
+            if request.stream_options.include_usage and last.usage is not None:
+                yield chunks.usage(last.usage)
+        except Exception as exc:
+            await _fail(context, exc, timing)
+        context.set_trailing_metadata(_trailers(timing))
+
+    async def _events(self, endpoint: _Endpoint, request: Any, context: Any) -> AsyncIterator[Any]:
         """A streamed answer as SSE bytes: the chunk events, the engine's time, then
         `[DONE]`, or the error event of a failure or of a blocked answer. A failure
         before the first byte is a plain gRPC error, which the client gets as an HTTP
         error status; after it, the error event goes out before the gRPC status."""
         _bind_request_id(context)
-        timing = RequestTiming()
-        # If the client goes away while this handler waits on a write, the generators below are
-        # not resumed; the RPC's done-callback still frees the engine slot at once.
-        context.add_done_callback(lambda _: self._core.abort(request_id))
+        request_id, timing = self._start(endpoint, context)
+        chunks = endpoint.sse_chunks(request_id, int(time.time()), request.model)
         try:
-            generation = build()
+            generation = endpoint.generation(self._core, request_id, request)
             guard = _output_guard(request)
         except Exception as exc:
             await _fail(context, exc, timing)
@@ -211,163 +387,12 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
             if not answer.sent_any:
                 await _fail(context, exc, timing)
             error = _as_engine_error(exc)  # logs an unexpected one, once
-            yield _body(self._time_comment(timing) + _failure_event(error))
+            yield _body(_time_comment(timing) + _failure_event(error))
             await _fail(context, error, timing, _output_trailers(answer, guard))
-        ending = answer.closing + self._time_comment(timing)
+        ending = answer.closing + _time_comment(timing)
         if answer.blocked is None:
             ending += DONE_EVENT
         else:
             ending += error_event(output_blocked_message(answer.blocked), *CONTENT_POLICY_VIOLATION)
         context.set_trailing_metadata(_trailers(timing) + _output_trailers(answer, guard))
         yield _body(ending)
-
-    @staticmethod
-    def _time_comment(timing: RequestTiming) -> bytes:
-        engine_ms = timing.engine_ms()
-        return b"" if engine_ms is None else engine_time_comment(engine_ms)
-
-    async def StreamChatCompletionEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        chunks = ChatChunks(request_id, int(time.time()), request.model)
-        build = lambda: self._core.chat_request(  # noqa: E731
-            request_id, _turns(request), _sampling(request, chat=True)
-        )
-        async for body in self._events(request, context, request_id, build, chunks):
-            yield body
-
-    async def StreamCompletionEvents(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        request_id = f"cmpl-{uuid.uuid4().hex}"
-        chunks = CompletionChunks(request_id, int(time.time()), request.model)
-        build = lambda: self._core.completion_request(  # noqa: E731
-            request_id, _json_value(request, "prompt"), _sampling(request, chat=False)
-        )
-        async for body in self._events(request, context, request_id, build, chunks):
-            yield body
-
-    async def _collect(self, request: GenerationRequest, timing: RequestTiming) -> _Outcome:
-        outcome = _Outcome()
-        async for delta in self._core.generate(request, timing):
-            outcome.add(delta)
-        return outcome
-
-    async def CreateChatCompletion(self, request: Any, context: Any) -> Any:
-        _bind_request_id(context)
-        timing = RequestTiming()
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        try:
-            generation = self._core.chat_request(
-                request_id, _turns(request), _sampling(request, chat=True)
-            )
-            outcome = await self._collect(generation, timing)
-        except Exception as exc:
-            await _fail(context, exc, timing)
-        await _answer_metadata(context, timing)
-        message = pb.AssistantMessage(role="assistant", content="".join(outcome.text))
-        return pb.ChatCompletion(
-            id=request_id,
-            object=CHAT_COMPLETION,
-            created=int(time.time()),
-            model=request.model,
-            choices=[pb.ChatChoice(index=0, message=message, finish_reason=outcome.finish_reason)],
-            usage=_usage(outcome.usage),
-        )
-
-    async def StreamChatCompletion(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        _bind_request_id(context)
-        timing = RequestTiming()
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        # If the client goes away while this handler waits on a write, the generators below are
-        # not resumed; the RPC's done-callback still frees the engine slot at once.
-        context.add_done_callback(lambda _: self._core.abort(request_id))
-
-        def chunk(**fields: Any) -> Any:
-            return pb.ChatCompletionChunk(
-                id=request_id,
-                object=CHAT_COMPLETION_CHUNK,
-                created=created,
-                model=request.model,
-                **fields,
-            )
-
-        def choice(delta: Any, finish_reason: str | None = None) -> Any:
-            return pb.ChatChunkChoice(index=0, delta=delta, finish_reason=finish_reason)
-
-        try:
-            generation = self._core.chat_request(
-                request_id, _turns(request), _sampling(request, chat=True)
-            )
-            yield chunk(choices=[choice(pb.ChatDelta(role="assistant", content=""))])
-            last = Delta("")
-            async for delta in self._core.generate(generation, timing):
-                if delta.text:
-                    yield chunk(choices=[choice(pb.ChatDelta(content=delta.text))])
-                last = delta
-            yield chunk(choices=[choice(pb.ChatDelta(), last.finish_reason or "stop")])
-            if request.stream_options.include_usage and last.usage is not None:
-                yield chunk(choices=[], usage=_usage(last.usage))
-        except Exception as exc:
-            await _fail(context, exc, timing)
-        context.set_trailing_metadata(_trailers(timing))
-
-    async def CreateCompletion(self, request: Any, context: Any) -> Any:
-        _bind_request_id(context)
-        timing = RequestTiming()
-        request_id = f"cmpl-{uuid.uuid4().hex}"
-        try:
-            generation = self._core.completion_request(
-                request_id, _json_value(request, "prompt"), _sampling(request, chat=False)
-            )
-            outcome = await self._collect(generation, timing)
-        except Exception as exc:
-            await _fail(context, exc, timing)
-        await _answer_metadata(context, timing)
-        return pb.Completion(
-            id=request_id,
-            object=TEXT_COMPLETION,
-            created=int(time.time()),
-            model=request.model,
-            choices=[
-                pb.CompletionChoice(
-                    index=0, text="".join(outcome.text), finish_reason=outcome.finish_reason
-                )
-            ],
-            usage=_usage(outcome.usage),
-        )
-
-    async def StreamCompletion(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        _bind_request_id(context)
-        timing = RequestTiming()
-        request_id = f"cmpl-{uuid.uuid4().hex}"
-        created = int(time.time())
-        # If the client goes away while this handler waits on a write, the generators below are
-        # not resumed; the RPC's done-callback still frees the engine slot at once.
-        context.add_done_callback(lambda _: self._core.abort(request_id))
-
-        def chunk(**fields: Any) -> Any:
-            return pb.Completion(
-                id=request_id,
-                object=TEXT_COMPLETION,
-                created=created,
-                model=request.model,
-                **fields,
-            )
-
-        try:
-            generation = self._core.completion_request(
-                request_id, _json_value(request, "prompt"), _sampling(request, chat=False)
-            )
-            last = Delta("")
-            async for delta in self._core.generate(generation, timing):
-                if delta.text:
-                    yield chunk(choices=[pb.CompletionChoice(index=0, text=delta.text)])
-                last = delta
-            final = pb.CompletionChoice(
-                index=0, text="", finish_reason=last.finish_reason or "stop"
-            )
-            yield chunk(choices=[final])
-            if request.stream_options.include_usage and last.usage is not None:
-                yield chunk(choices=[], usage=_usage(last.usage))
-        except Exception as exc:
-            await _fail(context, exc, timing)
-        context.set_trailing_metadata(_trailers(timing))
