@@ -59,6 +59,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) $(ENVOY_VENV) frugal/v1/*_pb2* frugal/v1/inference.pb frugal/v1/__init__.py var
