@@ -11,6 +11,7 @@ import yaml
 
 from control_plane.config_file import ConfigError, load_config
 from control_plane.model import Endpoint, FrugalConfig
+from frugal.cli.up import check_profiles
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,7 +55,10 @@ def refusal(path: Path) -> str:
 
 def test_the_repositorys_own_config_loads() -> None:
     config = load_config(REPO_ROOT / "frugal.yaml")
-    assert [m.name for m in config.models] == ["sim-mixtral", "sim-echo"]
+    assert [m.name for m in config.models] == ["smollm2-135m-instruct", "sim-mixtral", "sim-echo"]
+    real = config.model("smollm2-135m-instruct")
+    assert real is not None and real.backend == "transformers"
+    check_profiles(config)
     mixtral = config.model("sim-mixtral")
     assert mixtral is not None
     assert [(g.name, len(g.replicas)) for g in mixtral.groups] == [("tp8", 1), ("tp2", 4)]
