@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+# Before any test module loads grpc: this process starts children (frugal/cli/__init__.py).
+import frugal.cli  # noqa: F401
 from tests.helpers.redis_server import RedisServer
 
 

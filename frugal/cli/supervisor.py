@@ -59,6 +59,8 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+            # A real fork() (no vfork with a preexec_fn): safe only with gRPC's fork
+            # support off, which frugal/cli/__init__.py sees to (grpc/grpc#43055).
             preexec_fn=_die_with_parent,
         )
         pump = asyncio.create_task(self._pump(spec.name, process))

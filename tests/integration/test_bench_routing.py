@@ -4,7 +4,6 @@ filter, control plane, Envoy) started by the product's own code, real streams, r
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,6 @@ def _tiny_trace(directory: Path) -> Path:
 
 def test_a_tiny_routing_benchmark_writes_well_formed_results(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    started = time.monotonic()
     code = main(
         [
             "bench", "routing", "--out", str(out),
@@ -45,7 +43,6 @@ def test_a_tiny_routing_benchmark_writes_well_formed_results(tmp_path: Path) -> 
     )  # fmt: skip
     log = out / "routing-stack.log"
     assert code == 0, log.read_text()[-5000:] if log.exists() else "no stack log"
-    assert time.monotonic() - started < 90
 
     for name in ("routing.json", "routing.md", "routing.png"):
         assert (out / name).stat().st_size > 0, name
