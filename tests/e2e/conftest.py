@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from frugal.cli.stack import find_envoy
 from tests.helpers.stack import FAST, FrugalStack, replicas, stack_config
 
 CONTENT_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "content"
@@ -27,16 +26,10 @@ RAW_OUTPUT_REDACTED = {
 }  # fmt: skip
 
 
-def _require_envoy() -> None:
-    try:
-        find_envoy()
-    except FileNotFoundError as error:
-        pytest.fail(f"{error}: the e2e tests need the real Envoy")
-
-
 @pytest.fixture(scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FrugalStack]:
-    _require_envoy()
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory, stack_binaries: None
+) -> AsyncIterator[FrugalStack]:
     models: list[dict[str, Any]] = [
         {"name": "sim-echo", "echo": True, "groups": [
             {"name": "echo", "profile": "fast", "replicas": replicas(1)}]},

@@ -1,16 +1,16 @@
 """Run the real Envoy binary in tests: start from a bootstrap, wait until ready, read its log.
 
-Layer: test support (process I/O). The binary comes from FRUGAL_ENVOY_BIN, default
-/work/main/.venv-envoy/bin/envoy. Every Envoy gets its own temp directory, an admin port chosen by
-the kernel (read back through --admin-address-path) and --use-dynamic-base-id, so several can run
-at once. `stop()` ends only the process this object started, by its pid.
+Layer: test support (process I/O). The binary is the one `frugal up` runs (frugal.cli.stack's
+find_envoy: $FRUGAL_ENVOY_BIN, the repository's .venv-envoy, PATH). Every Envoy gets its own
+temp directory, an admin port chosen by the kernel (read back through --admin-address-path) and
+--use-dynamic-base-id, so several can run at once. `stop()` ends only the process this object
+started, by its pid.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import tempfile
@@ -20,13 +20,7 @@ from typing import Any
 
 import httpx
 
-DEFAULT_ENVOY_BIN = "/work/main/.venv-envoy/bin/envoy"
-
-
-def envoy_binary() -> str | None:
-    """Path of the Envoy binary to use, or None when it is not there."""
-    path = os.environ.get("FRUGAL_ENVOY_BIN", DEFAULT_ENVOY_BIN)
-    return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+from frugal.cli.stack import find_envoy
 
 
 def free_port() -> int:
@@ -99,10 +93,7 @@ class EnvoyProcess:
     """One Envoy process started from a bootstrap (dict or YAML text) in its own temp dir."""
 
     def __init__(self, binary: str | None = None, *, log_level: str = "info") -> None:
-        found = binary or envoy_binary()
-        if found is None:
-            raise FileNotFoundError("no Envoy binary (set FRUGAL_ENVOY_BIN)")
-        self.binary = found
+        self.binary = binary or find_envoy()
         self.log_level = log_level
         self._tmp = tempfile.TemporaryDirectory(prefix="frugal-envoy-")
         self.workdir = Path(self._tmp.name)

@@ -7,7 +7,6 @@ frugal.cli's planner and supervisor, and keeps every child's log for failures.
 
 from __future__ import annotations
 
-import shutil
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import yaml
 from control_plane.config_file import load_config
 from control_plane.model import FrugalConfig
 from frugal.bench.ports import PortPicker
-from frugal.cli.stack import StackFiles, find_envoy
+from frugal.cli.stack import StackFiles
 from frugal.cli.supervisor import Supervisor
 from frugal.cli.up import admin_url, start_stack
 
@@ -104,18 +103,6 @@ class FrugalStack:
         return "\n".join(self.logs)
 
 
-def have_envoy() -> bool:
-    try:
-        find_envoy()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-# Marks for a test that starts whole stacks itself: skipped, with the reason, where the
-# real Envoy or redis-server is missing (make setup installs both).
-STACK_MARKS = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not have_envoy(), reason="no Envoy binary (make setup)"),
-    pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server"),
-]
+# Marks for a test that starts whole stacks itself: a missing Envoy or redis-server (make
+# setup installs both) fails it (tests/conftest.py's stack_binaries), never skips it.
+STACK_MARKS = [pytest.mark.e2e, pytest.mark.usefixtures("stack_binaries")]

@@ -1,7 +1,7 @@
 """The xDS server driving a real Envoy: initial config, an update, and a rejected update.
 
-Runs once over state-of-the-world ADS and once over delta ADS. Skipped only when the Envoy binary
-is missing (FRUGAL_ENVOY_BIN, default /work/main/.venv-envoy/bin/envoy).
+Runs once over state-of-the-world ADS and once over delta ADS. A missing Envoy binary fails
+the run (tests/conftest.py's stack_binaries), never skips it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from control_plane.xds import (
     SnapshotCache,
     add_ads_servicer,
 )
-from tests.helpers.envoy_process import EnvoyProcess, ads_bootstrap, envoy_binary, free_port
+from tests.helpers.envoy_process import EnvoyProcess, ads_bootstrap, free_port
 from tests.helpers.xds_resources import (
     eds_cluster,
     http_listener,
@@ -40,13 +40,7 @@ from tests.helpers.xds_resources import (
     sample_snapshot,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        envoy_binary() is None,
-        reason="no Envoy binary at FRUGAL_ENVOY_BIN or /work/main/.venv-envoy/bin/envoy",
-    ),
-]
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("stack_binaries")]
 
 ALL_TYPES = (CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE)
 
