@@ -187,23 +187,27 @@ class TransformersBackend:
                 before = tracker.completion_tokens
                 step = tracker.update(output.generated_tokens, output.is_finished())
                 self._tokens_generated += tracker.completion_tokens - before
-                if step.cancel:
-                    manager.cancel_request(rid)
+                if step.cancel:  # a stop string: the manager would go on to max_tokens
+                    self._release(rid, cancel=True)
                 usage = (
                     TokenUsage(len(ids), tracker.completion_tokens) if step.finish_reason else None
                 )
                 if step.text or step.finish_reason:
                     yield Delta(step.text, step.finish_reason, usage)
         finally:
-            self.abort(rid)
+            self._release(rid, cancel=tracker.finish_reason is None)
 
     def abort(self, request_id: str) -> None:
+        self._release(request_id, cancel=True)
+
+    def _release(self, request_id: str, *, cancel: bool) -> None:
+        """Forget a sequence; `cancel`: it may still be generating, so stop it and drop its
+        result handler (the manager drops one only when its request finishes)."""
         if self._queues.pop(request_id, None) is None or self._manager is None:
             return
-        # Cancelling a finished request is a no-op in the manager; the handler of one that is
-        # not finished would never be dropped.
-        self._manager.cancel_request(request_id)
-        drop_result_handler(self._manager, request_id)
+        if cancel:
+            self._manager.cancel_request(request_id)
+            drop_result_handler(self._manager, request_id)
 
     def _max_tokens(self, request: GenerationRequest, prompt_tokens: int) -> int:
         room = min(self._context_tokens, self.parameters.kv_cache_tokens) - prompt_tokens

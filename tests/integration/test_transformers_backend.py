@@ -194,14 +194,17 @@ async def test_the_load_adapter_reads_the_managers_internals(
 
 
 async def _sample_steps(
-    sampler: LoadSampler, address: str, load: Callable[[], Awaitable[Any]], readings: int
+    sampler: LoadSampler, worker: EngineWorker, load: Awaitable[Any], streams: int
 ) -> list[Any]:
-    task = asyncio.ensure_future(load())
+    """Step samples read from the worker's /metrics every 0.5 s while `load` runs, from the
+    moment all its `streams` are in the batch."""
+    task = asyncio.ensure_future(load)
+    await eventually(lambda: backend(worker).load().running == streams, timeout=60)
     samples = []
-    previous = (await sampler.engine_counters([address]))[address]
-    for _ in range(readings):
+    previous = (await sampler.engine_counters([worker.address]))[worker.address]
+    while not task.done():
         await asyncio.sleep(0.5)
-        current = (await sampler.engine_counters([address]))[address]
+        current = (await sampler.engine_counters([worker.address]))[worker.address]
         if (sample := step_sample(previous, current)) is not None:
             samples.append(sample)
         previous = current
@@ -218,11 +221,8 @@ async def test_the_adaptive_policy_learns_step_times_from_this_backend(
     try:
         for streams in (1, 4):
             requests = [chat("Tell me a long story.", max_tokens=60) for _ in range(streams)]
-
-            async def load(batch: list[Any] = requests) -> Any:
-                return await asyncio.gather(*(stub.CreateChatCompletion(r) for r in batch))
-
-            samples += await _sample_steps(sampler, worker.address, load, readings=4)
+            load = asyncio.gather(*(stub.CreateChatCompletion(r) for r in requests))
+            samples += await _sample_steps(sampler, worker, load, streams)
     finally:
         await sampler.close()
     assert {round(s.running_per_replica) for s in samples} >= {1, 4}
