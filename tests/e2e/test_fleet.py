@@ -128,7 +128,10 @@ async def test_a_registered_replica_gets_traffic(fleet_stack: FrugalStack) -> No
     async def extra_generates() -> bool:
         async with httpx.AsyncClient(base_url=fleet_stack.base_url, headers=fleet_stack.auth) as c:
             await asyncio.gather(*(_stream_ok(c) for _ in range(4)))
-        return await _tokens(engine_metrics_port(port)) > 0
+        try:
+            return await _tokens(engine_metrics_port(port)) > 0
+        except httpx.ConnectError:  # the new worker's metrics endpoint is not up yet
+            return False
 
     assert await _eventually(extra_generates, 10)
     async with _admin(fleet_stack) as admin:
