@@ -223,9 +223,12 @@ class OpenAIUpstreamBackend:
 async def _scrape_load(session: aiohttp.ClientSession, url: str) -> UpstreamLoad | None:
     try:
         async with session.get(url) as response:
+            # Read even a refusal's body: an unread response closes its connection instead of
+            # going back to the pool, and an upstream without metrics would get a new
+            # connection every interval.
+            text = await response.text()
             if response.status != 200:
                 return None
-            text = await response.text()
         return parse_load_metrics(text)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         logger.debug("scraping %s failed: %r", url, exc)
