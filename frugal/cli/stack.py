@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from control_plane.model import FrugalConfig
+from frugal.cli.stack_ports import check_stack_ports
 from frugal.wire import engine_metrics_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -143,7 +144,9 @@ def plan_stack(
     config: FrugalConfig, config_path: Path, files: StackFiles, *, engines: bool = True
 ) -> list[ChildSpec]:
     """Children in start order: Redis, engines, safety filter, control plane, then Envoy.
-    Without `engines`, the config's replicas are workers that already run (a benchmark's)."""
+    Without `engines`, the config's replicas are workers that already run (a benchmark's).
+    Raises ValueError when two parts would bind one port."""
+    check_stack_ports(config, engines=engines)
     shared = {
         "FRUGAL_REDIS_URL": config.redis.url,
         "FRUGAL_KEY_PEPPER_FILE": str(files.pepper),

@@ -23,6 +23,7 @@ from engine_workers.backends import validate_parameters
 from frugal.cli.demo_key import ensure_demo_key
 from frugal.cli.envoy_bootstrap import write_bootstrap
 from frugal.cli.stack import REPO_ROOT, StackFiles, plan_stack
+from frugal.cli.stack_ports import check_stack_ports
 from frugal.cli.supervisor import Supervisor, describe_exit
 from frugal.keys.admin_token import ensure_admin_token_file
 from frugal.keys.hashing import ensure_pepper_file
@@ -201,7 +202,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         check_profiles(config)
-    except ConfigError as error:
+        check_stack_ports(config)
+    except (ConfigError, ValueError) as error:
         print(f"frugal up: {error}", file=sys.stderr)
         return 2
     return asyncio.run(run_stack(config, args.config.resolve()))

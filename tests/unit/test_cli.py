@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from control_plane.config_file import ConfigError
+from control_plane.config_file import ConfigError, load_config
 from control_plane.model import FrugalConfig
 from engine_workers.backends.sim_model import PROFILES
 from engine_workers.settings import EngineSettings
 from frugal.cli.__main__ import main
 from frugal.cli.envoy_bootstrap import render_bootstrap
-from frugal.cli.stack import StackFiles, plan_stack
+from frugal.cli.stack import REPO_ROOT, StackFiles, plan_stack
 from frugal.cli.up import check_profiles
 from frugal.wire import engine_metrics_port
 
@@ -237,3 +237,27 @@ def test_up_refuses_a_bad_profile_naming_it(
 def test_up_refuses_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["up", "-c", str(tmp_path / "absent.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_two_parts_of_the_stack_on_one_port_are_refused_naming_both(tmp_path: Path) -> None:
+    data = config().model_dump(mode="json")
+    first_engine = data["models"][0]["groups"][0]["replicas"][0]["port"]
+    data["safety_filter"] = {**data["safety_filter"], "port": first_engine - 10, "processes": 11}
+    with pytest.raises(ValueError) as caught:
+        plan_stack(FrugalConfig.model_validate(data), tmp_path / "f.yaml", StackFiles(tmp_path))
+    message = str(caught.value)
+    assert message.startswith(f"port {first_engine} is taken twice:")
+    assert "safety_filter.port (process 10)" in message and "models.alpha.groups.g1" in message
+
+
+def test_an_engine_metrics_port_counts_as_taken(tmp_path: Path) -> None:
+    data = config().model_dump(mode="json")
+    engine = data["models"][0]["groups"][0]["replicas"][0]["port"]
+    data["admin"] = {**data.get("admin", {}), "port": engine_metrics_port(engine)}
+    with pytest.raises(ValueError, match=r"admin.port and by models.alpha.groups.g1.*\(metrics\)"):
+        plan_stack(FrugalConfig.model_validate(data), tmp_path / "f.yaml", StackFiles(tmp_path))
+
+
+def test_the_repositorys_config_takes_each_port_once(tmp_path: Path) -> None:
+    repo_config = load_config(REPO_ROOT / "frugal.yaml")
+    plan_stack(repo_config, tmp_path / "f.yaml", StackFiles(tmp_path))
