@@ -16,7 +16,14 @@ from frugal.bench.stats import RequestSample
 class BenchRequest:
     prompt: str
     max_tokens: int
-    seed: int
+    # None: not sent (a real model's engine may refuse a per-request seed).
+    seed: int | None
+    temperature: float | None = None
+
+    def sampling(self) -> dict[str, float | int]:
+        """The sampling fields to send: those that are set."""
+        fields = {"seed": self.seed, "temperature": self.temperature}
+        return {name: value for name, value in fields.items() if value is not None}
 
 
 class Driver(Protocol):

@@ -44,7 +44,8 @@ def _say(text: str) -> None:
 
 
 def _request(plan: EnginePlan, index: int) -> BenchRequest:
-    return BenchRequest(PROMPTS[index % len(PROMPTS)], plan.max_tokens, index)
+    # No seed: the transformers backend refuses per-request seeds.
+    return BenchRequest(PROMPTS[index % len(PROMPTS)], plan.max_tokens, None, plan.temperature)
 
 
 async def run_levels(

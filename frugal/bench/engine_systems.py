@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -52,9 +51,8 @@ class InProcessDriver:
     """Chat requests into a backend of this process; every delta with text is timed as it
     comes out of `generate`, the way the HTTP driver times content chunks."""
 
-    def __init__(self, backend: EngineBackend, temperature: float, timeout_s: float) -> None:
+    def __init__(self, backend: EngineBackend, timeout_s: float) -> None:
         self._backend = backend
-        self._temperature = temperature
         self._timeout_s = timeout_s
         self._ids = itertools.count()
 
@@ -102,25 +100,9 @@ class InProcessDriver:
             prompt_token_ids=rendered.token_ids,
             messages=messages,
             max_tokens=request.max_tokens,
-            temperature=self._temperature,
+            seed=request.seed,
+            temperature=request.temperature,
         )
-
-
-class SampledHttpDriver(HttpDriver):
-    """The load generator's HTTP driver with the benchmark's temperature and no seed (the
-    transformers backend refuses per-request seeds with a 400)."""
-
-    def __init__(
-        self, target: Target, connections: int, *, temperature: float, timeout_s: float
-    ) -> None:
-        super().__init__(target, connections, stream=True, timeout_s=timeout_s)
-        self._temperature = temperature
-
-    def _body(self, request: BenchRequest) -> dict[str, Any]:
-        body = super()._body(request)
-        del body["seed"]
-        body["temperature"] = self._temperature
-        return body
 
 
 @contextlib.asynccontextmanager
@@ -137,7 +119,7 @@ async def in_process(context: EngineContext) -> AsyncIterator[MakeDriver]:
     backend = build_backend(settings)
     try:
         await backend.start()
-        driver = InProcessDriver(backend, plan.temperature, plan.timeout_s)
+        driver = InProcessDriver(backend, plan.timeout_s)
         yield lambda connections: contextlib.nullcontext(driver)
     finally:
         await asyncio.shield(backend.stop())
@@ -158,8 +140,8 @@ async def frugal(context: EngineContext) -> AsyncIterator[MakeDriver]:
     try:
         key = await start_stack(config, config_path, StackFiles(root / "var"), supervisor)
         target = Target(api_url(config), {"authorization": f"Bearer {key}"}, plan.model.name)
-        yield lambda connections: SampledHttpDriver(
-            target, connections, temperature=plan.temperature, timeout_s=plan.timeout_s
+        yield lambda connections: HttpDriver(
+            target, connections, stream=True, timeout_s=plan.timeout_s
         )
     finally:
         await asyncio.shield(supervisor.stop())

@@ -62,7 +62,10 @@ class GrpcDriver:
 
     def _request(self, request: BenchRequest) -> Any:
         message = pb.ChatCompletionRequest(
-            model=self._model, max_tokens=request.max_tokens, seed=request.seed
+            model=self._model,
+            max_tokens=request.max_tokens,
+            seed=request.seed,
+            temperature=request.temperature,
         )
         message.messages.add(role="user").content.string_value = request.prompt
         if self._stream:

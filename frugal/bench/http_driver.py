@@ -95,7 +95,7 @@ class HttpDriver:
             "model": self._target.model,
             "messages": [{"role": "user", "content": request.prompt}],
             "max_tokens": request.max_tokens,
-            "seed": request.seed,
+            **request.sampling(),
             "stream": self._stream,
         }
         if self._stream:
