@@ -42,6 +42,28 @@ def time_between_tokens(arrivals: list[float], tokens: int) -> float | None:
     return (arrivals[-1] - arrivals[0]) * 1000 / (tokens - 1)
 
 
+def streamed_sample(
+    start: float,
+    end: float,
+    arrivals: list[float],
+    tokens: int | None,
+    engine_ms: float | None = None,
+) -> RequestSample:
+    """A stream that ended well, from the arrival times (perf_counter s) of its content
+    chunks; `tokens` from its usage where it reported one, else one per chunk."""
+    if not arrivals:
+        return RequestSample(ok=False, error="no content")
+    count = tokens or len(arrivals)
+    return RequestSample(
+        ok=True,
+        ttft_ms=(arrivals[0] - start) * 1000,
+        tbt_ms=time_between_tokens(arrivals, count),
+        tokens=count,
+        e2e_ms=(end - start) * 1000,
+        engine_ms=engine_ms,
+    )
+
+
 def parse_engine_ms(text: str | None) -> float | None:
     try:
         return float(text) if text else None

@@ -28,7 +28,7 @@ from engine_workers.engine import ChatMessage, EngineBackend, GenerationRequest,
 from engine_workers.errors import EngineError
 from engine_workers.settings import EngineSettings
 from frugal.bench.compare_fleet import GatewayPorts
-from frugal.bench.driver import BenchRequest, Driver, time_between_tokens
+from frugal.bench.driver import BenchRequest, Driver, streamed_sample
 from frugal.bench.engine_plan import FRUGAL, IN_PROCESS, EnginePlan, stack_config
 from frugal.bench.http_driver import HttpDriver, Target
 from frugal.bench.ports import PortPicker
@@ -76,17 +76,7 @@ class InProcessDriver:
             # A generator left by a timeout is closed only by the garbage collector; the
             # worker's core aborts the same way.
             self._backend.abort(generation.request_id)
-        end = time.perf_counter()
-        if not arrivals:
-            return RequestSample(ok=False, error="no content")
-        tokens = tokens or len(arrivals)
-        return RequestSample(
-            ok=True,
-            ttft_ms=(arrivals[0] - start) * 1000,
-            tbt_ms=time_between_tokens(arrivals, tokens),
-            tokens=tokens,
-            e2e_ms=(end - start) * 1000,
-        )
+        return streamed_sample(start, time.perf_counter(), arrivals, tokens)
 
     def _generation(self, request: BenchRequest) -> GenerationRequest:
         """What the worker's core builds for a chat request (rendering is timed too: the

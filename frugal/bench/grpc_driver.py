@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from frugal import wire
-from frugal.bench.driver import BenchRequest, parse_engine_ms, time_between_tokens
+from frugal.bench.driver import BenchRequest, parse_engine_ms, streamed_sample
 from frugal.bench.http_driver import DEFAULT_TIMEOUT_S
 from frugal.bench.stats import RequestSample
 from frugal.v1 import inference_pb2 as pb
@@ -105,14 +105,5 @@ class GrpcDriver:
             if chunk.HasField("usage"):
                 tokens = chunk.usage.completion_tokens
         end = time.perf_counter()
-        if not arrivals:
-            return RequestSample(ok=False, error="no content")
-        tokens = tokens or len(arrivals)
-        return RequestSample(
-            ok=True,
-            ttft_ms=(arrivals[0] - start) * 1000,
-            tbt_ms=time_between_tokens(arrivals, tokens),
-            tokens=tokens,
-            e2e_ms=(end - start) * 1000,
-            engine_ms=_engine_ms(await call.trailing_metadata()),
-        )
+        engine_ms = _engine_ms(await call.trailing_metadata())
+        return streamed_sample(start, end, arrivals, tokens, engine_ms)

@@ -22,11 +22,7 @@ from typing import Any
 import aiohttp
 
 from frugal import wire
-from frugal.bench.driver import (
-    BenchRequest,
-    parse_engine_ms,
-    time_between_tokens,
-)
+from frugal.bench.driver import BenchRequest, parse_engine_ms, streamed_sample
 from frugal.bench.stats import RequestSample
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -155,15 +151,6 @@ class HttpDriver:
                     done = True
                 elif line.startswith(wire.ENGINE_MS_COMMENT):
                     engine_ms = parse_engine_ms(line.removeprefix(wire.ENGINE_MS_COMMENT))
-        end = time.perf_counter()
-        if not done or not arrivals:
-            return RequestSample(ok=False, error="no [DONE]" if not done else "no content")
-        tokens = usage_tokens or len(arrivals)
-        return RequestSample(
-            ok=True,
-            ttft_ms=(arrivals[0] - start) * 1000,
-            tbt_ms=time_between_tokens(arrivals, tokens),
-            tokens=tokens,
-            e2e_ms=(end - start) * 1000,
-            engine_ms=engine_ms,
-        )
+        if not done:
+            return RequestSample(ok=False, error="no [DONE]")
+        return streamed_sample(start, time.perf_counter(), arrivals, usage_tokens, engine_ms)
