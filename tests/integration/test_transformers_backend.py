@@ -154,20 +154,24 @@ async def test_a_prompt_longer_than_the_cache_is_refused(stub: Any) -> None:
     assert "context" in caught.value.details()
 
 
-async def test_temperature_is_per_request_inside_one_batch(stub: Any) -> None:
-    """Greedy answers stay the same while hot samples run in the same batch; hot ones
-    differ from each other. If sampling were global, one of the two would fail."""
+async def test_sampling_is_per_request_inside_one_batch(stub: Any) -> None:
+    """Greedy, nearly-greedy and hot requests share one batch. Greedy ones agree, and so does
+    temperature 1 with top_p 1e-6 (only the likeliest token is left); hot ones differ from
+    each other and from them. If sampling were global, one side of this would fail."""
     request = "Write one sentence about the sea."
-    alone = (await stub.CreateChatCompletion(chat(request, temperature=0, max_tokens=24))).choices
-    hot = [chat(request, temperature=2.0, top_p=1.0, max_tokens=24) for _ in range(3)]
+    sampling: list[dict[str, float]] = [
+        {"temperature": 0},
+        {"temperature": 0},
+        {"temperature": 1.0, "top_p": 1e-6},
+        {"temperature": 2.0, "top_p": 1.0},
+        {"temperature": 2.0, "top_p": 1.0},
+    ]
     answers = await asyncio.gather(
-        stub.CreateChatCompletion(chat(request, temperature=0, max_tokens=24)),
-        *(stub.CreateChatCompletion(r) for r in hot),
+        *(stub.CreateChatCompletion(chat(request, max_tokens=24, **s)) for s in sampling)
     )
-    assert answers[0].choices[0].message.content == alone[0].message.content
-    hot_texts = {a.choices[0].message.content for a in answers[1:]}
-    assert len(hot_texts) == 3
-    assert alone[0].message.content not in hot_texts
+    greedy, again, narrow, hot, hotter = (a.choices[0].message.content for a in answers)
+    assert greedy == again == narrow
+    assert len({greedy, hot, hotter}) == 3
 
 
 async def test_a_client_leaving_stops_generation(stub: Any, worker: EngineWorker) -> None:
