@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +13,7 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from engine_workers.backends.sim_model import SimProfile
@@ -24,7 +23,7 @@ from engine_workers.settings import EngineSettings
 from engine_workers.tokenizer import count_tokens
 from frugal import wire
 from frugal.v1 import inference_pb2 as pb
-from frugal.v1 import inference_pb2_grpc as pb_grpc
+from tests.helpers.engine_worker import inference_stub, proto_value, serving
 
 MODEL = "sim-test"
 FAST_SIM = {"time_scale": 0.01, "jitter": 0.0, "output_tokens_min": 8, "output_tokens_max": 24}
@@ -41,18 +40,8 @@ async def running_worker(**overrides: Any) -> AsyncIterator[EngineWorker]:
     sim = {**FAST_SIM, **overrides.pop("sim", {})}
     profile = SimProfile.model_validate(sim)
     settings = EngineSettings(port=0, model=MODEL, group="g1", sim=profile, **overrides)
-    worker = EngineWorker(settings)
-    await worker.start()
-    try:
+    async with serving(settings) as worker:
         yield worker
-    finally:
-        await worker.stop(grace=0.5)
-
-
-@contextlib.asynccontextmanager
-async def inference_stub(worker: EngineWorker) -> AsyncIterator[Any]:
-    async with grpc.aio.insecure_channel(worker.address) as channel:
-        yield pb_grpc.InferenceStub(channel)
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
@@ -69,20 +58,14 @@ async def echo_worker() -> AsyncIterator[EngineWorker]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def stub(worker: EngineWorker) -> AsyncIterator[Any]:
-    async with inference_stub(worker) as client:
+    async with inference_stub(worker.address) as client:
         yield client
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def echo_stub(echo_worker: EngineWorker) -> AsyncIterator[Any]:
-    async with inference_stub(echo_worker) as client:
+    async with inference_stub(echo_worker.address) as client:
         yield client
-
-
-def _value(python: object) -> struct_pb2.Value:
-    value = struct_pb2.Value()
-    json_format.Parse(json.dumps(python), value)
-    return value
 
 
 def chat_request(content: object = "Hello there", **fields: Any) -> Any:
@@ -90,20 +73,20 @@ def chat_request(content: object = "Hello there", **fields: Any) -> Any:
     messages = fields.pop(
         "messages",
         [
-            pb.ChatMessage(role="system", content=_value("Be brief.")),
-            pb.ChatMessage(role="user", content=_value(content)),
+            pb.ChatMessage(role="system", content=proto_value("Be brief.")),
+            pb.ChatMessage(role="user", content=proto_value(content)),
         ],
     )
     if "stop" in fields:
-        fields["stop"] = _value(fields["stop"])
+        fields["stop"] = proto_value(fields["stop"])
     return pb.ChatCompletionRequest(messages=messages, **fields)
 
 
 def completion_request(prompt: object = "Once upon a time", **fields: Any) -> Any:
     fields.setdefault("model", MODEL)
     if "stop" in fields:
-        fields["stop"] = _value(fields["stop"])
-    return pb.CompletionRequest(prompt=_value(prompt), **fields)
+        fields["stop"] = proto_value(fields["stop"])
+    return pb.CompletionRequest(prompt=proto_value(prompt), **fields)
 
 
 def _json(message: Any) -> dict[str, Any]:
@@ -210,9 +193,9 @@ async def test_streaming_completion_with_usage(stub: Any) -> None:
 async def test_echo_streams_last_user_message_intact_and_in_order(echo_stub: Any) -> None:
     text = "  The quick brown fox,\n  jumps over\tthe lazy dog. 1 2 3 4 5 6 7 8 9 10 "
     messages = [
-        pb.ChatMessage(role="user", content=_value("not this one")),
-        pb.ChatMessage(role="assistant", content=_value("ok")),
-        pb.ChatMessage(role="user", content=_value([{"type": "text", "text": text}])),
+        pb.ChatMessage(role="user", content=proto_value("not this one")),
+        pb.ChatMessage(role="assistant", content=proto_value("ok")),
+        pb.ChatMessage(role="user", content=proto_value([{"type": "text", "text": text}])),
     ]
     chunks = [c async for c in echo_stub.StreamChatCompletion(chat_request(messages=messages))]
     pieces = [c.choices[0].delta.content for c in chunks[1:-1]]
@@ -327,7 +310,10 @@ async def _wait_until(predicate: Any, timeout: float = 5.0) -> None:
 
 async def test_cancelling_a_stream_aborts_the_sequence() -> None:
     long_output = {"time_scale": 0.1, "output_tokens_min": 50_000, "output_tokens_max": 50_000}
-    async with running_worker(sim=long_output) as long_worker, inference_stub(long_worker) as s:
+    async with (
+        running_worker(sim=long_output) as long_worker,
+        inference_stub(long_worker.address) as s,
+    ):
         call = s.StreamChatCompletion(chat_request())
         received = 0
         async for _ in call:
@@ -344,7 +330,10 @@ async def test_cancelling_a_stream_aborts_the_sequence() -> None:
 
 
 async def test_fault_after_tokens_fails_mid_stream_with_internal() -> None:
-    async with running_worker(sim={"fault_after_tokens": 3}) as faulty, inference_stub(faulty) as s:
+    async with (
+        running_worker(sim={"fault_after_tokens": 3}) as faulty,
+        inference_stub(faulty.address) as s,
+    ):
         chunks = []
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             async for chunk in s.StreamChatCompletion(chat_request()):

@@ -24,7 +24,7 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 from transformers import AutoTokenizer
 
 from engine_workers.backends.model_files import model_directory
@@ -36,7 +36,7 @@ from engine_workers.server import EngineWorker
 from engine_workers.settings import EngineSettings
 from engine_workers.tokenizer import count_tokens
 from frugal.v1 import inference_pb2 as pb
-from frugal.v1 import inference_pb2_grpc as pb_grpc
+from tests.helpers.engine_worker import inference_stub, proto_value, serving
 
 MODEL = "smol"  # the name the worker serves; upstream it is the model directory
 QUESTION = "What is the capital of France?"
@@ -113,18 +113,8 @@ def upstream(
 @contextlib.asynccontextmanager
 async def running_worker(**parameters: Any) -> AsyncIterator[EngineWorker]:
     settings = EngineSettings(port=0, model=MODEL, backend="openai", parameters=parameters)
-    worker = EngineWorker(settings)
-    await worker.start()
-    try:
+    async with serving(settings) as worker:
         yield worker
-    finally:
-        await worker.stop(grace=0.5)
-
-
-@contextlib.asynccontextmanager
-async def inference_stub(address: str) -> AsyncIterator[Any]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        yield pb_grpc.InferenceStub(channel)
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
@@ -146,14 +136,8 @@ def tokenizer(upstream: TransformersServer) -> Any:
     return AutoTokenizer.from_pretrained(upstream.model)
 
 
-def _value(python: object) -> struct_pb2.Value:
-    value = struct_pb2.Value()
-    value.string_value = str(python)
-    return value
-
-
 def chat_request(content: str = QUESTION, **fields: Any) -> Any:
-    message = pb.ChatMessage(role="user", content=_value(content))
+    message = pb.ChatMessage(role="user", content=proto_value(content))
     return pb.ChatCompletionRequest(model=MODEL, messages=[message], **fields)
 
 
@@ -208,7 +192,7 @@ async def test_streamed_chat_sends_deltas_then_usage(
 
 async def test_completion_is_forwarded_to_v1_completions(stub: Any, tokenizer: Any) -> None:
     prompt = "Photosynthesis converts sunlight into"
-    request = pb.CompletionRequest(model=MODEL, prompt=_value(prompt), max_tokens=6)
+    request = pb.CompletionRequest(model=MODEL, prompt=proto_value(prompt), max_tokens=6)
     body = _json(await stub.CreateCompletion(request))
     [choice] = body["choices"]
     assert choice["text"].strip()
@@ -332,7 +316,7 @@ async def test_load_comes_from_the_upstream_metrics_when_it_has_them(
             inference_stub(sim.address) as sim_stub,
         ):
             request = pb.ChatCompletionRequest(
-                model="sim", messages=[pb.ChatMessage(role="user", content=_value(QUESTION))]
+                model="sim", messages=[pb.ChatMessage(role="user", content=proto_value(QUESTION))]
             )
             call = sim_stub.StreamChatCompletion(request)
             await anext(aiter(call))

@@ -16,7 +16,6 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
-from google.protobuf import json_format, struct_pb2
 from prometheus_client.parser import text_string_to_metric_families
 from transformers import AutoTokenizer
 
@@ -31,8 +30,8 @@ from engine_workers.server import EngineWorker
 from engine_workers.settings import EngineSettings
 from frugal.bench.ports import PortPicker
 from frugal.v1 import inference_pb2 as pb
-from frugal.v1 import inference_pb2_grpc as pb_grpc
 from frugal.wire import ENGINE_METRICS_PORT_OFFSET
+from tests.helpers.engine_worker import inference_stub, proto_value, serving
 
 MODEL = "smollm2"
 QUESTION = "What is the capital of France?"
@@ -49,18 +48,14 @@ async def worker() -> AsyncIterator[EngineWorker]:
         backend="transformers",
         parameters={"threads": 2, "kv_cache_tokens": 8192, "page_size": 64},
     )
-    started = EngineWorker(settings)
-    await started.start()
-    try:
+    async with serving(settings, grace=1.0) as started:
         yield started
-    finally:
-        await started.stop(grace=1.0)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def stub(worker: EngineWorker) -> AsyncIterator[Any]:
-    async with grpc.aio.insecure_channel(worker.address) as channel:
-        yield pb_grpc.InferenceStub(channel)
+    async with inference_stub(worker.address) as client:
+        yield client
 
 
 def backend(worker: EngineWorker) -> TransformersBackend:
@@ -68,16 +63,10 @@ def backend(worker: EngineWorker) -> TransformersBackend:
     return worker.backend
 
 
-def _value(python: object) -> struct_pb2.Value:
-    value = struct_pb2.Value()
-    json_format.Parse(json.dumps(python), value)
-    return value
-
-
 def chat(content: str = QUESTION, **fields: Any) -> Any:
     if "stop" in fields:
-        fields["stop"] = _value(fields["stop"])
-    message = pb.ChatMessage(role="user", content=_value(content))
+        fields["stop"] = proto_value(fields["stop"])
+    message = pb.ChatMessage(role="user", content=proto_value(content))
     return pb.ChatCompletionRequest(model=MODEL, messages=[message], **fields)
 
 

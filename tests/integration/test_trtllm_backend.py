@@ -16,15 +16,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import grpc
 import pytest
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 from engine_workers.backends.trtllm import TrtllmStartError
 from engine_workers.server import EngineWorker
 from engine_workers.settings import EngineSettings
 from frugal.v1 import inference_pb2 as pb
-from frugal.v1 import inference_pb2_grpc as pb_grpc
+from tests.helpers.engine_worker import inference_stub, proto_value, serving
 
 MODEL = "trtllm-test"
 DOUBLE_ROOT = Path(__file__).resolve().parents[1] / "doubles" / "tensorrt_llm_double"
@@ -57,32 +56,16 @@ async def running_worker(**parameters: Any) -> AsyncIterator[EngineWorker]:
         backend="trtllm",
         parameters={"model": "/models/mixtral", "stats_interval_s": 0.01, **parameters},
     )
-    worker = EngineWorker(settings)
-    try:
-        await worker.start()
+    async with serving(settings) as worker:
         yield worker
-    finally:
-        await worker.stop(grace=0.5)
-
-
-@contextlib.asynccontextmanager
-async def stub_for(worker: EngineWorker) -> AsyncIterator[Any]:
-    async with grpc.aio.insecure_channel(worker.address) as channel:
-        yield pb_grpc.InferenceStub(channel)
-
-
-def _value(python: object) -> struct_pb2.Value:
-    value = struct_pb2.Value()
-    json_format.Parse(json.dumps(python), value)
-    return value
 
 
 def chat_request(**fields: Any) -> Any:
     if "stop" in fields:
-        fields["stop"] = _value(fields["stop"])
+        fields["stop"] = proto_value(fields["stop"])
     messages = [
-        pb.ChatMessage(role="system", content=_value("Be brief.")),
-        pb.ChatMessage(role="user", content=_value("Hello there")),
+        pb.ChatMessage(role="system", content=proto_value("Be brief.")),
+        pb.ChatMessage(role="user", content=proto_value("Hello there")),
     ]
     return pb.ChatCompletionRequest(model=MODEL, messages=messages, **fields)
 
@@ -104,7 +87,7 @@ async def _wait_until(predicate: Any, timeout: float = 5.0) -> None:
 
 
 async def test_unary_chat_renders_the_template_and_reports_usage(trtllm: ModuleType) -> None:
-    async with running_worker() as worker, stub_for(worker) as stub:
+    async with running_worker() as worker, inference_stub(worker.address) as stub:
         body = _json(await stub.CreateChatCompletion(chat_request()))
     [choice] = body["choices"]
     assert choice["message"]["content"] == OUTPUT
@@ -118,7 +101,7 @@ async def test_unary_chat_renders_the_template_and_reports_usage(trtllm: ModuleT
 
 async def test_streamed_chat_yields_each_text_diff(trtllm: ModuleType) -> None:
     request = chat_request(stream_options=pb.StreamOptions(include_usage=True))
-    async with running_worker() as worker, stub_for(worker) as stub:
+    async with running_worker() as worker, inference_stub(worker.address) as stub:
         chunks = [_json(c) async for c in stub.StreamChatCompletion(request)]
         assert worker.backend.load().tokens_generated_total == 10
     _first, *tokens, final, usage = chunks
@@ -129,7 +112,7 @@ async def test_streamed_chat_yields_each_text_diff(trtllm: ModuleType) -> None:
 
 
 async def test_max_tokens_ends_with_length(trtllm: ModuleType) -> None:
-    async with running_worker() as worker, stub_for(worker) as stub:
+    async with running_worker() as worker, inference_stub(worker.address) as stub:
         response = await stub.CreateChatCompletion(chat_request(max_tokens=3))
     assert response.choices[0].message.content == "alpha bravo charlie"
     assert response.choices[0].finish_reason == "length"
@@ -137,7 +120,7 @@ async def test_max_tokens_ends_with_length(trtllm: ModuleType) -> None:
 
 
 async def test_stop_string_ends_with_stop_and_is_left_out(trtllm: ModuleType) -> None:
-    async with running_worker() as worker, stub_for(worker) as stub:
+    async with running_worker() as worker, inference_stub(worker.address) as stub:
         response = await stub.CreateChatCompletion(chat_request(stop=["delta"]))
     assert response.choices[0].message.content == "alpha bravo charlie"
     assert response.choices[0].finish_reason == "stop"
@@ -145,8 +128,10 @@ async def test_stop_string_ends_with_stop_and_is_left_out(trtllm: ModuleType) ->
 
 
 async def test_completion_prompt_is_encoded_by_the_engine_tokenizer(trtllm: ModuleType) -> None:
-    request = pb.CompletionRequest(model=MODEL, prompt=_value("Once upon a time"), max_tokens=2)
-    async with running_worker() as worker, stub_for(worker) as stub:
+    request = pb.CompletionRequest(
+        model=MODEL, prompt=proto_value("Once upon a time"), max_tokens=2
+    )
+    async with running_worker() as worker, inference_stub(worker.address) as stub:
         response = await stub.CreateCompletion(request)
     assert response.choices[0].text == "alpha bravo"
     assert response.usage.prompt_tokens == 4
@@ -196,7 +181,7 @@ async def test_llm_is_built_from_the_profile_off_the_event_loop(trtllm: ModuleTy
 async def test_cancelling_a_stream_aborts_the_request_in_the_engine(trtllm: ModuleType) -> None:
     trtllm.settings.tokens_before_eos = 1_000_000
     trtllm.settings.step_seconds = 0.005
-    async with running_worker() as worker, stub_for(worker) as stub:
+    async with running_worker() as worker, inference_stub(worker.address) as stub:
         [llm] = trtllm.LLM.instances
         call = stub.StreamChatCompletion(chat_request())
         received = 0
@@ -216,7 +201,7 @@ async def test_load_follows_the_engine_iteration_stats(trtllm: ModuleType) -> No
     trtllm.settings.step_seconds = 0.005
     trtllm.settings.kv_capacity_tokens = 640
     async with running_worker(max_batch_size=2, tokens_per_block=16) as worker:
-        async with stub_for(worker) as stub:
+        async with inference_stub(worker.address) as stub:
             calls = [stub.StreamChatCompletion(chat_request()) for _ in range(3)]
             readers = [asyncio.ensure_future(call.read()) for call in calls]
             await _wait_until(lambda: worker.backend.load().waiting == 1)
