@@ -43,17 +43,13 @@ class EngineSettings(BaseSettings):
             return data
         if isinstance(data.get("sim"), SimProfile):
             return data
-        base = PROFILES.get(str(data.get("profile", "tp2")), SimProfile())
-        layers = [base.model_dump()]
-        for name in ("parameters", "sim") if data.get("backend", "sim") == "sim" else ("sim",):
-            overrides = data.get(name) or {}
-            if not isinstance(overrides, dict):
-                raise ValueError(f"{name} must be a JSON object")
-            layers.append(overrides)
-        merged: dict[str, Any] = {}
-        for layer in layers:
-            merged.update(layer)
-        return {**data, "sim": merged}
+        base = PROFILES.get(str(data.get("profile", "tp2")), SimProfile()).model_dump()
+        # A group profile is the simulator's only for the sim backend; others read their own.
+        profile = data.get("parameters") if data.get("backend", "sim") == "sim" else None
+        return {
+            **data,
+            "sim": {**base, **_fields(profile, "parameters"), **_fields(data.get("sim"), "sim")},
+        }
 
     @field_validator("backend")
     @classmethod
@@ -61,3 +57,11 @@ class EngineSettings(BaseSettings):
         if value not in BACKENDS:
             raise ValueError(f"unknown backend {value!r}; known: {sorted(BACKENDS)}")
         return value
+
+
+def _fields(value: Any, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object")
+    return value
