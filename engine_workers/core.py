@@ -1,7 +1,15 @@
 """The request core of a worker (core layer): validate, build the engine request, run it.
 
 It knows nothing of gRPC: the servicer hands it plain values and converts what it yields.
-It times each request (arrival -> first token -> last token) and feeds the metrics.
+It times each request (arrival -> first token -> last token), feeds the metrics, and keeps
+the usage log (engine_workers.usage_log) that answers what a request generated after its
+client went away.
+
+A request's completion tokens are counted once, here, as the engine's deltas arrive and
+before any output check sees them: the trailers, the metrics and the usage log all report
+this count. So a request cut short counts what the engine had handed over when it ended,
+text an output check held back and text still on its way to the client included (the
+engine generated it; it is the cost); a finished one counts the engine's own usage.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from engine_workers.prompt import (
     last_user_text,
     validate_sampling,
 )
+from engine_workers.usage_log import RequestUsageLog, UsageRecord
 
 
 @dataclass
@@ -32,6 +41,8 @@ class RequestTiming:
     last_token: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Its entry in the usage log, when the gateway gave the request an id.
+    usage: UsageRecord | None = None
 
     def engine_ms(self) -> float | None:
         return None if self.last_token is None else (self.last_token - self.arrival) * 1000.0
@@ -44,12 +55,27 @@ class EngineCore:
     """Turns validated requests into engine sequences for one served model."""
 
     def __init__(
-        self, backend: EngineBackend, metrics: EngineMetrics, *, model: str, echo: bool
+        self,
+        backend: EngineBackend,
+        metrics: EngineMetrics,
+        *,
+        model: str,
+        echo: bool,
+        usage: RequestUsageLog | None = None,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
         self.model = model
         self.echo = echo
+        self.usage = usage if usage is not None else RequestUsageLog()
+
+    def begin(self, gateway_id: str | None) -> RequestTiming:
+        """A request has arrived: its timing, recorded in the usage log under the gateway's
+        request id (requests without one are not recorded)."""
+        timing = RequestTiming()
+        if gateway_id:
+            timing.usage = self.usage.open(gateway_id, timing)
+        return timing
 
     def chat_request(
         self, request_id: str, turns: Sequence[ChatTurn], params: SamplingParams
@@ -84,9 +110,13 @@ class EngineCore:
             echo_text=echo_text if self.echo else None,
         )
 
-    def abort(self, request_id: str) -> None:
-        """Stop a sequence now (e.g. its client went away); safe to call more than once."""
+    def end(self, request_id: str, timing: RequestTiming) -> None:
+        """The request is over however it ended (its RPC is done, e.g. its client went
+        away): stop its sequence now and close its usage record; safe to call more than
+        once."""
         self.backend.abort(request_id)
+        if timing.usage is not None:
+            timing.usage.end()
 
     async def generate(
         self, request: GenerationRequest, timing: RequestTiming
@@ -107,6 +137,9 @@ class EngineCore:
                     timing.completion_tokens = delta.usage.completion_tokens
                 yield delta
         finally:
+            # No more tokens are counted: the record is final before the trailers leave.
+            if timing.usage is not None:
+                timing.usage.end()
             # Async generators are only closed by the garbage collector unless told to.
             aclose = getattr(deltas, "aclose", None)
             if aclose is not None:

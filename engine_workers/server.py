@@ -1,4 +1,5 @@
-"""The engine worker's servers (edge layer): gRPC Inference + health, and /metrics over HTTP.
+"""The engine worker's servers (edge layer): gRPC Inference, EngineUsage and health, and
+/metrics over HTTP.
 
 `EngineWorker` is started and stopped in-process by tests and by `__main__`; `serve` runs one
 until an event is set. Health reports SERVING only once the backend has started, and
@@ -19,6 +20,8 @@ from engine_workers.engine import EngineBackend
 from engine_workers.metrics import EngineMetrics
 from engine_workers.servicer import InferenceServicer
 from engine_workers.settings import EngineSettings
+from engine_workers.usage_log import RequestUsageLog
+from engine_workers.usage_servicer import add_usage_servicer
 from frugal.v1 import inference_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -45,12 +48,20 @@ class EngineWorker:
         self.settings = settings
         self.backend = backend if backend is not None else build_backend(settings)
         self.metrics = EngineMetrics(self.backend.load, settings.model, settings.group)
-        self.core = EngineCore(self.backend, self.metrics, model=settings.model, echo=settings.echo)
+        self.usage = RequestUsageLog(settings.usage_records, settings.usage_record_seconds)
+        self.core = EngineCore(
+            self.backend,
+            self.metrics,
+            model=settings.model,
+            echo=settings.echo,
+            usage=self.usage,
+        )
         self.health = health.aio.HealthServicer()
         self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         inference_pb2_grpc.add_InferenceServicer_to_server(
             InferenceServicer(self.core), self._server
         )
+        add_usage_servicer(self.usage, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = 0
         self.metrics_port: int | None = None

@@ -7,7 +7,8 @@ shared ways of answering: unary, typed chunk stream, or SSE events. Domain error
 gRPC status in `_fail`, the one place that calls `context.abort`. Engine time goes back as
 trailing metadata, and a unary answer's also as initial metadata, which the transcoder
 turns into HTTP response headers (HTTP/1.1 clients never see trailers). The gateway's
-`x-request-id` tags the handler's logs.
+`x-request-id` tags the handler's logs and keys the request's usage record, which the
+`EngineUsage` service answers from once the trailers can no longer reach the gateway.
 """
 
 from __future__ import annotations
@@ -153,11 +154,13 @@ def _body(data: bytes) -> Any:
     return httpbody_pb2.HttpBody(content_type=EVENT_STREAM, data=data)
 
 
-def _bind_request_id(context: Any) -> None:
+def _bind_request_id(context: Any) -> str | None:
+    """The gateway's request id, now on the handler's log lines; None without one."""
     for key, value in context.invocation_metadata() or ():
         if key == wire.REQUEST_ID_HEADER:
             bind_request_id(str(value))
-            return
+            return str(value)
+    return None
 
 
 def _time_comment(timing: RequestTiming) -> bytes:
@@ -324,17 +327,17 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
             yield body
 
     def _start(self, endpoint: _Endpoint, context: Any) -> tuple[str, RequestTiming]:
-        """A streamed request's id; if the client goes away while the handler waits on a
-        write, the generators are not resumed, but the RPC's done-callback still frees the
-        engine slot at once."""
+        """A request's id and timing, recorded under the gateway's id. If the client goes
+        away while a stream's handler waits on a write, the generators are not resumed,
+        but the RPC's done-callback still frees the engine slot and closes the usage
+        record at once."""
+        timing = self._core.begin(_bind_request_id(context))
         request_id = endpoint.new_id()
-        context.add_done_callback(lambda _: self._core.abort(request_id))
-        return request_id, RequestTiming()
+        context.add_done_callback(lambda _: self._core.end(request_id, timing))
+        return request_id, timing
 
     async def _unary(self, endpoint: _Endpoint, request: Any, context: Any) -> Any:
-        _bind_request_id(context)
-        timing = RequestTiming()
-        request_id = endpoint.new_id()
+        request_id, timing = self._start(endpoint, context)
         try:
             generation = endpoint.generation(self._core, request_id, request)
             outcome = _Outcome()
@@ -347,7 +350,6 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
 
     async def _stream(self, endpoint: _Endpoint, request: Any, context: Any) -> AsyncIterator[Any]:
         """A streamed answer as typed chunk messages; usage in the trailers."""
-        _bind_request_id(context)
         request_id, timing = self._start(endpoint, context)
         chunks = endpoint.chunk_messages(request_id, int(time.time()), request.model)
         try:
@@ -371,7 +373,6 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         `[DONE]`, or the error event of a failure or of a blocked answer. A failure
         before the first byte is a plain gRPC error, which the client gets as an HTTP
         error status; after it, the error event goes out before the gRPC status."""
-        _bind_request_id(context)
         request_id, timing = self._start(endpoint, context)
         chunks = endpoint.sse_chunks(request_id, int(time.time()), request.model)
         try:

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine_workers.backends import BACKENDS
 from engine_workers.backends.sim_model import PROFILES, SimProfile
+from engine_workers.usage_log import MAX_AGE_SECONDS, MAX_ENTRIES
 from frugal.wire import DEFAULT_ENGINE_PORT
 
 
@@ -35,6 +36,10 @@ class EngineSettings(BaseSettings):
     parameters: dict[str, Any] = Field(default_factory=dict)
     sim: SimProfile = Field(default_factory=lambda: PROFILES["tp2"])
     grace_seconds: float = Field(default=5.0, ge=0)
+    # The usage log (engine_workers.usage_log): how many requests' usage it keeps, and for
+    # how long after each ended, for the gateway to ask about streams its client left.
+    usage_records: int = Field(default=MAX_ENTRIES, ge=1)
+    usage_record_seconds: float = Field(default=MAX_AGE_SECONDS, gt=0)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,9 +1,12 @@
 """Generate the Python code and the descriptor set of the frugal.v1 API.
 
 The one entry point for generated code (`make proto`, run by `make setup`):
-writes `frugal/v1/*_pb2*.py(i)` and `frugal/v1/inference.pb` (the descriptor
-set Envoy's transcoder reads, sent inside LDS). The output is never edited by
-hand and not committed; it is rebuilt from `proto/` on every set-up.
+compiles every .proto under `proto/` into `frugal/v1/*_pb2*.py(i)` and
+`frugal/v1/inference.pb` (the descriptor set Envoy's transcoder reads, sent
+inside LDS; it holds the internal services too, e.g. frugal.v1.EngineUsage, but
+the transcoder routes only the services its configuration lists, and those are
+only frugal.v1.Inference). The output is never edited by hand and not
+committed; it is rebuilt from `proto/` on every set-up.
 """
 
 from __future__ import annotations
