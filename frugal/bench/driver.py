@@ -6,6 +6,9 @@ a gateway (http_driver.py) or the engines' gRPC API with no gateway at all (grpc
 
 from __future__ import annotations
 
+import itertools
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,13 +36,24 @@ class Driver(Protocol):
         ...
 
 
-def time_between_tokens(arrivals: list[float], tokens: int) -> float | None:
-    """Mean ms per output token after the first: first to last content arrival over
-    tokens - 1. With the usage's token count, chunks that carry several tokens (an output
-    filter's hold-back) do not inflate it."""
-    if len(arrivals) < 2 or tokens < 2:
+def time_between_tokens(arrivals: Sequence[float], tokens: int) -> float | None:
+    """Ms per output token, from the gaps actually observed between content events: their
+    mean, less the shortest gap when there are two or more, over the whole tokens an event
+    carries (tokens // events, at least 1).
+
+    An output filter's hold-back cannot flatter it. Holding the first token back and
+    sending it with the next drops a gap without shortening the others; flushing the held
+    tail when the answer ends adds one near-zero gap, the shortest, which is left out; an
+    event that carries a few held tokens lengthens its gap, and the whole-number division
+    does not count the extra tokens. First-to-last time over tokens - 1 read such a stream
+    2 % fast at 64 tokens. A proxy that delivers in bursts keeps its long gaps in the mean.
+    """
+    if len(arrivals) < 2:
         return None
-    return (arrivals[-1] - arrivals[0]) * 1000 / (tokens - 1)
+    gaps = sorted(later - earlier for earlier, later in itertools.pairwise(arrivals))
+    kept = gaps[1:] if len(gaps) > 1 else gaps
+    per_event = max(1, tokens // len(arrivals))
+    return statistics.fmean(kept) * 1000 / per_event
 
 
 def streamed_sample(

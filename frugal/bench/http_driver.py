@@ -5,8 +5,9 @@ itself used more CPU than the gateway it measured (40 % of a core at 256 streams
 
 Streamed requests ask for `include_usage`, time every content chunk, and read the engine's
 time from the SSE comment the gateway writes before the end. Errors: a non-200 status, an
-error event, a stream without `data: [DONE]`, or a transport error; a timeout is counted
-apart too.
+error event (each with the OpenAI error's code, so a 503 `service_unavailable` is told from
+a 429), a stream without `data: [DONE]`, or a transport error; a timeout is counted apart
+too.
 """
 
 from __future__ import annotations
@@ -42,6 +43,26 @@ def _has_content(event: Mapping[str, Any]) -> bool:
         return False
     delta = choices[0].get("delta")
     return isinstance(delta, dict) and bool(delta.get("content"))
+
+
+def error_code(error: object) -> str:
+    """The code of an OpenAI error object (its type when it has no code); "" when there
+    is none."""
+    if not isinstance(error, dict):
+        return ""
+    for field in ("code", "type"):
+        if isinstance(error.get(field), str) and error[field]:
+            return str(error[field])
+    return ""
+
+
+def _status_error(status: int, payload: bytes) -> str:
+    try:
+        body = json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    code = error_code(body.get("error")) if isinstance(body, dict) else ""
+    return f"http {status} {code}".rstrip()
 
 
 def _completion_tokens(event: Mapping[str, Any]) -> int | None:
@@ -119,7 +140,7 @@ class HttpDriver:
             payload = await response.read()
             end = time.perf_counter()
             if response.status != 200:
-                return RequestSample(ok=False, error=f"http {response.status}")
+                return RequestSample(ok=False, error=_status_error(response.status, payload))
             return RequestSample(
                 ok=True,
                 tokens=_completion_tokens(json.loads(payload)) or 0,
@@ -136,14 +157,15 @@ class HttpDriver:
         done = False
         async with session.post(CHAT_PATH, json=self._body(request)) as response:
             if response.status != 200:
-                await response.read()
-                return RequestSample(ok=False, error=f"http {response.status}")
+                payload = await response.read()
+                return RequestSample(ok=False, error=_status_error(response.status, payload))
             async for raw in response.content:
                 line = raw.decode().rstrip("\r\n")
                 if line.startswith("data: {"):
                     event = json.loads(line[6:])
                     if "error" in event:
-                        return RequestSample(ok=False, error="error event")
+                        code = error_code(event["error"])
+                        return RequestSample(ok=False, error=f"error event {code}".rstrip())
                     if _has_content(event):
                         arrivals.append(time.perf_counter())
                     usage_tokens = _completion_tokens(event) or usage_tokens

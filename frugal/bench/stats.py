@@ -15,14 +15,16 @@ class RequestSample:
 
     ok: bool
     ttft_ms: float | None = None
-    # Mean gap between consecutive content chunks of this request (None with < 2 chunks).
+    # Time between tokens from the gaps between content events (driver.time_between_tokens;
+    # None with < 2 events).
     tbt_ms: float | None = None
     tokens: int = 0
     e2e_ms: float | None = None
     # The engine's own time for the request, as the worker reported it (x-frugal-engine-ms).
     engine_ms: float | None = None
     timed_out: bool = False
-    # Why it failed, from a small fixed set ("http 503", "error event", "no [DONE]", ...).
+    # Why it failed: "http 503 service_unavailable" (status and the OpenAI error's code),
+    # "error event upstream_timeout", "no [DONE]", "timeout", "transport: ...".
     error: str = ""
 
     @property

@@ -41,11 +41,40 @@ def test_arrivals_refuse_a_non_positive_rate() -> None:
     assert poisson_offsets(1.0, 0, random.Random()) == []
 
 
-def test_time_between_tokens_uses_the_token_count_when_chunks_carry_several() -> None:
-    arrivals = [1.000, 1.010, 1.030]  # three chunks, five tokens: one chunk held two back
-    assert time_between_tokens(arrivals, 5) == pytest.approx(7.5)
-    assert time_between_tokens(arrivals, 3) == pytest.approx(15.0)
+def test_time_between_tokens_is_the_gap_between_events_per_token_they_carry() -> None:
+    arrivals = [1.000, 1.010, 1.030, 1.060]  # gaps of 10, 20 and 30 ms; 10 is left out
+    assert time_between_tokens(arrivals, 4) == pytest.approx(25.0)
+    # Eight tokens in four events: two tokens an event.
+    assert time_between_tokens(arrivals, 8) == pytest.approx(12.5)
+    assert time_between_tokens([1.0, 1.004], 2) == pytest.approx(4.0)
     assert time_between_tokens([1.0], 1) is None
+
+
+def test_a_merged_first_event_and_a_flushed_tail_cannot_flatter_time_between_tokens() -> None:
+    # Eight tokens made 10 ms apart (t = 0, 10, ..., 70 ms) behind an output redactor that
+    # holds one token back. `merged`: the first two go out together at 10 ms, then one an
+    # event (seven events). `flushed`: one an event, each a step late, and the held last
+    # token right after the seventh, when the answer ends (eight events).
+    merged = [0.010, 0.020, 0.030, 0.040, 0.050, 0.060, 0.070]
+    flushed = [0.010, 0.020, 0.030, 0.040, 0.050, 0.060, 0.070, 0.0701]
+    for arrivals in (merged, flushed):
+        old_formula = (arrivals[-1] - arrivals[0]) * 1000 / (8 - 1)
+        assert old_formula == pytest.approx(8.58, abs=0.01)  # 14 % fast
+    assert time_between_tokens(merged, 8) == pytest.approx(10.0)
+    assert time_between_tokens(flushed, 8) == pytest.approx(10.0)
+    # The same tokens one event each, as a gateway without a filter sends them.
+    assert time_between_tokens([i / 100 for i in range(8)], 8) == pytest.approx(10.0)
+
+
+def test_a_proxy_that_delivers_in_bursts_keeps_its_long_gaps() -> None:
+    # Nine tokens in bursts of three, 30 ms apart: 60 ms over seven kept gaps.
+    bursts = [0.0, 0.0001, 0.0002, 0.030, 0.0301, 0.0302, 0.060, 0.0601, 0.0602]
+    assert time_between_tokens(bursts, 9) == pytest.approx(60.1 / 7)
+
+
+def test_time_between_tokens_of_a_short_flushed_stream_is_not_halved() -> None:
+    # Three tokens: the redactor's two events 10 ms apart, then its tail at once.
+    assert time_between_tokens([0.010, 0.020, 0.0201], 3) == pytest.approx(10.0)
 
 
 def test_engine_time_parsing_tolerates_absent_and_garbled_values() -> None:
