@@ -43,8 +43,20 @@ up: setup
 test: setup
 	$(BIN)/python -m pytest
 
-bench-compare: setup
-	$(BIN)/frugal bench compare --out var/bench/compare
+# The gateways `frugal bench compare` measures Frugal against that are not Frugal's own
+# dependencies: LiteLLM's proxy, in a virtualenv of its own so its packages never touch ours.
+LITELLM_VENV := .venv-litellm
+LITELLM_VERSION := 1.108.7
+.PHONY: bench-tools
+bench-tools: $(LITELLM_VENV)/bin/litellm
+
+$(LITELLM_VENV)/bin/litellm:
+	test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet 'litellm[proxy]==$(LITELLM_VERSION)'
+	test -x $@
+
+bench-compare: setup bench-tools
+	FRUGAL_LITELLM_BIN=$(CURDIR)/$(LITELLM_VENV)/bin/litellm $(BIN)/frugal bench compare --out var/bench/compare
 
 bench-latency: setup
 	$(BIN)/python -m tests.benchmarks.stream_latency

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from frugal.bench.compare_fleet import BARE, FULL, NOREDACT, RLS, rate_limit_setting_exists
+from frugal.bench.compare_prompts import build_prompt, describe_prompt, words_for_bytes
+
 # In the order they run and appear in the outputs; `fastapi` is the paper's baseline.
-SYSTEMS = ("direct", "frugal", "frugal-bare", "fastapi", "litellm")
+SYSTEMS = ("direct", FULL, NOREDACT, RLS, BARE, "fastapi", "litellm")
+# frugal-rls sets `safety_filter.rate_limit`, which the config may not know yet: until it
+# does, it runs only when asked for (and is skipped, saying why).
+DEFAULT_SYSTEMS = tuple(s for s in SYSTEMS if s != RLS or rate_limit_setting_exists())
 BASELINE = "fastapi"
 DEFAULT_LEVELS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 QUICK_LEVELS = (1, 16, 64)
@@ -23,6 +29,8 @@ QUICK_MAX_TOKENS = 32
 PROMPT_WORDS = 64
 DEFAULT_REPLICAS = 4
 DEFAULT_MODEL = "sim-bench"
+# From here on a run is the issue's long-prompt workload (its targets at 20 and 150 streams).
+LONG_PROMPT_BYTES = 100_000
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,8 @@ class ComparePlan:
     duration_s: float | None = None  # per level, instead of a request count
     max_tokens: int = MAX_TOKENS
     prompt_words: int = PROMPT_WORDS
+    prompt_bytes: int | None = None  # instead of prompt_words: about this many bytes
+    sensitive: bool = False  # each prompt also carries an email, a phone and a card number
     stream: bool = True
     model: str = DEFAULT_MODEL
     # Engines to measure that are already running (any backend); empty: start sim workers.
@@ -41,6 +51,7 @@ class ComparePlan:
     replicas: int = DEFAULT_REPLICAS  # sim workers to start when `engines` is empty
     time_scale: float = 1.0  # of the sim workers (simulated ms = wall ms / time_scale)
     timeout_s: float = 300.0
+    safety_processes: int = 1  # safety_filter.processes of every Frugal stack
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
@@ -56,10 +67,27 @@ class ComparePlan:
             raise ValueError("time_scale and replicas must be positive")
         if self.duration_s is not None and self.duration_s <= 0:
             raise ValueError("duration_s must be positive")
+        if self.prompt_words < 1 or (self.prompt_bytes is not None and self.prompt_bytes < 1):
+            raise ValueError("prompts must have at least one word or byte")
+        if not 1 <= self.safety_processes <= 32:
+            raise ValueError("safety_processes must be 1 to 32")
 
     @property
     def simulated(self) -> bool:
         return not self.engines
+
+    @property
+    def long_prompts(self) -> bool:
+        return self.prompt_bytes is not None and self.prompt_bytes >= LONG_PROMPT_BYTES
+
+    def words(self) -> int:
+        if self.prompt_bytes is None:
+            return self.prompt_words
+        return words_for_bytes(self.prompt_bytes)
+
+    def prompt(self) -> str:
+        """The prompt every request of the run sends."""
+        return build_prompt(self.words(), sensitive=self.sensitive)
 
     def requests_at(self, concurrency: int) -> int:
         """Requests a level sends (the cap of a duration-bound level)."""
@@ -75,9 +103,11 @@ class ComparePlan:
             f"(at least {self.min_requests})"
         )
         mode = "streamed" if self.stream else "unary"
+        prompt = describe_prompt(self.words(), self.prompt_bytes, sensitive=self.sensitive)
+        processes = f"; {self.safety_processes} safety filter processes per Frugal stack"
         return (
-            f"closed loop, {per_level}; {mode} chat completions, {self.prompt_words}-word "
-            f"prompt, max_tokens {self.max_tokens}"
+            f"closed loop, {per_level}; {mode} chat completions, {prompt}, max_tokens "
+            f"{self.max_tokens}{processes if self.safety_processes > 1 else ''}"
         )
 
 

@@ -1,13 +1,15 @@
 """The records of results.json: one per system x concurrency (pure layer).
 
 REQUIRED_KEYS are the benchmark's contract (wall milliseconds, tokens per wall second); the
-rest are extras with the same meaning.
+rest are extras with the same meaning. USAGE_KEYS (compare_counters.LevelUsage) are known
+for the Frugal systems only and None for the others.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from frugal.bench.compare_counters import LevelUsage
 from frugal.bench.stats import LevelSummary
 
 REQUIRED_KEYS = (
@@ -22,6 +24,14 @@ REQUIRED_KEYS = (
     "engine_ms_p50",
     "errors",
 )
+USAGE_KEYS = (
+    "processes",
+    "cpu_us_per_request",
+    "cpu_us_per_token",
+    "python_messages_per_request",
+    "redis_commands_per_request",
+    "redis_round_trips_per_request",
+)
 EXTRA_KEYS = (
     "requests",
     "timeouts",
@@ -35,6 +45,7 @@ EXTRA_KEYS = (
     "e2e_p99_ms",
     "cpu_busy",
     "error_reasons",
+    *USAGE_KEYS,
 )
 _TIMES = (
     "ttft_p50_ms",
@@ -56,7 +67,11 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 
 
 def build_record(
-    system: str, concurrency: int, summary: LevelSummary, cpu_busy: float | None = None
+    system: str,
+    concurrency: int,
+    summary: LevelSummary,
+    cpu_busy: float | None = None,
+    usage: LevelUsage | None = None,
 ) -> dict[str, Any]:
     values: dict[str, Any] = {key: _round(getattr(summary, key)) for key in _TIMES}
     values.update(
@@ -72,6 +87,7 @@ def build_record(
         cpu_busy=_round(cpu_busy),
         error_reasons=summary.error_reasons,
     )
+    values.update(dict.fromkeys(USAGE_KEYS) if usage is None else usage.as_record())
     return {key: values[key] for key in REQUIRED_KEYS + EXTRA_KEYS}
 
 

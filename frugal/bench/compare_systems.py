@@ -1,7 +1,8 @@
 """The systems `frugal bench compare` drives, registered by name (I/O layer: processes).
 
 Each system is an async context manager that starts what it needs in front of the shared
-engines, yields a driver factory (connections -> driver), and stops everything on exit,
+engines, yields a `SystemRun` (a driver factory, connections -> driver, and for a Frugal
+stack the probe that reads its processes, Envoy and Redis), and stops everything on exit,
 whatever happened.
 """
 
@@ -23,19 +24,33 @@ import httpx
 import yaml
 
 from control_plane.config_file import load_config
-from frugal.bench.compare_fleet import GatewayPorts, frugal_config, litellm_config
+from frugal.bench.compare_fleet import (
+    BARE,
+    BENCH_KEY_SPEC,
+    FULL,
+    NOREDACT,
+    RLS,
+    VARIANTS,
+    GatewayPorts,
+    frugal_config,
+    litellm_config,
+    rate_limit_setting_exists,
+)
 from frugal.bench.compare_plan import ComparePlan
+from frugal.bench.compare_probe import StackAddresses, StackProbe
 from frugal.bench.driver import Driver
 from frugal.bench.grpc_driver import GrpcDriver
 from frugal.bench.http_driver import HttpDriver, Target
 from frugal.bench.ports import PortPicker
-from frugal.cli.stack import REPO_ROOT, ChildSpec, StackFiles
+from frugal.cli.stack import ChildSpec, StackFiles
 from frugal.cli.supervisor import LogSink, Supervisor
 from frugal.cli.up import admin_url, api_url, start_stack
 
 MakeDriver = Callable[[int], AbstractAsyncContextManager[Driver]]
 READY_TIMEOUT_S = 60.0
 LITELLM_BIN_ENV = "FRUGAL_LITELLM_BIN"
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+MAX_REQUEST_BYTES = 64 << 20  # listener.max_request_bytes' upper bound
 
 
 class SystemFailed(Exception):
@@ -48,6 +63,12 @@ class SystemContext:
     engines: tuple[str, ...]
     root: Path  # a scratch directory for this run
     sink: LogSink
+
+
+@dataclass(frozen=True)
+class SystemRun:
+    make_driver: MakeDriver
+    probe: StackProbe | None = None  # a Frugal stack's; None for the other systems
 
 
 def _http(plan: ComparePlan, target: Target) -> MakeDriver:
@@ -70,38 +91,55 @@ async def wait_until_ok(url: str, supervisor: Supervisor, headers: dict[str, str
 
 
 @contextlib.asynccontextmanager
-async def direct(context: SystemContext) -> AsyncIterator[MakeDriver]:
+async def direct(context: SystemContext) -> AsyncIterator[SystemRun]:
     plan = context.plan
 
     def make(connections: int) -> AbstractAsyncContextManager[Driver]:
         return GrpcDriver(context.engines, plan.model, stream=plan.stream, timeout_s=plan.timeout_s)
 
-    yield make
+    yield SystemRun(make)
 
 
-async def _unlimited_key(config_admin_url: str, files: StackFiles) -> str:
-    """A key without rpm or tpm limits: the benchmark measures the chain's cost, not its
-    refusals (the limits are still looked up and counted on every request)."""
+async def _bench_key(config_admin_url: str, files: StackFiles) -> tuple[str, str]:
+    """(the key, its id) of a key made for the benchmark alone, so the ledger's rows for it
+    are the run's."""
     token = files.admin_token.read_text().strip()
     async with httpx.AsyncClient(
         base_url=config_admin_url, headers={"authorization": f"Bearer {token}"}, timeout=5.0
     ) as admin:
-        response = await admin.post("/admin/v1/keys", json={"name": "bench", "tenant": "bench"})
+        response = await admin.post("/admin/v1/keys", json=BENCH_KEY_SPEC)
         response.raise_for_status()
-        return str(response.json()["key"])
+        created = response.json()
+        return str(created["key"]), str(created["record"]["id"])
+
+
+def _max_request_bytes(plan: ComparePlan) -> int | None:
+    """A listener body cap that admits the plan's prompts (JSON around them included)."""
+    wanted = 2 * (plan.prompt_bytes or 0) + (64 << 10)
+    return min(wanted, MAX_REQUEST_BYTES) if wanted > DEFAULT_MAX_REQUEST_BYTES else None
+
+
+def _ports(plan: ComparePlan) -> GatewayPorts:
+    picker = PortPicker()
+    listener, xds, envoy_admin = picker.take(), picker.take(), picker.take()
+    safety = picker.take_consecutive(plan.safety_processes)
+    metrics = picker.take_consecutive(plan.safety_processes)
+    return GatewayPorts(listener, xds, envoy_admin, safety, metrics, picker.take(), picker.take())
 
 
 @contextlib.asynccontextmanager
-async def frugal_stack(context: SystemContext, *, enforce: bool) -> AsyncIterator[Target]:
+async def frugal_stack(
+    context: SystemContext, variant: str
+) -> AsyncIterator[tuple[Target, StackProbe]]:
     """A Frugal stack (Redis, safety filter, control plane, Envoy) in front of the engines."""
-    picker = PortPicker()
-    ports = GatewayPorts(*(picker.take() for _ in range(7)))
-    variant = "full" if enforce else "bare"
-    root = context.root / f"frugal-{variant}"
+    plan = context.plan
+    ports = _ports(plan)
+    root = context.root / variant
     root.mkdir(parents=True, exist_ok=True)
     data = frugal_config(
-        context.plan.model, context.engines, ports, enforce=enforce,
-        time_scale=context.plan.time_scale, redis_dir=str(root / "redis"),
+        plan.model, context.engines, ports, VARIANTS[variant], time_scale=plan.time_scale,
+        redis_dir=str(root / "redis"), safety_processes=plan.safety_processes,
+        max_request_bytes=_max_request_bytes(plan),
     )  # fmt: skip
     config_path = root / "frugal.yaml"
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -109,23 +147,28 @@ async def frugal_stack(context: SystemContext, *, enforce: bool) -> AsyncIterato
     supervisor = Supervisor(sink=context.sink)
     files = StackFiles(root / "var")
     try:
-        demo_key = await start_stack(config, config_path, files, supervisor, engines=False)
-        key = await _unlimited_key(admin_url(config), files) if enforce else demo_key
-        yield Target(api_url(config), {"authorization": f"Bearer {key}"}, context.plan.model)
+        key = await start_stack(config, config_path, files, supervisor, engines=False)
+        key_id = None
+        if VARIANTS[variant].enforce:
+            key, key_id = await _bench_key(admin_url(config), files)
+        addresses = StackAddresses(
+            f"http://127.0.0.1:{config.envoy.admin_port}", config.redis.url, context.engines,
+            key_id,
+        )  # fmt: skip
+        target = Target(api_url(config), {"authorization": f"Bearer {key}"}, plan.model)
+        async with StackProbe(supervisor, addresses) as probe:
+            yield target, probe
     finally:
         await asyncio.shield(supervisor.stop())
 
 
-@contextlib.asynccontextmanager
-async def frugal_full(context: SystemContext) -> AsyncIterator[MakeDriver]:
-    async with frugal_stack(context, enforce=True) as target:
-        yield _http(context.plan, target)
+def _frugal(variant: str) -> Callable[[SystemContext], AbstractAsyncContextManager[SystemRun]]:
+    @contextlib.asynccontextmanager
+    async def run(context: SystemContext) -> AsyncIterator[SystemRun]:
+        async with frugal_stack(context, variant) as (target, probe):
+            yield SystemRun(_http(context.plan, target), probe)
 
-
-@contextlib.asynccontextmanager
-async def frugal_bare(context: SystemContext) -> AsyncIterator[MakeDriver]:
-    async with frugal_stack(context, enforce=False) as target:
-        yield _http(context.plan, target)
+    return run
 
 
 @contextlib.asynccontextmanager
@@ -140,33 +183,32 @@ async def _process(context: SystemContext, spec: ChildSpec, url: str) -> AsyncIt
 
 
 @contextlib.asynccontextmanager
-async def fastapi(context: SystemContext) -> AsyncIterator[MakeDriver]:
-    """The paper's baseline: tests/benchmarks/fastapi_gateway.py, one uvicorn process."""
+async def fastapi(context: SystemContext) -> AsyncIterator[SystemRun]:
+    """The paper's baseline: frugal/bench/baselines/fastapi_gateway.py, one uvicorn process."""
     port = PortPicker().take()
     argv = (
-        sys.executable, "-m", "tests.benchmarks.fastapi_gateway",
+        sys.executable, "-m", "frugal.bench.baselines.fastapi_gateway",
         "--port", str(port), "--model", context.plan.model,
         "--replicas", ",".join(context.engines),
     )  # fmt: skip
-    env = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    }
     base = f"http://127.0.0.1:{port}"
-    async with _process(context, ChildSpec("fastapi", argv, env), base + "/v1/models"):
-        yield _http(context.plan, Target(base, {}, context.plan.model))
+    async with _process(context, ChildSpec("fastapi", argv), base + "/v1/models"):
+        yield SystemRun(_http(context.plan, Target(base, {}, context.plan.model)))
 
 
 def litellm_binary() -> str | None:
+    """$FRUGAL_LITELLM_BIN (`make bench-compare` points it at .venv-litellm), or PATH."""
     return os.environ.get(LITELLM_BIN_ENV) or shutil.which("litellm")
 
 
 @contextlib.asynccontextmanager
-async def litellm(context: SystemContext) -> AsyncIterator[MakeDriver]:
-    """LiteLLM's proxy (one worker) in front of Frugal's bare route."""
+async def litellm(context: SystemContext) -> AsyncIterator[SystemRun]:
+    """LiteLLM's proxy (one worker) in front of Frugal's bare route: its master key checked
+    on every request, its per-deployment rpm and tpm limits enforced (compare_fleet)."""
     binary = litellm_binary()
     if binary is None:
         raise SystemFailed(f"no litellm binary (PATH or ${LITELLM_BIN_ENV})")
-    async with frugal_stack(context, enforce=False) as frugal:
+    async with frugal_stack(context, BARE) as (frugal, _):
         port = PortPicker().take()
         config_path = context.root / "litellm.yaml"
         master_key = "sk-" + secrets.token_hex(16)
@@ -178,26 +220,37 @@ async def litellm(context: SystemContext) -> AsyncIterator[MakeDriver]:
         base = f"http://127.0.0.1:{port}"
         async with _process(context, spec, base + "/health/liveliness"):
             headers = {"authorization": f"Bearer {master_key}"}
-            yield _http(context.plan, Target(base, headers, context.plan.model))
+            yield SystemRun(_http(context.plan, Target(base, headers, context.plan.model)))
 
 
 def _litellm_missing() -> str | None:
     if litellm_binary() is not None:
         return None
-    return f"litellm is not installed (pip install 'litellm[proxy]', or set ${LITELLM_BIN_ENV})"
+    return (
+        "litellm is not installed (`make bench-tools`, or pip install 'litellm[proxy]', "
+        f"or set ${LITELLM_BIN_ENV})"
+    )
+
+
+def _rate_limit_missing() -> str | None:
+    if rate_limit_setting_exists():
+        return None
+    return "this Frugal's config has no `safety_filter.rate_limit` setting yet"
 
 
 @dataclass(frozen=True)
 class System:
-    run: Callable[[SystemContext], AbstractAsyncContextManager[MakeDriver]]
+    run: Callable[[SystemContext], AbstractAsyncContextManager[SystemRun]]
     # Why it cannot run on this machine (None: it can).
     missing: Callable[[], str | None] = lambda: None
 
 
 SYSTEMS: dict[str, System] = {
     "direct": System(direct),
-    "frugal": System(frugal_full),
-    "frugal-bare": System(frugal_bare),
+    FULL: System(_frugal(FULL)),
+    NOREDACT: System(_frugal(NOREDACT)),
+    RLS: System(_frugal(RLS), _rate_limit_missing),
+    BARE: System(_frugal(BARE)),
     "fastapi": System(fastapi),
     "litellm": System(litellm, _litellm_missing),
 }

@@ -1,21 +1,45 @@
 """table.md: the comparison in the shape of the ScaleLLM paper's Table 1 (pure layer).
 
 Rows are concurrency levels, columns systems; cells give the value and, in brackets, its
-ratio to the baseline (the FastAPI gateway). Above them, the issue's targets, each with the
-measured value and whether it was met: the benchmark states them, it never asserts them.
+ratio to the baseline (the FastAPI gateway). Above them, issue 10's targets, each with the
+measured value and whether it was met (compare_targets.py); below them, what each Frugal
+stack spent per request: CPU per process kind, Python and Redis round trips, the ledger
+against the engines, and the errors by status and code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from frugal.bench.compare_fleet import LITELLM_RPM, LITELLM_TPM, VARIANTS
 from frugal.bench.compare_plan import BASELINE
+from frugal.bench.compare_targets import REPORTED, ledger_line, targets
 
 Record = dict[str, Any]
-FULL_CHAIN, DIRECT = "frugal", "direct"
-LATENCY_LEVEL, THROUGHPUT_LEVEL = 64, 256
+Check = Mapping[str, Any]
+SYSTEM_DESCRIPTIONS = {
+    "direct": "gRPC straight to the engines, no gateway",
+    **{name: variant.description for name, variant in VARIANTS.items()},
+    "fastapi": "a FastAPI + uvicorn gateway calling the same workers over gRPC, no keys and "
+    "no checks (the paper's baseline, frugal/bench/baselines/fastapi_gateway.py)",
+    "litellm": "LiteLLM's proxy (one worker) in front of Frugal's bare route, with its master "
+    f"key checked on every request and per-deployment limits of rpm {LITELLM_RPM:,} and tpm "
+    f"{LITELLM_TPM:,} enforced by its usage-based-routing-v2 router (in memory; virtual keys "
+    "with limits of their own need LiteLLM's Postgres database, which is not here)",
+}
+TBT_DEFINITION = (
+    "TBT is each request's mean gap between content events, less its shortest gap, over the "
+    "whole tokens an event carries (tokens // events): an output filter's hold-back, which "
+    "sends the first token late and flushes the last one at the end, cannot make it look "
+    "faster"
+)
+CPU_KINDS = (
+    ("safety_filter", "safety filter"),
+    ("envoy", "Envoy"),
+    ("control_plane", "control plane"),
+)
 
 
 @dataclass(frozen=True)
@@ -24,14 +48,7 @@ class CompareHeader:
     date: str
     engines: str  # e.g. "4 sim workers (tp2 profile, time scale 1)"
     workload: str
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    goal: str
-    measured: str
-    met: bool | None  # None: not measured in this run
+    long_prompts: bool = False
 
 
 def _index(records: Sequence[Record]) -> dict[tuple[str, int], Record]:
@@ -48,54 +65,31 @@ def _ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}"
 
 
-def targets(records: Sequence[Record]) -> list[Target]:
-    """The issue's goals for the full chain, against direct gRPC and the FastAPI baseline."""
-    index = _index(records)
-    full = index.get((FULL_CHAIN, LATENCY_LEVEL))
-    direct = index.get((DIRECT, LATENCY_LEVEL))
-    found = []
-    if full and direct and full["ttft_p50_ms"] is not None and direct["ttft_p50_ms"] is not None:
-        added = full["ttft_p50_ms"] - direct["ttft_p50_ms"]
-        found.append(
-            Target("TTFT p50 added at 64 streams", "<= 1 ms", f"{added:+.2f} ms", added <= 1)
-        )
-    else:
-        found.append(Target("TTFT p50 added at 64 streams", "<= 1 ms", "not measured", None))
-    if full and direct and full["tbt_p50_ms"] and direct["tbt_p50_ms"]:
-        growth = (full["tbt_p50_ms"] / direct["tbt_p50_ms"] - 1) * 100
-        found.append(
-            Target("TBT p50 added at 64 streams", "<= 3 %", f"{growth:+.1f} %", growth <= 3)
-        )
-    else:
-        found.append(Target("TBT p50 added at 64 streams", "<= 3 %", "not measured", None))
-    busy = index.get((FULL_CHAIN, THROUGHPUT_LEVEL))
-    base = index.get((BASELINE, THROUGHPUT_LEVEL))
-    if busy and base and base["throughput_tok_s"] > 0:
-        ratio = busy["throughput_tok_s"] / base["throughput_tok_s"]
-        met = ratio >= 2 and busy["errors"] == 0
-        measured = f"{ratio:.2f}x, {busy['errors']} errors"
-        found.append(
-            Target("throughput vs FastAPI at 256 streams", ">= 2x, 0 errors", measured, met)
-        )
-    else:
-        found.append(
-            Target("throughput vs FastAPI at 256 streams", ">= 2x, 0 errors", "not measured", None)
-        )
-    return found
-
-
-def _targets_table(records: Sequence[Record]) -> list[str]:
+def _targets_table(records: Sequence[Record], checks: Sequence[Check], long: bool) -> list[str]:
     met_text = {True: "met", False: "**missed**", None: "-"}
     lines = ["| target (full chain) | goal | measured | |", "|---|---|---:|---|"]
-    for target in targets(records):
-        lines.append(
-            f"| {target.name} | {target.goal} | {target.measured} | {met_text[target.met]} |"
-        )
+    for target in targets(records, checks, long_prompts=long):
+        verdict = REPORTED if target.goal == REPORTED else met_text[target.met]
+        goal = "-" if target.goal == REPORTED else target.goal
+        lines.append(f"| {target.name} | {goal} | {target.measured} | {verdict} |")
     return lines
 
 
-def _grid(records: Sequence[Record], cell: Callable[[Record, Record | None], str]) -> list[str]:
-    systems = list(dict.fromkeys(str(r["system"]) for r in records))
+def _systems(records: Sequence[Record], measured: bool = False) -> list[str]:
+    """Systems in run order; with `measured`, only those whose stacks were read (Frugal's)."""
+    return list(
+        dict.fromkeys(
+            str(r["system"]) for r in records if not measured or r.get("processes") is not None
+        )
+    )
+
+
+def _grid(
+    records: Sequence[Record],
+    cell: Callable[[Record, Record | None], str],
+    systems: Sequence[str] | None = None,
+) -> list[str]:
+    systems = list(systems if systems is not None else _systems(records))
     levels = sorted({int(r["concurrency"]) for r in records})
     index = _index(records)
     lines = [
@@ -135,6 +129,30 @@ def _tail_cell(record: Record, base: Record | None) -> str:
     return f"{_num(record['ttft_p99_ms'])} / {_num(record.get('tbt_p99_ms'), 2)}"
 
 
+def _cpu_cell(kind: str) -> Callable[[Record, Record | None], str]:
+    def cell(record: Record, base: Record | None) -> str:
+        per_request = (record.get("cpu_us_per_request") or {}).get(kind)
+        per_token = (record.get("cpu_us_per_token") or {}).get(kind)
+        processes = (record.get("processes") or {}).get(kind, 0)
+        count = f" [{processes}]" if kind == "safety_filter" else ""
+        return f"{_num(per_request, 0)} / {_num(per_token, 1)}{count}"
+
+    return cell
+
+
+def _python_cell(record: Record, base: Record | None) -> str:
+    calls = record.get("python_messages_per_request") or {}
+    parts = " + ".join(_num(calls.get(k), 2) for k in ("ext_authz", "ratelimit", "ext_proc"))
+    return f"{parts} = {_num(calls.get('total'), 2)}"
+
+
+def _redis_cell(record: Record, base: Record | None) -> str:
+    return (
+        f"{_num(record.get('redis_round_trips_per_request'), 2)} / "
+        f"{_num(record.get('redis_commands_per_request'), 2)}"
+    )
+
+
 def _errors(record: Record) -> str:
     if not record["errors"]:
         return ""
@@ -143,7 +161,97 @@ def _errors(record: Record) -> str:
     return f", **{record['errors']} errors**{why}"
 
 
-def render(records: Sequence[Record], header: CompareHeader) -> str:
+def _error_lines(records: Sequence[Record]) -> list[str]:
+    lines = [
+        f"- {r['system']} at {r['concurrency']} streams: "
+        + ", ".join(f"{k}: {v}" for k, v in sorted((r.get("error_reasons") or {}).items()))
+        for r in records
+        if r["errors"]
+    ]
+    return lines or ["- none"]
+
+
+def _trips(trips: Mapping[str, Any] | None) -> str:
+    if not trips:
+        return "not measured"
+    python = trips["python"]
+    parts = ", ".join(f"{k} {python[k]:g}" for k in python if k != "total")
+    redis, commands = trips.get("redis_round_trips"), trips.get("redis_commands")
+    return (
+        f"Python {python['total']:g} ({parts}); Redis {_num(redis, 0)} round trips, "
+        f"{_num(commands, 0)} commands"
+    )
+
+
+def _check_lines(checks: Sequence[Check]) -> list[str]:
+    lines = []
+    for check in checks:
+        name = check["system"]
+        lines.append(f"- `{name}` before the engine: {_trips(check.get('before_engine'))}")
+        lines.append(f"- `{name}` after the engine: {_trips(check.get('after_engine'))}")
+        if check.get("ledger"):
+            lines.append(f"- `{name}` ledger == engines: {ledger_line(check['ledger'])}")
+    return lines or ["- no Frugal system ran"]
+
+
+def _idle_lines(checks: Sequence[Check]) -> list[str]:
+    lines = []
+    for check in checks:
+        idle = check.get("idle_cpu_ms_per_s") or {}
+        parts = ", ".join(f"{title} {_num(idle.get(kind))} ms/s" for kind, title in CPU_KINDS)
+        lines.append(f"- `{check['system']}`: {parts}")
+    return lines or ["- not measured"]
+
+
+def _usage_sections(records: Sequence[Record], checks: Sequence[Check]) -> list[str]:
+    measured = _systems(records, measured=True)
+    if not measured:
+        return []
+    lines = [
+        "## CPU per request / per streamed token (us, from /proc)",
+        "",
+        "utime + stime of every process of the kind (/proc/PID/stat) over the level, less "
+        "what the kind spends idle over the same time, per request sent and per token "
+        "streamed; [n] is the number of safety filter processes. /proc counts 10 ms ticks, "
+        "so a level's figure is good to about +-10 ms / its requests (the target uses all "
+        "levels together). Idle CPU, watched after the warm-up and left out:",
+        "",
+        *_idle_lines(checks),
+        "",
+    ]
+    for kind, title in CPU_KINDS:
+        lines += [f"### {title}", "", *_grid(records, _cpu_cell(kind), measured), ""]
+    lines += [
+        "## Python messages per request: ext_authz + rate limit service + ext_proc = total",
+        "",
+        "From Envoy's counters (ext_authz and ratelimit decisions, ext_proc.stream_msgs_sent).",
+        "",
+        *_grid(records, _python_cell, measured),
+        "",
+        "## Redis per request: round trips / commands",
+        "",
+        "Round trips are the client reads Redis processed (a pipeline or a script is one); "
+        "commands as `INFO commandstats` counts them (a script's calls too), the readings' "
+        "own INFO calls left out; the control plane's background reads are included.",
+        "",
+        *_grid(records, _redis_cell, measured),
+        "",
+        "## Round trips of one request, and the usage ledger",
+        "",
+        "Before the engine: from the request's start until Envoy starts it towards an engine; "
+        "after: the rest (medians over a few requests sent one at a time after the levels). "
+        "Ledger: the tokens charged to the benchmark's key against the engines' own counters "
+        "(prompt and generated tokens) over the system's whole run.",
+        "",
+        *_check_lines(checks),
+        "",
+    ]
+    return lines
+
+
+def render(records: Sequence[Record], header: CompareHeader, checks: Sequence[Check] = ()) -> str:
+    described = [f"`{s}` {SYSTEM_DESCRIPTIONS[s]}" for s in _systems(records)
+                 if s in SYSTEM_DESCRIPTIONS]  # fmt: skip
     lines = [
         "# Frugal against direct gRPC and the gateways users would otherwise pick",
         "",
@@ -151,19 +259,17 @@ def render(records: Sequence[Record], header: CompareHeader) -> str:
         f"- date: {header.date}",
         f"- engines: {header.engines}",
         f"- workload: {header.workload}",
-        "- systems: `direct` gRPC to the engines, no gateway; `frugal` Envoy with the full "
-        "safety chain (API key, rate limit, token quota, prompt and output checks); "
-        "`frugal-bare` Envoy with the chain off (parse and route only); `fastapi` a FastAPI + "
-        "uvicorn gateway calling the same workers over gRPC (the paper's baseline); `litellm` "
-        "LiteLLM proxy in front of Frugal's bare route",
+        "- systems: " + "; ".join(described),
         f"- ratios in brackets are to `{BASELINE}`: below 1 is faster for latencies, above 1 "
         "is more for throughput; all values are wall-clock medians unless said",
         "",
         "## Targets",
         "",
-        *_targets_table(records),
+        *_targets_table(records, checks, header.long_prompts),
         "",
         "## TTFT p50 / TBT p50 (ms)",
+        "",
+        TBT_DEFINITION + ".",
         "",
         *_grid(records, _latency_cell),
         "",
@@ -181,5 +287,11 @@ def render(records: Sequence[Record], header: CompareHeader) -> str:
         "## Tails: TTFT p99 / TBT p99 (ms)",
         "",
         *_grid(records, _tail_cell),
+        "",
+        "## Errors by status and code",
+        "",
+        *_error_lines(records),
+        "",
+        *_usage_sections(records, checks),
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).rstrip("\n") + "\n"

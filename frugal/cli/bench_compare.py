@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from frugal.bench.compare import OUTPUTS, CompareFailed, run_compare
-from frugal.bench.compare_plan import SYSTEMS, ComparePlan, plan_for
+from frugal.bench.compare_plan import DEFAULT_SYSTEMS, SYSTEMS, ComparePlan, plan_for
 from frugal.cli.interrupt import run_benchmark
 
 
@@ -30,18 +30,20 @@ def _addresses(text: str) -> tuple[str, ...]:
 def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = benches.add_parser(
         "compare",
-        help="the same workload through direct gRPC, Frugal (full / bare), FastAPI, LiteLLM",
+        help="the same workload through direct gRPC, Frugal (full chain, without output "
+        "redaction, with Envoy's rate limit call, bare), FastAPI, LiteLLM",
         description="Start sim engine workers (or use --engines), then drive each system in "
-        "turn at every concurrency level and write results.json, table.md, throughput.png and "
-        "latency_breakdown.png.",
+        "turn at every concurrency level and write results.json, checks.json, table.md, "
+        "throughput.png and latency_breakdown.png.",
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.add_argument("--quick", action="store_true", help="levels 1, 16, 64; fewer requests")
     parser.add_argument(
         "--systems",
         type=_names,
-        default=SYSTEMS,
-        help=f"comma-separated subset of {','.join(SYSTEMS)}",
+        default=DEFAULT_SYSTEMS,
+        help=f"comma-separated subset of {','.join(SYSTEMS)} "
+        f"(default: {','.join(DEFAULT_SYSTEMS)})",
     )
     parser.add_argument("--levels", type=_ints, help="concurrencies, e.g. 1,8,64,256")
     parser.add_argument(
@@ -50,6 +52,19 @@ def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--duration", type=float, help="seconds per level instead of a count")
     parser.add_argument("--max-tokens", type=int, help="per request (64; quick 32)")
     parser.add_argument("--prompt-words", type=int, help="words in each prompt (64)")
+    parser.add_argument(
+        "--prompt-bytes", type=int,
+        help="prompts of about this many bytes of plain words instead (from 100000: the "
+        "long-prompt workload and its targets, e.g. 200000 at --levels 20,150)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sensitive", action="store_true",
+        help="each prompt also carries an email, a phone and a card number (the prompt "
+        "checks redact them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--safety-processes", type=int, help="safety filter processes per Frugal stack (1)"
+    )
     parser.add_argument("--unary", action="store_true", help="non-streaming requests")
     parser.add_argument(
         "--engines", type=_addresses,
@@ -72,6 +87,9 @@ def plan_from(args: argparse.Namespace) -> ComparePlan:
         duration_s=args.duration,
         max_tokens=args.max_tokens,
         prompt_words=args.prompt_words,
+        prompt_bytes=args.prompt_bytes,
+        sensitive=args.sensitive or None,
+        safety_processes=args.safety_processes,
         stream=False if args.unary else None,
         engines=args.engines,
         model=args.model,

@@ -1,5 +1,6 @@
 """`frugal bench compare` end to end in a tiny mode: real sim engines, real Envoy stacks started
-by the product's own code, the FastAPI baseline as its own process, real files."""
+by the product's own code, the FastAPI baseline as its own process, real files; each Frugal
+stack read from /proc, Envoy's admin and Redis, its ledger held against the engines."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from frugal.cli.__main__ import main
 from tests.helpers.stack import STACK_MARKS
 
 pytestmark = [*STACK_MARKS, pytest.mark.timeout(240)]
-SYSTEMS = ("direct", "frugal", "frugal-bare", "fastapi")
+SYSTEMS = ("direct", "frugal", "frugal-noredact", "frugal-bare", "fastapi")
+FRUGAL = ("frugal", "frugal-noredact", "frugal-bare")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -42,10 +44,29 @@ def test_a_tiny_comparison_writes_results_a_table_and_plots(
         assert record["tbt_p50_ms"] > 0
         # Every system here reports the engine's time, so the split is known.
         assert 0 < record["engine_ms_p50"] < record["e2e_p50_ms"], record
+        if record["system"] in FRUGAL:
+            assert record["processes"]["safety_filter"] == 1, record
+            assert record["cpu_us_per_request"]["envoy"] > 0, record
+            assert record["python_messages_per_request"]["ext_proc"] >= 1, record
+            assert record["redis_round_trips_per_request"] is not None, record
+        else:
+            assert record["processes"] is None, record
+    checks = {check["system"]: check for check in json.loads((out / "checks.json").read_text())}
+    assert set(checks) == set(FRUGAL)
+    for check in checks.values():
+        assert check["before_engine"]["python"]["total"] >= 1, check
+    # The chain's Python round trips happen before the engine; without it nothing is charged.
+    assert checks["frugal"]["before_engine"]["python"]["total"] > 1
+    assert "ledger" not in checks["frugal-bare"]
+    for name in ("frugal", "frugal-noredact"):
+        ledger = checks[name]["ledger"]
+        assert ledger["engines"]["completion"] >= 40 * 6, ledger  # 2 levels x 20 x max_tokens
+        assert ledger["matches"] is True, ledger
     table = (out / "table.md").read_text()
-    assert "| streams | direct | frugal | frugal-bare | fastapi |" in table
-    assert "TTFT p50 added at 64 streams | <= 1 ms | not measured" in table
-    for name in OUTPUTS[2:]:
+    assert "| streams | direct | frugal | frugal-noredact | frugal-bare | fastapi |" in table
+    assert "| TTFT p50 at 64 streams vs FastAPI (ms) | <= 1x | not measured | - |" in table
+    assert "ledger == engines (full chain, the whole run) | yes | yes (ledger" in table
+    for name in OUTPUTS[3:]:
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
     printed = capsys.readouterr().out.split()
     assert printed == [str(out / name) for name in OUTPUTS]

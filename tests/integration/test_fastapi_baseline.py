@@ -1,4 +1,4 @@
-"""Integration tests of the paper's baseline gateway (tests/benchmarks/fastapi_gateway.py).
+"""Integration tests of the paper's baseline gateway (frugal/bench/baselines/fastapi_gateway.py).
 
 Real processes on free loopback ports: sim engine workers (`python -m engine_workers`) and the
 baseline in front of each, as `frugal bench compare` runs them. A second pair has a worker
@@ -78,7 +78,7 @@ def _start_worker(port: int, directory: Path, sim: dict[str, Any]) -> Child:
 
 def _start_baseline(port: int, worker_ports: list[int], directory: Path) -> Child:
     replicas = ",".join(f"127.0.0.1:{p}" for p in worker_ports)
-    argv = ["-m", "tests.benchmarks.fastapi_gateway", "--port", str(port)]
+    argv = ["-m", "frugal.bench.baselines.fastapi_gateway", "--port", str(port)]
     argv += ["--model", MODEL, "--replicas", replicas]
     return _spawn(f"baseline:{port}", argv, {}, directory / f"b{port}.log")
 

@@ -1,18 +1,18 @@
 """The paper's baseline: a typical Python LLM gateway (FastAPI + uvicorn + grpc.aio).
 
-Benchmark support, not product code; edge layer throughout (HTTP in, gRPC out). The ScaleLLM
-paper measures its gateway against "a typical Python gateway", and `frugal bench compare`
-runs this one in front of the same sim engine workers as Frugal, so the difference it shows
-is the gateway alone. It is written the way a team writes one in a day: a pydantic request
-model, the request turned into protobuf with `json_format`, round-robin over one grpc.aio
-channel per replica, every chunk turned back into a dict and then JSON; no auth, no safety
-checks. uvicorn picks uvloop and httptools (installed with the dev extras, as
-`uvicorn[standard]`), one worker process. Engine time goes back as the Frugal gateway sends
-it (the `x-frugal-engine-ms` header on unary answers, an SSE comment before `[DONE]` on
-streams), so the benchmark client can split end-to-end latency into gateway and engine time
-for both.
+Shipped with `frugal bench compare`, never on Frugal's request path; edge layer throughout
+(HTTP in, gRPC out). The ScaleLLM paper measures its gateway against "a typical Python
+gateway", and `frugal bench compare` runs this one in front of the same sim engine workers
+as Frugal, so the difference it shows is the gateway alone. It is written the way a team
+writes one in a day: a pydantic request model, the request turned into protobuf with
+`json_format`, round-robin over one grpc.aio channel per replica, every chunk turned back
+into a dict and then JSON; no auth, no safety checks. uvicorn picks uvloop and httptools
+(installed with the dev extras, as `uvicorn[standard]`), one worker process. Engine time
+goes back as the Frugal gateway sends it (the `x-frugal-engine-ms` header on unary answers,
+an SSE comment before `[DONE]` on streams), so the benchmark client can split end-to-end
+latency into gateway and engine time for both.
 
-Run: `python -m tests.benchmarks.fastapi_gateway --port P --model NAME
+Run: `python -m frugal.bench.baselines.fastapi_gateway --port P --model NAME
 --replicas 127.0.0.1:5001,127.0.0.1:5002 [--host 127.0.0.1]`.
 """
 
