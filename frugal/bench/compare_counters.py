@@ -26,19 +26,20 @@ from prometheus_client.parser import text_string_to_metric_families
 # The supervisor's child names: `safety_filter`, `safety_filter/1`, ..., `envoy`, ...
 PROCESS_KINDS = ("safety_filter", "envoy", "control_plane", "redis")
 PYTHON_CALLS = ("ext_authz", "ratelimit", "ext_proc")
-_DECISIONS = r"\.(ok|denied|over_limit|error|failure_mode_allowed)$"
+# A filter's counters sit under `http.<listener prefix>.<filter>.`, with the filter's own
+# stat_prefix, if it has one, next; the rate limit filter's under its route's cluster.
+_DECISION = r"(ok|denied|over_limit|error|failure_mode_allowed)$"
 _ENVOY_COUNTERS = {
-    "ext_authz": re.compile(r"^http\.[^.]+\.ext_authz" + _DECISIONS),
-    "ratelimit": re.compile(r"^cluster\..+\.ratelimit" + _DECISIONS),
-    "ext_proc": re.compile(r"^http\.[^.]+\.ext_proc\.stream_msgs_sent$"),
+    "ext_authz": re.compile(r"^http\.[^.]+\.ext_authz\.([^.]+\.)?" + _DECISION),
+    "ratelimit": re.compile(r"^cluster\..+\.ratelimit\." + _DECISION),
+    "ext_proc": re.compile(r"^http\.[^.]+\.ext_proc\.([^.]+\.)?stream_msgs_sent$"),
 }
 # Requests Envoy's routers started towards an engine (one cluster per replica group).
 _ENGINE_REQUESTS = re.compile(r"^cluster\.engine__[^.]+\.upstream_rq_total$")
 # /stats?filter= : only what the readings need, so a reading stays cheap for Envoy.
 ENVOY_STATS_FILTER = (
-    r"(ext_authz\.(ok|denied|error|failure_mode_allowed)$)"
-    r"|(ratelimit\.(ok|over_limit|error|failure_mode_allowed)$)"
-    r"|(ext_proc\.stream_msgs_sent$)|(^cluster\.engine__.*\.upstream_rq_total$)"
+    r"(\.ext_authz\..*" + _DECISION + r")|(\.ratelimit\." + _DECISION + r")"
+    r"|(\.ext_proc\..*stream_msgs_sent$)|(^cluster\.engine__.*\.upstream_rq_total$)"
 )
 GENERATION_TOKENS = "frugal_engine_generation_tokens"
 PROMPT_TOKENS = "frugal_engine_prompt_tokens"

@@ -3,9 +3,12 @@ the engines' token counters, and the arithmetic over two readings (pure parts)."
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from frugal.bench.compare_counters import (
+    ENVOY_STATS_FILTER,
     EngineTokens,
     EnvoyCounts,
     RedisCounts,
@@ -59,8 +62,21 @@ def test_envoy_counts_python_calls_by_kind_and_requests_started_towards_engines(
     assert counts.python == {"ext_authz": 7, "ratelimit": 5, "ext_proc": 20}
     assert counts.python_total == 32
     assert counts.engine_requests == 5
-    # A filter the config does not have counts nothing.
+    # A filter the config does not have counts nothing; one with a stat_prefix counts.
     assert envoy_counts("http.public.ext_proc.stream_msgs_sent: 3\n").python["ext_authz"] == 0
+    prefixed = "http.public.ext_authz.keys.ok: 2\nhttp.public.ext_proc.chain.stream_msgs_sent: 3"
+    assert envoy_counts(prefixed).python == {"ext_authz": 2, "ratelimit": 0, "ext_proc": 3}
+
+
+def test_the_stats_filter_envoy_applies_keeps_every_counter_the_readings_use() -> None:
+    # Envoy matches the regex against each stat's name.
+    lines = ENVOY_STATS.splitlines()
+    kept = [line for line in lines if re.search(ENVOY_STATS_FILTER, line.partition(":")[0])]
+    assert envoy_counts("\n".join(kept)) == envoy_counts(ENVOY_STATS)
+    assert len(kept) == 5
+    assert not re.search(ENVOY_STATS_FILTER, "http.public.ext_proc.stream_msgs_received")
+    local = "http.public.local_rate_limit.http_local_rate_limit.ok"
+    assert not re.search(ENVOY_STATS_FILTER, local)
 
 
 def test_redis_counts_leave_the_readings_own_info_calls_out() -> None:
