@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -136,6 +136,16 @@ class SafetyFilterConfig(Frozen):
     # false: no keys, quotas or content checks, only request parsing and routing (for
     # measuring what the safety chain costs; never in production).
     enforce: bool = True
+    # Who checks a key's requests per minute. `inline`: the request processor, in the same
+    # Redis script as the token reservation (one Python and one Redis round trip before
+    # the engine). `envoy`: Envoy's global rate limit filter, calling the safety filter's
+    # RateLimitService (a second round trip each; its draft RateLimit headers).
+    rate_limit: Literal["inline", "envoy"] = "inline"
+    # Requests one process admits at once (each holds a Redis connection for one script);
+    # a request that waits longer than admit_wait_s for a slot is shed with 503
+    # `overloaded` and retry-after, before anything is counted for it.
+    admitting: int = Field(default=256, ge=1, le=10_000)
+    admit_wait_s: float = Field(default=2.0, gt=0, le=30)
 
     def ports(self) -> list[int]:
         return [self.port + offset for offset in range(self.processes)]

@@ -22,19 +22,21 @@ def engine_metrics_port(port: int) -> int:
 # Envoy's request id (the HCM generates it), forwarded to every service and engine.
 REQUEST_ID_HEADER = "x-request-id"
 
-# Set by ext_authz (the safety filter) from the caller's key, over any client-sent copy;
-# read by ext_proc and by the rate limit actions the control plane configures. An absent
-# rpm / tpm means unlimited; models is a comma list, or ALL_MODELS.
+# Set by the safety filter's request processor from the caller's key, over any client-sent
+# copy (which it always removes), for the rate limit actions the control plane configures
+# when Envoy's global rate limit filter does the rpm check (`safety_filter.rate_limit:
+# envoy`). An absent rpm means unlimited. Clients may not send any of them.
 KEY_ID_HEADER = "x-frugal-key-id"
 TENANT_HEADER = "x-frugal-tenant"
 KEY_RPM_HEADER = "x-frugal-key-rpm"
 KEY_TPM_HEADER = "x-frugal-key-tpm"
 KEY_MODELS_HEADER = "x-frugal-key-models"
-ALL_MODELS = "*"
-# Where Envoy puts ext_authz's CheckResponse.dynamic_metadata, and its keys (access log).
-AUTHZ_METADATA_NAMESPACE = "envoy.filters.http.ext_authz"
-AUTHZ_KEY_ID = "key_id"
-AUTHZ_TENANT = "tenant"
+IDENTITY_HEADERS = (KEY_ID_HEADER, TENANT_HEADER, KEY_RPM_HEADER, KEY_TPM_HEADER, KEY_MODELS_HEADER)
+
+# ext_proc attributes (CEL) Envoy sends the request processor: the replica that answers
+# (on the response headers), so a stream that ends early can ask it what it generated.
+EXT_PROC_ATTRIBUTES_NAMESPACE = "envoy.filters.http.ext_proc"
+UPSTREAM_ADDRESS_ATTRIBUTE = "upstream.address"
 
 # The rate limit descriptor Envoy sends the RateLimitService: its domain and entry keys.
 RATE_LIMIT_DOMAIN = "frugal"
@@ -70,6 +72,8 @@ ERROR_CODE_KEY = "code"
 # Dynamic metadata of a request's summary (ext_proc), which the access log reads.
 REQUEST_METADATA_NAMESPACE = "frugal.request"
 REQUEST_METADATA_KEYS = (
+    "key_id",
+    "tenant",
     "model",
     "prompt_tokens",
     "completion_tokens",

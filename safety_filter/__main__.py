@@ -24,7 +24,7 @@ async def run(settings: SafetyFilterSettings) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, settings.host, registry=running.registry)
     log.info(
-        "safety filter (ext_authz, rate limits, ext_proc) on %s:%d for models %s",
+        "safety filter (ext_proc: keys, limits, content checks) on %s:%d for models %s",
         settings.host,
         running.port,
         sorted(settings.models),

@@ -57,18 +57,65 @@ def model_not_allowed(model: str) -> ApiError:
     )
 
 
-def tokens_exhausted(limit: int, remaining: int, reset_s: float) -> ApiError:
+def invalid_api_key() -> ApiError:
+    return ApiError(
+        401,
+        "authentication_error",
+        "invalid_api_key",
+        "Incorrect API key provided. Send a valid Frugal API key as "
+        "`Authorization: Bearer <key>`; ask your administrator for one.",
+        (("www-authenticate", "Bearer"),),
+    )
+
+
+def auth_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "server_error",
+        "service_unavailable",
+        "The authentication service is temporarily unavailable. Please retry.",
+        (("retry-after", "1"),),
+    )
+
+
+def usage_store_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "server_error",
+        "service_unavailable",
+        "The usage store is unavailable. Please retry.",
+        (("retry-after", "1"),),
+    )
+
+
+def overloaded(retry_after_s: int) -> ApiError:
+    """Shed before admission: the gateway is at its stated bound of requests being admitted."""
+    return ApiError(
+        503,
+        "server_error",
+        "overloaded",
+        "The gateway is overloaded; the request was not admitted. Please retry.",
+        (("retry-after", str(retry_after_s)),),
+    )
+
+
+RATE_REFUSAL_CODE = "requests_per_minute_exceeded"
+
+
+def requests_exhausted(message: str, headers: tuple[tuple[str, str], ...]) -> ApiError:
+    return ApiError(429, "rate_limit_error", RATE_REFUSAL_CODE, message, headers)
+
+
+def tokens_exhausted(
+    limit: int, remaining: int, reset_s: float, headers: tuple[tuple[str, str], ...] = ()
+) -> ApiError:
     return ApiError(
         429,
         "rate_limit_error",
         "tokens_per_minute_exceeded",
         f"Rate limit reached for tokens per minute: limit {limit}, remaining {remaining}; "
         f"try again in {reset_s:.0f}s or ask for fewer max_tokens.",
-        (
-            ("x-ratelimit-limit-tokens", str(limit)),
-            ("x-ratelimit-remaining-tokens", str(remaining)),
-            ("x-ratelimit-reset-tokens", f"{reset_s:.0f}s"),
-        ),
+        headers,
     )
 
 

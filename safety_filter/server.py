@@ -1,7 +1,8 @@
-"""The safety filter's gRPC server: ext_authz, RateLimitService and ext_proc on one port.
+"""The safety filter's gRPC server: ext_proc (the whole chain) and the RateLimitService.
 
-I/O edge, wiring only: one Redis client (its pool shared by every service), one
-Prometheus registry, the three services Envoy calls.
+I/O edge, wiring only: one Redis client over one bounded pool shared by every part, one
+Prometheus registry, the services Envoy calls. The RateLimitService answers only when
+the stack runs with `safety_filter.rate_limit: envoy`.
 """
 
 from __future__ import annotations
@@ -15,17 +16,27 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from frugal.accounting.admission import Admission
+from frugal.accounting.settlements import Settlements
 from frugal.accounting.token_budget import TokenBudget
+from frugal.engine_usage import EngineUsageClient
 from frugal.keys import KeyStore
 from frugal.keys.hashing import Peppers
 from frugal.policy_store import PolicyStore
-from safety_filter.authz.service import add_authorization_servicer
+from safety_filter.authz.key_check import KeyCheck
 from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.policies import NO_CHECKS, PolicyBook
-from safety_filter.extproc.processor import ProcessorContext
+from safety_filter.extproc.processor import Enforcement, ProcessorContext
 from safety_filter.extproc.service import ExternalProcessorService
+from safety_filter.extproc.usage import Accounting
 from safety_filter.ratelimit.service import add_ratelimit_servicer
 from safety_filter.settings import SafetyFilterSettings
+
+# Settles in flight at once, and connections kept for key, policy and use-stamp reads.
+SETTLE_CONCURRENCY = 16
+OTHER_CONNECTIONS = 8
+# How long a shutdown waits for open settlements to reach Redis.
+DRAIN_S = 5.0
 
 # One ext_proc stream per HTTP request: allow as many as Envoy may open.
 SERVER_OPTIONS = [
@@ -41,38 +52,59 @@ class SafetyFilterServer:
     port: int
     redis: aioredis.Redis
     registry: CollectorRegistry
+    settlements: Settlements
+    engine_usage: EngineUsageClient
 
     async def stop(self, grace_s: float = 2.0) -> None:
         await self.server.stop(grace=grace_s)
+        await self.settlements.drain(DRAIN_S)
+        await self.engine_usage.close()
         await self.redis.aclose()
 
 
 async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> SafetyFilterServer:
     """Start serving (settings.port 0 = any free port)."""
-    # Fail fast: Envoy waits at most 1 s for a policy answer, and a retried Redis call
-    # would only make a closed failure slower.
-    redis = aioredis.Redis.from_url(
+    # Every part shares one pool of a size chosen on purpose: admissions (bounded by
+    # `admitting`), settles (bounded by SETTLE_CONCURRENCY) and a few reads. A caller
+    # waits for a free connection rather than failing; socket timeouts stay short, so
+    # a Redis that is really gone fails closed fast (Envoy's 503).
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.admitting + SETTLE_CONCURRENCY + OTHER_CONNECTIONS,
+        timeout=settings.admit_wait_s,
         socket_timeout=0.5,
         socket_connect_timeout=0.5,
         retry=Retry(NoBackoff(), 0),
     )
+    redis = aioredis.Redis(connection_pool=pool)
     registry = CollectorRegistry()
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    add_authorization_servicer(server, KeyStore(redis, peppers), registry)
-    add_ratelimit_servicer(server, redis, registry)
-    overrides = PolicyStore(redis)
-    policies = (
-        PolicyBook.from_config(settings.policies, overrides) if settings.enforce else NO_CHECKS
+    metrics = ExtProcMetrics(registry)
+    add_ratelimit_servicer(server, redis, metrics.rate_decisions)
+    settlements = Settlements(TokenBudget(redis), concurrency=SETTLE_CONCURRENCY)
+    accounting = Accounting(
+        Admission(redis), settlements, settings.admitting, settings.admit_wait_s
     )
+    metrics.watch_accounting(accounting)
+    engine_usage = EngineUsageClient()
+    enforcement = None
+    policies = NO_CHECKS
+    if settings.enforce:
+        policies = PolicyBook.from_config(settings.policies, PolicyStore(redis))
+        enforcement = Enforcement(
+            KeyCheck(KeyStore(redis, peppers), registry),
+            accounting,
+            rate_limit_inline=settings.rate_limit == "inline",
+            engine_usage=engine_usage,
+        )
     context = ProcessorContext(
         models=settings.models,
         max_body_bytes=settings.max_body_bytes,
         policies=policies,
-        budget=TokenBudget(redis),
-        metrics=ExtProcMetrics(registry),
+        enforcement=enforcement,
+        metrics=metrics,
     )
     ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(context), server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await server.start()
-    return SafetyFilterServer(server, port, redis, registry)
+    return SafetyFilterServer(server, port, redis, registry, settlements, engine_usage)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,3 +24,8 @@ class SafetyFilterSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
     # false: parse and route only, no content checks or token accounting (benchmarks).
     enforce: bool = True
+    # frugal.yaml's safety_filter.rate_limit: `inline` checks the rpm in the admission
+    # script; `envoy` leaves it to Envoy's global rate limit filter.
+    rate_limit: Literal["inline", "envoy"] = "inline"
+    admitting: int = Field(default=256, ge=1)
+    admit_wait_s: float = Field(default=2.0, gt=0)

@@ -6,9 +6,9 @@ numbers, and a value Envoy does not have is `null` (verified on Envoy 1.40).
 Where each field comes from:
 - Envoy itself: time, request_id, method, path, status, flags, duration_ms,
   upstream, bytes_received, bytes_sent, and gateway_ms (gateway_overhead.py);
-- ext_authz's dynamic metadata (set only by the safety filter, never by a client
-  header): key_id, tenant;
-- the safety filter's ext_proc metadata (namespace `frugal.request`): the model
+- the safety filter's ext_proc metadata (namespace `frugal.request`, set only by
+  the safety filter, never by a client header): the caller's key_id and tenant once
+  its key was checked, the model
   once the body named a served one (`unknown` for a refused request), then at the
   end token counts, times and the error; `null` for what that request never
   reached. Not x-frugal-model: a refused request may still carry a client's copy.
@@ -40,8 +40,6 @@ def _metadata(namespace: str, key: str) -> str:
 ACCESS_LOG_FIELDS: dict[str, str] = {
     "time": "%START_TIME%",
     "request_id": f"%REQ({wire.REQUEST_ID_HEADER.upper()})%",
-    "key_id": _metadata(wire.AUTHZ_METADATA_NAMESPACE, wire.AUTHZ_KEY_ID),
-    "tenant": _metadata(wire.AUTHZ_METADATA_NAMESPACE, wire.AUTHZ_TENANT),
     "method": "%REQ(:METHOD)%",
     # The transcoder rewrites :path to the gRPC method and keeps the one it was given
     # in x-envoy-original-path: the client's, or its `:stream` binding for a stream.

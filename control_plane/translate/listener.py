@@ -16,7 +16,6 @@ from control_plane.translate.access_log import build_access_logs
 from control_plane.translate.local_replies import build_local_reply_config
 from control_plane.translate.policy_filters import (
     SAFETY_FILTER_CLUSTER,
-    ext_authz_filter,
     local_rate_limit_filter,
     rate_limit_filter,
 )
@@ -43,6 +42,13 @@ def _ext_proc_filter() -> dict[str, Any]:
             "status_on_error": {"code": "ServiceUnavailable"},
             "message_timeout": "1s",
             "processing_mode": {
+                # Two messages on one stream before the engine: the headers (the key check,
+                # from the cached key store: no I/O for a key in use) and the whole body
+                # (everything else, one Redis script). Envoy could send both without
+                # waiting (send_body_without_waiting_for_header_response, or a
+                # FULL_DUPLEX_STREAMED body), but then it ignores the mode_override that
+                # takes a started stream's body off the processor's path (verified on
+                # Envoy 1.40; its docs say so for the former).
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
@@ -55,6 +61,8 @@ def _ext_proc_filter() -> dict[str, Any]:
                 "response_trailer_mode": "SEND",
             },
             "allow_mode_override": True,
+            # The replica that answers, so a stream that ends early can ask what it generated.
+            "response_attributes": [wire.UPSTREAM_ADDRESS_ATTRIBUTE],
             "mutation_rules": {"allow_all_routing": True},
             # Refusals carry their OpenAI error type and code as dynamic metadata; every
             # request ends with what the processor measured of it (for the access log).
@@ -91,7 +99,10 @@ def _transcoder_filter(descriptor: bytes) -> dict[str, Any]:
 def _policy_filters(config: FrugalConfig, ext_proc: dict[str, Any]) -> list[dict[str, Any]]:
     if not config.safety_filter.enforce:
         return [ext_proc]
-    return [ext_authz_filter(), local_rate_limit_filter(config), ext_proc, rate_limit_filter()]
+    filters = [local_rate_limit_filter(config), ext_proc]
+    if config.safety_filter.rate_limit == "envoy":
+        filters.append(rate_limit_filter())
+    return filters
 
 
 def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener:

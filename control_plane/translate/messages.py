@@ -15,7 +15,6 @@ import envoy.config.cluster.v3.cluster_pb2
 import envoy.config.endpoint.v3.endpoint_pb2
 import envoy.config.listener.v3.listener_pb2
 import envoy.config.route.v3.route_pb2
-import envoy.extensions.filters.http.ext_authz.v3.ext_authz_pb2
 import envoy.extensions.filters.http.ext_proc.v3.ext_proc_pb2
 import envoy.extensions.filters.http.grpc_json_transcoder.v3.transcoder_pb2
 import envoy.extensions.filters.http.local_ratelimit.v3.local_rate_limit_pb2
@@ -36,7 +35,6 @@ ClusterLoadAssignment = envoy.config.endpoint.v3.endpoint_pb2.ClusterLoadAssignm
 
 TYPE = "type.googleapis.com/"
 HCM = TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-EXT_AUTHZ = TYPE + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 LOCAL_RATE_LIMIT = TYPE + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 RATE_LIMIT = TYPE + "envoy.extensions.filters.http.ratelimit.v3.RateLimit"
 EXT_PROC = TYPE + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
@@ -46,7 +44,6 @@ FILTER_CONFIG = TYPE + "envoy.config.route.v3.FilterConfig"
 HTTP_PROTOCOL_OPTIONS = TYPE + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 PREVIOUS_HOSTS = TYPE + "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 
-EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 LOCAL_RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 RATE_LIMIT_FILTER = "envoy.filters.http.ratelimit"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"

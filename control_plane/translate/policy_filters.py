@@ -1,16 +1,19 @@
-"""The policy filters in front of the safety filter's request processor.
+"""The policy filters around the safety filter's request processor.
 
 Pure layer. Order on the way in (ARCHITECTURE "One request"):
-1. ext_authz: API key -> `x-frugal-key-id` / tenant / limits headers, or 401;
-2. local_ratelimit: a per-Envoy token bucket over all traffic (backstop);
-3. (ext_proc, listener.py: body checks, token reservation, `x-frugal-model`);
-4. ratelimit: the per-key request rate, decided by the safety filter's
-   RateLimitService over Redis from the headers ext_authz set. It must come after
-   ext_proc: Envoy's rate limit filter only acts on a route with a cluster, and the
-   model route is known only once ext_proc has set the model header. A request it
-   refuses has its token reservation settled at 0 by ext_proc's response phase.
-Every policy service fails closed with 503 (ENVOY_NOTES: ext_authz defaults to
-403 and the rate limit filter to fail open).
+1. local_ratelimit: a per-Envoy token bucket over all traffic (a backstop that sheds a
+   flood before it reaches Python);
+2. (ext_proc, listener.py: the API key, body checks, the key's rpm and token
+   reservation in one Redis script, `x-frugal-model`);
+3. ratelimit, only with `safety_filter.rate_limit: envoy`: the per-key request rate,
+   decided by the safety filter's RateLimitService over Redis from the identity headers
+   ext_proc set. It must come after ext_proc: Envoy's rate limit filter only acts on a
+   route with a cluster, and the model route is known only once ext_proc has set the
+   model header. A request it refuses has its token reservation settled at 0 by
+   ext_proc's response phase. It costs a second Python and Redis round trip before the
+   engine, which is why `inline` is the default.
+Every policy service fails closed with 503 (ENVOY_NOTES: the rate limit filter's default
+is to fail open).
 """
 
 from __future__ import annotations
@@ -27,19 +30,6 @@ UNAVAILABLE = {"code": "ServiceUnavailable"}
 
 def _safety_filter_grpc(timeout: str) -> dict[str, Any]:
     return {"envoy_grpc": {"cluster_name": SAFETY_FILTER_CLUSTER}, "timeout": timeout}
-
-
-def ext_authz_filter() -> dict[str, Any]:
-    return {
-        "name": m.EXT_AUTHZ_FILTER,
-        "typed_config": {
-            "@type": m.EXT_AUTHZ,
-            "grpc_service": _safety_filter_grpc("1s"),
-            "transport_api_version": "V3",
-            "failure_mode_allow": False,
-            "status_on_error": UNAVAILABLE,
-        },
-    }
 
 
 def local_rate_limit_filter(config: FrugalConfig) -> dict[str, Any]:

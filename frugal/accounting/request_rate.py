@@ -88,16 +88,21 @@ class RequestRateLimiter:
         keys = [rpm_key(key_id, start), rpm_key(key_id, start - self._window_s)]
         args: list[str | int] = [limit, hits, repr(weight), 2 * self._window_s + 1]
         allowed, current, previous = await self._script(keys=keys, args=args)
-        return self._decision(bool(allowed), limit, hits, int(current), int(previous), now)
+        return rate_decision(
+            bool(allowed), limit, hits, int(current), int(previous), now, self._window_s
+        )
 
-    def _decision(
-        self, allowed: bool, limit: int, hits: int, current: int, previous: int, now: float
-    ) -> RateDecision:
-        elapsed = windows.elapsed_in_window(now, self._window_s)
-        weight = windows.previous_weight(now, self._window_s)
-        remaining = windows.remaining_hits(limit, previous, current, weight)
-        if allowed:
-            reset_s = windows.seconds_until_reset(previous, current, elapsed, self._window_s)
-            return RateDecision(True, limit, remaining, reset_s)
-        wait_s = windows.seconds_until_fits(limit, previous, current, elapsed, hits, self._window_s)
-        return RateDecision(False, limit, remaining, wait_s)
+
+def rate_decision(
+    allowed: bool, limit: int, hits: int, current: int, previous: int, now: float, window_s: int
+) -> RateDecision:
+    """What a client is told of the window after a decision on `hits` (`current` includes
+    them when they were admitted)."""
+    elapsed = windows.elapsed_in_window(now, window_s)
+    weight = windows.previous_weight(now, window_s)
+    remaining = windows.remaining_hits(limit, previous, current, weight)
+    if allowed:
+        reset_s = windows.seconds_until_reset(previous, current, elapsed, window_s)
+        return RateDecision(True, limit, remaining, reset_s)
+    wait_s = windows.seconds_until_fits(limit, previous, current, elapsed, hits, window_s)
+    return RateDecision(False, limit, remaining, wait_s)

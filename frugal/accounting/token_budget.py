@@ -1,19 +1,21 @@
-"""Tokens per minute per API key: reserve before a request, settle with the real count after.
+"""Tokens per minute per API key: settle a request's real count in place of its reservation.
 
-I/O layer over Redis: two Lua scripts, each one atomic step. The window arithmetic is in
+I/O layer over Redis: a Lua script, one atomic step. The window arithmetic is in
 `frugal.accounting.windows`, the ledger layout in `frugal.accounting.ledger`.
 
 A request's token count is only known when it ends, so admission works in two steps:
-- `reserve` (before forwarding): in the fixed minute window containing `now`, admit the request
-  only if `used + reserved + tokens <= tpm_limit`; then add `tokens` to `reserved` and record
-  the reservation under the request id. Fixed windows, not sliding: a settle must land in the
-  very window its reservation was taken from, and the TPM limit tolerates boundary bursts.
+- reserve (before forwarding; `frugal.accounting.admission`, in the same script as the rpm
+  check): in the fixed minute window containing `now`, admit the request only if
+  `used + reserved + tokens <= tpm_limit`; then add `tokens` to `reserved` and record the
+  reservation under the request id. Fixed windows, not sliding: a settle must land in the very
+  window its reservation was taken from, and the TPM limit tolerates boundary bursts.
 - `settle` (when the response ends): move the reservation into `used` at its real size, in the
   window it was reserved from even when the minute has turned since, and add the same charge
   to the usage ledger, all in one script. Exactly once: the reservation becomes a "settled"
-  marker, and settling it again changes nothing and returns 0. A settle with no reservation
-  (never reserved, or the reservation expired) still charges, to the window and day of `now`:
-  tokens that were served are billed.
+  marker, and settling it again changes nothing and returns 0, so a settle whose answer was
+  lost can be retried for as long as the marker lives (`SETTLED_TTL_S`). A settle with no
+  reservation (never reserved, or the reservation expired) still charges, to the window and
+  day of `now`: tokens that were served are billed.
 A reservation that is never settled (a crashed gateway) expires after `reservation_ttl_s`; its
 tokens stay counted in their window until that window ends, which only errs on the safe side.
 
@@ -21,7 +23,8 @@ Redis keys (the braces are a literal Redis Cluster hash tag, so one key's data s
     frugal:tpm:{<key_id>}:<window_start_unix_s>   hash {used, reserved}; expires
         2 * window_s + reservation_ttl_s after its last write, so a late settle still finds it
     frugal:reservation:{<key_id>}:<request_id>    hash {state: reserved|settled, tokens
-        (reserved, then charged), window}; expires reservation_ttl_s after its last write
+        (reserved, then charged), window, output (the output cap reserved)}; expires
+        reservation_ttl_s after the reserve, settled_ttl_s after the settle
     frugal:usage:{<key_id>}:<YYYY-MM-DD>          the ledger (see `ledger`), UTC day of settle
 The settle script derives the window key from the reservation it reads, a key it was not handed:
 fine on a single Redis, and on a Cluster it shares the hash tag of the declared keys.
@@ -38,34 +41,13 @@ from redis.asyncio import Redis
 from frugal.accounting import ledger, windows
 
 RESERVATION_TTL_S = 600.0
-
-_RESERVE_SCRIPT = """
--- KEYS[1] window hash, KEYS[2] reservation hash
--- ARGV[1] limit (-1: unlimited), ARGV[2] tokens, ARGV[3] window start,
--- ARGV[4] reservation ttl ms, ARGV[5] window ttl s
-local existing = redis.call('HMGET', KEYS[2], 'state', 'tokens', 'window')
-if existing[1] then
-  return {2, tonumber(existing[2]), tonumber(existing[3])}
-end
-local counts = redis.call('HMGET', KEYS[1], 'used', 'reserved')
-local used = tonumber(counts[1] or '0')
-local reserved = tonumber(counts[2] or '0')
-local limit = tonumber(ARGV[1])
-local tokens = tonumber(ARGV[2])
-if limit >= 0 and used + reserved + tokens > limit then
-  return {0, used, reserved}
-end
-redis.call('HINCRBY', KEYS[1], 'reserved', tokens)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('HSET', KEYS[2], 'state', 'reserved', 'tokens', tokens, 'window', ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return {1, used, reserved + tokens}
-"""
+# Longer than any retry of a settle (frugal.accounting.settlements), so a retry never charges twice.
+SETTLED_TTL_S = 3600.0
 
 _SETTLE_SCRIPT = """
 -- KEYS[1] reservation hash, KEYS[2] ledger hash
 -- ARGV[1] window key prefix, ARGV[2] window start of now, ARGV[3] prompt tokens,
--- ARGV[4] completion tokens, ARGV[5] model, ARGV[6] reservation ttl ms, ARGV[7] window ttl s,
+-- ARGV[4] completion tokens, ARGV[5] model, ARGV[6] settled marker ttl ms, ARGV[7] window ttl s,
 -- ARGV[8] ledger ttl s
 local record = redis.call('HMGET', KEYS[1], 'state', 'tokens', 'window')
 if record[1] == 'settled' then
@@ -105,38 +87,14 @@ def _tpm_prefix(key_id: str) -> str:
     return f"frugal:tpm:{{{key_id}}}:"
 
 
+def window_ttl_s(window_s: int, reservation_ttl_s: float) -> int:
+    """How long a token window outlives its last write: a late settle still finds it."""
+    return 2 * window_s + math.ceil(reservation_ttl_s)
+
+
 def reservation_key(key_id: str, request_id: str) -> str:
     """Redis key of the reservation (then settled marker) of one request."""
     return f"frugal:reservation:{{{key_id}}}:{request_id}"
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """Tokens set aside for one request. `remaining` is None for an unlimited key.
-
-    `duplicate`: the request id had already reserved (or settled); nothing new was reserved and
-    `tokens`/`window_start` describe the earlier reservation (or, once settled, its charge).
-    """
-
-    key_id: str
-    request_id: str
-    tokens: int
-    window_start: int
-    limit: int | None
-    remaining: int | None
-    reset_s: float
-    duplicate: bool = False
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """The window cannot cover the request: `remaining` tokens are left until `reset_s` passes."""
-
-    key_id: str
-    tokens: int
-    limit: int
-    remaining: int
-    reset_s: float
 
 
 @dataclass(frozen=True)
@@ -156,46 +114,15 @@ class TokenBudget:
         redis: Redis,
         window_s: int = windows.WINDOW_S,
         reservation_ttl_s: float = RESERVATION_TTL_S,
+        settled_ttl_s: float = SETTLED_TTL_S,
         ledger_ttl_s: int = ledger.LEDGER_TTL_S,
     ) -> None:
         self._redis = redis
         self._window_s = window_s
-        self._reservation_ttl_ms = max(1, round(reservation_ttl_s * 1000))
-        self._window_ttl_s = 2 * window_s + math.ceil(reservation_ttl_s)
+        self._settled_ttl_ms = max(1, round(settled_ttl_s * 1000))
+        self._window_ttl_s = window_ttl_s(window_s, reservation_ttl_s)
         self._ledger_ttl_s = ledger_ttl_s
-        self._reserve = redis.register_script(_RESERVE_SCRIPT)
         self._settle = redis.register_script(_SETTLE_SCRIPT)
-
-    async def reserve(
-        self,
-        key_id: str,
-        tpm_limit: int | None,
-        tokens: int,
-        request_id: str,
-        now: float | None = None,
-    ) -> Reservation | Refusal:
-        """Set `tokens` aside for `request_id` in the current window, or refuse.
-
-        `tpm_limit=None` means unlimited: the reservation is still recorded, so settling works
-        the same for every key. Raises `redis.RedisError` when Redis cannot answer.
-        """
-        _check_ids(key_id, request_id)
-        if tokens < 0 or (tpm_limit is not None and tpm_limit < 0):
-            raise ValueError("tokens and tpm_limit must not be negative")
-        now = time.time() if now is None else now
-        start = windows.window_start(now, self._window_s)
-        reset_s = start + self._window_s - now
-        keys = [tpm_key(key_id, start), reservation_key(key_id, request_id)]
-        limit_arg = -1 if tpm_limit is None else tpm_limit
-        args = [limit_arg, tokens, start, self._reservation_ttl_ms, self._window_ttl_s]
-        outcome, first, second = (int(v) for v in await self._reserve(keys=keys, args=args))
-        if outcome == 2:
-            return Reservation(key_id, request_id, first, second, tpm_limit, None, reset_s, True)
-        left = None if tpm_limit is None else max(0, tpm_limit - first - second)
-        if outcome == 0:
-            assert tpm_limit is not None and left is not None  # the script refuses only limits
-            return Refusal(key_id, tokens, tpm_limit, left, reset_s)
-        return Reservation(key_id, request_id, tokens, start, tpm_limit, left, reset_s)
 
     async def settle(
         self,
@@ -225,7 +152,7 @@ class TokenBudget:
             prompt_tokens,
             completion_tokens,
             model,
-            self._reservation_ttl_ms,
+            self._settled_ttl_ms,
             self._window_ttl_s,
             self._ledger_ttl_s,
         ]

@@ -134,6 +134,9 @@ def safety_filter_specs(config: FrugalConfig, shared: dict[str, str]) -> list[Ch
             "FRUGAL_SAFETY_POLICIES": _policies(config),
             "FRUGAL_SAFETY_METRICS_PORT": str(metrics_port),
             "FRUGAL_SAFETY_ENFORCE": str(safety.enforce).lower(),
+            "FRUGAL_SAFETY_RATE_LIMIT": safety.rate_limit,
+            "FRUGAL_SAFETY_ADMITTING": str(safety.admitting),
+            "FRUGAL_SAFETY_ADMIT_WAIT_S": str(safety.admit_wait_s),
         }
         name = "safety_filter" if index == 0 else f"safety_filter/{index}"
         specs.append(ChildSpec(name, _python_module("safety_filter"), env, essential=True))

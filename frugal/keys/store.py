@@ -9,7 +9,9 @@ Redis layout (nothing else is written):
 
 Records are never deleted (revocation is a flag), so an id is never reused.
 Each process caches records for at most `cache_ttl_s` (0.5 s), so a revocation
-made anywhere is honoured everywhere within that plus one Redis round trip.
+made anywhere is honoured everywhere within that plus one Redis round trip. A record
+used in the second half of its life is reloaded in the background, so a key in steady
+use never waits for Redis on the hot path; the use stamp is written in the background too.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ class KeyStore:
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
         self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
         self._touched: dict[str, float] = {}
+        self._touching: set[asyncio.Future[None]] = set()
         self._update_if_exists = redis.register_script(_UPDATE_IF_EXISTS)
 
     @staticmethod
@@ -277,7 +280,7 @@ class KeyStore:
             return AuthDecision(AuthOutcome.UNKNOWN)
         outcome = _STATUS_OUTCOMES[record.status(utc_now())]
         if outcome is AuthOutcome.OK:
-            await self._touch(record.id)
+            self._touch_later(record.id)
         return AuthDecision(outcome, record)
 
     async def get_cached(self, key_id: str) -> KeyRecord | None:
@@ -285,15 +288,22 @@ class KeyStore:
         if not is_key_id(key_id):
             return None
         cached = self._cache.get(key_id)
-        if cached is not None and cached[0] > time.monotonic():
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            if cached[0] - now < self._cache_ttl_s / 2:
+                self._loading_of(key_id)  # refresh ahead; this request keeps the cached one
             return cached[1]
-        # Concurrent misses for one id share one Redis round trip.
+        return await asyncio.shield(self._loading_of(key_id))
+
+    def _loading_of(self, key_id: str) -> asyncio.Future[KeyRecord | None]:
+        """The load of `key_id` in flight, started if none is: concurrent misses for one id
+        share one Redis round trip."""
         loading = self._loading.get(key_id)
         if loading is None:
             loading = asyncio.ensure_future(self._load(key_id))
             self._loading[key_id] = loading
             loading.add_done_callback(lambda done: self._loaded(key_id, done))
-        return await asyncio.shield(loading)
+        return loading
 
     async def _load(self, key_id: str) -> KeyRecord | None:
         with _redis_errors():
@@ -308,14 +318,20 @@ class KeyStore:
         if not done.cancelled():
             done.exception()  # retrieved here, so no "never retrieved" warning if all waiters left
 
-    async def _touch(self, key_id: str) -> None:
-        """Record use at most once per `touch_interval_s` per key and process."""
+    def _touch_later(self, key_id: str) -> None:
+        """Record use at most once per `touch_interval_s` per key and process, off the
+        request's path."""
         now = time.monotonic()
         if now - self._touched.get(key_id, -self._touch_interval_s) < self._touch_interval_s:
             return
         if len(self._touched) >= MAX_CACHED:
             self._touched.clear()
         self._touched[key_id] = now
+        task = asyncio.ensure_future(self._touch(key_id))
+        self._touching.add(task)
+        task.add_done_callback(self._touching.discard)
+
+    async def _touch(self, key_id: str) -> None:
         stamp = json.dumps(utc_now().isoformat())
         try:
             await self._update_if_exists(

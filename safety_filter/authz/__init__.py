@@ -1,5 +1,1 @@
-"""ext_authz: API-key authentication for Envoy, answering from the shared key store."""
-
-from safety_filter.authz.service import AuthorizationService, add_authorization_servicer
-
-__all__ = ["AuthorizationService", "add_authorization_servicer"]
+"""API-key authentication of a request, inside the request processor (no ext_authz call)."""

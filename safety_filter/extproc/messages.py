@@ -25,6 +25,24 @@ def header_value(headers: ext.HttpHeaders | ext.HttpTrailers, name: str) -> str:
     return ""
 
 
+def header_dict(headers: ext.HttpHeaders) -> dict[str, str]:
+    """Every header by its (lowercase) name; a repeated header keeps its first value."""
+    found: dict[str, str] = {}
+    for header in headers.headers.headers:
+        found.setdefault(
+            header.key, header.raw_value.decode() if header.raw_value else header.value
+        )
+    return found
+
+
+def attribute(request: ext.ProcessingRequest, name: str) -> str:
+    """A string attribute Envoy sent with this message ("" when it sent none)."""
+    attributes = request.attributes.get(wire.EXT_PROC_ATTRIBUTES_NAMESPACE)
+    if attributes is None or name not in attributes.fields:
+        return ""
+    return str(attributes.fields[name].string_value)
+
+
 def set_header(name: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(
         header=base_pb2.HeaderValue(key=name, raw_value=value.encode()),

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from frugal.content_checks import Match
 from safety_filter.extproc.request_record import RequestRecord
+from safety_filter.extproc.usage import Accounting
 
 # ext_proc work is tens of microseconds to a few milliseconds (ENVOY_NOTES: 1-4 us
 # a chunk in Python, 0.1-0.25 ms a chunk through Envoy).
@@ -57,6 +58,14 @@ class ExtProcMetrics:
             "frugal_extproc_refusals",
             "Requests the processor refused, by OpenAI error code.",
             ["code"],
+            registry=self.registry,
+        )
+        # Also the RateLimitService's (safety_filter.ratelimit), when Envoy calls it.
+        self.rate_decisions = Counter(
+            "frugal_ratelimit_decisions",
+            "Per-key request rate decisions, by decision (ok, over_limit, unlimited, invalid, "
+            "error).",
+            ["decision"],
             registry=self.registry,
         )
         self.ttft_seconds = Histogram(
@@ -105,6 +114,25 @@ class ExtProcMetrics:
             [MODEL, "reason"],
             registry=self.registry,
         )
+
+    def watch_accounting(self, accounting: Accounting) -> None:
+        """Admission and settlement figures, read when scraped."""
+        settlements = accounting.settlements
+        figures = (
+            ("frugal_requests_shed", "Requests shed before admission (503 overloaded).",
+             lambda: accounting.shed),
+            ("frugal_settlements_pending", "Settlements not yet taken by Redis.",
+             lambda: settlements.pending),
+            ("frugal_settlements_settled", "Settlements Redis has taken.",
+             lambda: settlements.settled),
+            ("frugal_settlement_retries", "Settle calls tried again after a Redis error.",
+             lambda: settlements.retries),
+            ("frugal_settlements_abandoned",
+             "Settlements given up after retrying for most of an hour (logged as errors).",
+             lambda: settlements.abandoned),
+        )  # fmt: skip
+        for name, text, read in figures:
+            Gauge(name, text, registry=self.registry).set_function(read)
 
     def detected(self, matches: Iterable[Match], direction: str, action: str) -> None:
         self.detected_categories((m.category for m in matches), direction, action)

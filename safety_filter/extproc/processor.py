@@ -1,28 +1,31 @@
 """The request processor: one object per ext_proc stream, one method per phase.
 
-Converts between Envoy's ext_proc messages and the pure rules beside it. Phases
-(ARCHITECTURE, "One request"; ext_authz and the rate limits ran before):
-- request headers: the path, and the key's id, models and token limit that
-  ext_authz put in headers;
-- request body (BUFFERED): parse and validate once; unknown model 404, a model the
-  key may not use 403; prompt checks (block / redact / log); reserve the token
-  budget; set `x-frugal-model`; move streams to their `:stream` binding;
-- request body, streams: the output checks of the request's policy go to the engine
-  in the body's `output_checks` (a client's own copy is dropped): the worker writes
-  the SSE itself, checks included, and ends every stream with `data: [DONE]` or an
-  error event (engine_workers/answer_events.py);
-- response headers: drop the gRPC headers the transcoder leaks; a stream that
-  started (200) takes its body off this processor's path (`mode_override`: Envoy
-  passes the events straight through, and the first ones came with the headers,
-  which is when the client's first token left);
+Converts between Envoy's ext_proc messages and the pure rules beside it. The whole
+safety chain runs here, in one round trip before the engine (ARCHITECTURE, "One
+request"; Envoy's local rate limit ran before, as a per-Envoy backstop):
+- request headers: the path and the caller's key (checked against the cached key
+  store: no Redis round trip for a key in use). A refused key ends the request here.
+  An inference request's headers are answered only once its body is in: the request
+  body is FULL_DUPLEX_STREAMED, so Envoy sends headers and body without waiting.
+- request body: parse and validate once; unknown model 404, a model the key may not
+  use 403; prompt checks (block / redact / log); admit (the key's rpm and token
+  reservation in one Redis script, or only the reservation when Envoy's global rate
+  limit checks the rpm); then the headers' answer (`x-frugal-model`, the `:stream`
+  binding, the key's identity headers removed or set) and the body's. A stream's
+  output checks go to the engine in the body's `output_checks` (a client's own copy
+  is dropped): the worker writes the SSE itself, checks included, and ends every
+  stream with `data: [DONE]` or an error event (engine_workers/answer_events.py);
+- response headers: drop the gRPC headers the transcoder leaks; add the key's
+  rate-limit standing; note the replica (`upstream.address`); a stream that started
+  (200) takes its body off this processor's path (`mode_override`);
 - response body (whole bodies only: unary answers and errors): output checks on a
   unary answer; an error body becomes OpenAI-shaped;
 - response trailers: settle the real usage, and note what the engine reported (its
   time, an error status, what its output checks redacted or blocked).
-`close` settles what is still open when the stream ends early (client gone).
+`close` settles what is still open when the stream ends early (client gone), with
+what the replica says it generated. Settlements never wait on the request's path.
 Each inference request keeps a RequestRecord: the response that ends it carries the
-record as `frugal.request` dynamic metadata (the request body's response already
-names the model, so an early end still logs it) and the metrics observe it once.
+record as `frugal.request` dynamic metadata and the metrics observe it once.
 """
 
 from __future__ import annotations
@@ -36,10 +39,13 @@ from dataclasses import dataclass, field
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from frugal import wire
-from frugal.accounting.token_budget import TokenBudget
 from frugal.content_checks import ContentPolicy
+from frugal.engine_usage import EngineUsageClient
 from frugal.request_log import bind_request_id
+from safety_filter.authz.credentials import CREDENTIAL_HEADERS
+from safety_filter.authz.key_check import KeyCheck, KeyGrant
 from safety_filter.errors import (
+    RATE_REFUSAL_CODE,
     ApiError,
     body_too_large,
     invalid_request,
@@ -52,9 +58,12 @@ from safety_filter.extproc.engine_report import (
     output_findings,
     usage_from_trailers,
 )
+from safety_filter.extproc.limit_headers import Headers, admitted_headers
 from safety_filter.extproc.messages import (
     Namespaces,
+    attribute,
     dynamic_metadata,
+    header_dict,
     header_value,
     immediate_response,
     set_header,
@@ -80,15 +89,31 @@ from safety_filter.extproc.upstream_errors import (
     error_from_grpc_status,
     openai_error_body,
 )
-from safety_filter.extproc.usage import UsageMeter, estimate_tokens
+from safety_filter.extproc.usage import Accounting, Usage, UsageMeter, estimate_tokens
 
 log = logging.getLogger(__name__)
 
 OUTPUT_CHECKS_FIELD = "output_checks"
 STREAM_SUFFIX = ":stream"
 LEAKED_GRPC_HEADERS = ("grpc-status", "grpc-message", "grpc-accept-encoding")
+# Never forwarded as the client sent them: the key, and what only the gateway may set.
+CLIENT_HEADERS_REMOVED = (*CREDENTIAL_HEADERS, *wire.IDENTITY_HEADERS, wire.MODEL_HEADER)
+# How long a stream that ended early waits for its replica to say what it generated.
+ENGINE_USAGE_WAIT_S = 2.0
 
 Responses = list[ext.ProcessingResponse]
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    """Keys, limits and the bill (absent when the stack runs with `enforce: false`)."""
+
+    keys: KeyCheck
+    accounting: Accounting
+    # False: Envoy's global rate limit filter checks the rpm (`safety_filter.rate_limit:
+    # envoy`); the processor then only reserves tokens and sets the identity headers.
+    rate_limit_inline: bool = True
+    engine_usage: EngineUsageClient | None = None
 
 
 @dataclass(frozen=True)
@@ -98,32 +123,11 @@ class ProcessorContext:
     models: frozenset[str]
     max_body_bytes: int
     policies: PolicyBook
-    budget: TokenBudget
-    # Reserved for a request that sets no max_tokens (the engine's own cap applies).
+    enforcement: Enforcement | None
+    # The most a request that sets no max_tokens may generate (the key's budget may cap it
+    # lower; the engine's own cap applies too).
     default_max_tokens: int = 4096
     metrics: ExtProcMetrics = field(default_factory=ExtProcMetrics)
-
-
-@dataclass(frozen=True)
-class KeyGrant:
-    """What ext_authz found out about the caller's key (x-frugal-key-* headers)."""
-
-    key_id: str
-    models: frozenset[str] | None  # None: every model
-    tpm: int | None
-
-    @classmethod
-    def from_headers(cls, headers: ext.HttpHeaders) -> KeyGrant | None:
-        key_id = header_value(headers, wire.KEY_ID_HEADER)
-        if not key_id:
-            return None
-        models = header_value(headers, wire.KEY_MODELS_HEADER)
-        tpm = header_value(headers, wire.KEY_TPM_HEADER)
-        return cls(
-            key_id,
-            None if models in ("", wire.ALL_MODELS) else frozenset(models.split(",")),
-            int(tpm) if tpm.isdigit() else None,
-        )
 
 
 def _trailers_answer(metadata: Namespaces | None = None) -> ext.ProcessingResponse:
@@ -142,9 +146,12 @@ class RequestProcessor:
         self._stream = False
         self._grant: KeyGrant | None = None
         self._request_id = ""
+        self._body = b""
         self._request: InferenceRequest | None = None
         self._policy: ContentPolicy | None = None
         self._meter: UsageMeter | None = None
+        self._standing: Headers = ()
+        self._upstream = ""
         self._response_status = 0
         self._finished = False
         # An inference request's record until it is observed; then None.
@@ -156,21 +163,48 @@ class RequestProcessor:
         self._stream = path.endswith(STREAM_SUFFIX)
         base = path.removesuffix(STREAM_SUFFIX)
         self._schema_path = base if base in SCHEMAS else None
-        self._grant = KeyGrant.from_headers(headers)
         self._request_id = header_value(headers, wire.REQUEST_ID_HEADER)
         bind_request_id(self._request_id)
         if self._schema_path:
             self._record = RequestRecord(started)
+        enforcement = self._context.enforcement
+        if enforcement is not None:
+            self._grant = await enforcement.keys.grant(header_dict(headers))
+            if self._record is not None:
+                self._record.key_id, self._record.tenant = self._grant.key_id, self._grant.tenant
         if self._schema_path and headers.end_of_stream:
             raise invalid_request("The request has no body; send a JSON object.", "invalid_json")
-        return [ext.ProcessingResponse(request_headers=ext.HeadersResponse())]
+        common = ext.CommonResponse(header_mutation=self._identity())
+        return [ext.ProcessingResponse(request_headers=ext.HeadersResponse(response=common))]
+
+    def _identity(self, *extra: tuple[str, str]) -> ext.HeaderMutation:
+        """What the request goes on with: none of the client's credentials or gateway
+        headers; with Envoy's rate limit filter, the key id and rpm it counts by."""
+        to_set = [*extra]
+        grant = self._grant
+        enforcement = self._context.enforcement
+        if grant is not None and enforcement is not None and not enforcement.rate_limit_inline:
+            to_set.append((wire.KEY_ID_HEADER, grant.key_id))
+            if grant.rpm is not None:
+                to_set.append((wire.KEY_RPM_HEADER, str(grant.rpm)))
+        names = {name for name, _ in to_set}
+        return ext.HeaderMutation(
+            set_headers=[set_header(name, value) for name, value in to_set],
+            remove_headers=[name for name in CLIENT_HEADERS_REMOVED if name not in names],
+        )
 
     async def on_request_body(self, body: ext.HttpBody) -> Responses:
+        """The whole body (BUFFERED): decide, then answer with the routing mutations."""
         if self._schema_path is None:
             return [ext.ProcessingResponse(request_body=ext.BodyResponse())]
         if len(body.body) > self._context.max_body_bytes:
             raise body_too_large(self._context.max_body_bytes)
-        request = parse_inference_request(self._schema_path, body.body)
+        self._body = body.body
+        return await self._answer_request()
+
+    async def _answer_request(self) -> Responses:
+        assert self._schema_path is not None
+        request = parse_inference_request(self._schema_path, self._body)
         if request.model not in self._context.models:
             raise model_not_found(request.model)
         record = self._record
@@ -180,29 +214,39 @@ class RequestProcessor:
         if grant is not None and grant.models is not None and request.model not in grant.models:
             raise model_not_allowed(request.model)
         self._request = request
-        key_id = self._grant.key_id if self._grant else None
-        policy = await self._context.policies.policy_for(request.model, key_id)
+        policy = await self._context.policies.policy_for(
+            request.model, grant.key_id if grant else None
+        )
         self._policy = policy
         verdict = check_prompt(request.body, policy)
         self._context.metrics.detected(verdict.matches, "prompt", policy.prompt_action)
         if verdict.blocked is not None:
             raise policy_violation(verdict.blocked)
-        await self._reserve(request)
+        capped = await self._admit(request)
         self._stream = record.stream = self._stream or request.stream
-        set_headers = [set_header(wire.MODEL_HEADER, request.model)]
+        set_headers = [(wire.MODEL_HEADER, request.model)]
         if self._stream:
-            set_headers.append(set_header(":path", self._schema_path + STREAM_SUFFIX))
-        mutation = None
+            set_headers.append((":path", self._schema_path + STREAM_SUFFIX))
         checks = output_checks(policy) if self._stream else None
-        if verdict.redacted or checks is not None or OUTPUT_CHECKS_FIELD in request.body:
+        mutation = None
+        if (
+            verdict.redacted
+            or checks is not None
+            or capped is not None
+            or (OUTPUT_CHECKS_FIELD in request.body)
+        ):
             request.body.pop(OUTPUT_CHECKS_FIELD, None)
             if checks is not None:
                 request.body[OUTPUT_CHECKS_FIELD] = checks
+            if capped is not None:
+                request.body["max_tokens"] = capped
             new_body = json.dumps(request.body, ensure_ascii=False).encode()
-            set_headers.append(set_header("content-length", str(len(new_body))))
+            set_headers.append(("content-length", str(len(new_body))))
             mutation = ext.BodyMutation(body=new_body)
         common = ext.CommonResponse(
-            header_mutation=ext.HeaderMutation(set_headers=set_headers),
+            header_mutation=ext.HeaderMutation(
+                set_headers=[set_header(name, value) for name, value in set_headers]
+            ),
             body_mutation=mutation,
             clear_route_cache=True,
         )
@@ -215,19 +259,39 @@ class RequestProcessor:
             )
         ]
 
-    async def _reserve(self, request: InferenceRequest) -> None:
-        if self._grant is None:
-            return
+    async def _admit(self, request: InferenceRequest) -> int | None:
+        """Admit the request under its key's limits; the output cap to set when the key can
+        afford less than the default and the request named none (None: leave it)."""
+        grant, enforcement = self._grant, self._context.enforcement
+        if grant is None or enforcement is None:
+            return None
         meter = UsageMeter(
-            self._context.budget,
-            self._grant.key_id,
+            enforcement.accounting,
+            grant.key_id,
             self._request_id or f"anonymous-{uuid.uuid4().hex}",
             request.model,
             estimate_tokens(prompt_characters(request.body)),
         )
-        max_output = request.max_output_tokens or self._context.default_max_tokens
-        await meter.reserve(self._grant.tpm, max_output)
+        default = self._context.default_max_tokens
+        rpm = grant.rpm if enforcement.rate_limit_inline else None
+        try:
+            admitted = await meter.admit(rpm, grant.tpm, request.max_output_tokens, default)
+        except ApiError as error:
+            if error.code == RATE_REFUSAL_CODE:
+                self._context.metrics.rate_decisions.labels("over_limit").inc()
+            raise
         self._meter = meter
+        if enforcement.rate_limit_inline:
+            self._standing = admitted_headers(admitted)
+            decision = "unlimited" if admitted.requests is None else "ok"
+            self._context.metrics.rate_decisions.labels(decision).inc()
+        capped = request.max_output_tokens is None and admitted.output_tokens < default
+        return admitted.output_tokens if capped else None
+
+    def note_attributes(self, request: ext.ProcessingRequest) -> None:
+        """Keep what Envoy's attributes say of the request (the replica, on the response)."""
+        if upstream := attribute(request, wire.UPSTREAM_ADDRESS_ATTRIBUTE):
+            self._upstream = upstream
 
     async def on_response_headers(self, headers: ext.HttpHeaders) -> Responses:
         status = header_value(headers, ":status")
@@ -239,7 +303,9 @@ class RequestProcessor:
             record.engine_reported(*engine_times(headers))
             if streaming:
                 record.first_text = time.perf_counter()
-        set_headers = [set_header("cache-control", "no-cache")] if streaming else []
+        set_headers = [set_header(name, value) for name, value in self._standing]
+        if streaming:
+            set_headers.append(set_header("cache-control", "no-cache"))
         # A whole body may be rewritten here, after its headers left: no length is fixed.
         remove = [*LEAKED_GRPC_HEADERS, *(() if streaming else ("content-length",))]
         mutation = ext.HeaderMutation(set_headers=set_headers, remove_headers=remove)
@@ -262,14 +328,14 @@ class RequestProcessor:
 
     async def _finish_held(self, body: bytes) -> ext.ProcessingResponse:
         if self._response_status != 200:
-            await self._settle((0, 0))  # the engine answered nothing
+            self._settle((0, 0))  # the engine answered nothing
             self._failed(upstream_error(self._response_status, "").code)
             return self._finish(openai_error_body(self._response_status, body))
         assert self._request is not None
         policy = self._policy or self._context.policies.for_model(self._request.model)
         checked = check_whole_body(body, policy)
         self._context.metrics.detected(checked.matches, "output", policy.output_action)
-        await self._settle(checked.usage)
+        self._settle(checked.usage)
         return self._finish(checked.body)
 
     async def on_response_trailers(self, trailers: ext.HttpTrailers) -> Responses:
@@ -281,7 +347,7 @@ class RequestProcessor:
         status = header_value(trailers, "grpc-status") or "0"
         if status != "0":
             self._failed(error_from_grpc_status(status, "").code)
-        await self._settle(usage_from_trailers(trailers))
+        self._settle(usage_from_trailers(trailers))
         return [_trailers_answer(self._end())]
 
     def _note_output(self, trailers: ext.HttpTrailers) -> None:
@@ -297,25 +363,40 @@ class RequestProcessor:
         if self._record is not None:
             self._record.error = reason
 
-    async def _settle(self, usage: tuple[int, int] | None) -> None:
-        """Charge the engine's count; without one (the engine never got to report it),
-        the prompt's estimate and no output."""
+    def _settle(self, usage: Usage | None) -> None:
+        """Bill the engine's count; without one (the engine never got to report it), the
+        prompt's estimate and no output."""
         if usage is not None and self._record is not None:
             self._record.prompt_tokens, self._record.completion_tokens = usage
-        if self._meter is None:
-            return
-        await self._meter.settle(*(usage or (None, 0)))
+        if self._meter is not None:
+            self._meter.settle(usage)
 
     async def close(self) -> None:
-        """The stream is over, however it ended: charge what was not charged yet. The
-        metrics come first: when the client left, this runs in a cancelled RPC, and the
-        Redis call may not get to finish."""
+        """The stream is over, however it ended. When the client left, this runs in a
+        cancelled RPC: it only records, and bills in the background what the replica says
+        it generated (the prompt's estimate when no replica was reached)."""
         record = self._record
         if record is not None:  # the response never ended
             record.status = record.status or CLOSED_BEFORE_RESPONSE
             record.error = CLIENT_DISCONNECTED
             self._observe()
-        await self._settle(None)
+        meter, enforcement = self._meter, self._context.enforcement
+        if meter is None or meter.settled or enforcement is None:
+            return
+        client = enforcement.engine_usage
+        if client is None or not self._upstream:
+            meter.settle(None)
+            return
+        meter.settle_when(self._engine_usage(client, self._upstream, meter.request_id))
+
+    @staticmethod
+    async def _engine_usage(
+        client: EngineUsageClient, address: str, request_id: str
+    ) -> Usage | None:
+        usage = await client.request_usage(address, request_id, ENGINE_USAGE_WAIT_S)
+        if usage is None:
+            return None
+        return usage.prompt_tokens, usage.completion_tokens
 
     def refuse(self, error: ApiError) -> ext.ProcessingResponse:
         """The immediate response that refuses the request, which ends it."""

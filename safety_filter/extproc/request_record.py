@@ -29,6 +29,8 @@ CLOSED_BEFORE_RESPONSE = 499
 @dataclass
 class RequestRecord:
     started: float  # time.perf_counter() when the request headers arrived
+    key_id: str | None = None
+    tenant: str | None = None
     model: str = UNKNOWN_MODEL
     stream: bool = False
     status: int = 0
@@ -60,6 +62,8 @@ class RequestRecord:
         """The access log's view of the request; what is unknown is left out."""
         ttft = self.ttft_s()
         fields: dict[str, str | float | None] = {
+            "key_id": self.key_id,
+            "tenant": self.tenant,
             "model": self.model,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,

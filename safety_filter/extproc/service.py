@@ -45,6 +45,8 @@ class ExternalProcessorService(ext_grpc.ExternalProcessorServicer):  # type: ign
                     log.warning("ext_proc phase %s is not configured; ignoring it", phase)
                     continue
                 started = time.perf_counter()
+                if request.attributes:
+                    processor.note_attributes(request)
                 try:
                     responses = await handler(processor, getattr(request, phase))
                 except ApiError as error:

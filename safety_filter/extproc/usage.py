@@ -1,22 +1,33 @@
-"""The token budget of one request: reserved before an engine sees it, settled once at its end.
+"""The limits and the bill of one request: admitted before an engine sees it, settled once at
+its end.
 
-I/O layer over frugal.accounting.TokenBudget (Redis). The reservation is the
-prompt's estimated size plus the most the request may generate; the settlement
-is the engine's real count (usage in the body or the x-frugal-*-tokens trailers),
-or, when the engine never reported one (client gone, engine failed), the estimate
-plus the tokens seen on the way out. Settling is exactly once (the budget's own
-guarantee) and also records the request in the usage ledger.
+I/O layer over frugal.accounting (Redis). Admission is one script: the key's request rate and
+the token reservation (the prompt's estimated size plus the most the request may generate;
+what the key can still afford when the request names no limit). At most `admitting` requests
+of this process wait on Redis to be admitted at once; one that cannot start within
+`admit_wait_s` is shed with a counted 503 `overloaded` and `retry-after`, before anything was
+counted for it. An admitted request is never failed for its bill: the settlement (the
+engine's real count, or, when the engine never reported one, what the engine says it
+generated, else the prompt's estimate) goes to `Settlements`, which retries it until Redis
+has it, exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 
 from redis import RedisError
 
-from frugal.accounting.token_budget import Refusal, TokenBudget
-from safety_filter.errors import ApiError, tokens_exhausted
+from frugal.accounting.admission import Admission, AdmissionRequest, Admitted, Refused
+from frugal.accounting.settlements import Settlement, Settlements
+from safety_filter.errors import overloaded, usage_store_unavailable
+from safety_filter.extproc.limit_headers import refusal
 
 log = logging.getLogger(__name__)
 
@@ -24,44 +35,104 @@ log = logging.getLogger(__name__)
 # length: ~4 characters a token for English text (OpenAI's rule of thumb), rounded up.
 CHARS_PER_TOKEN = 4
 
+Usage = tuple[int | None, int]  # (prompt tokens, None: the estimate; completion tokens)
+
 
 def estimate_tokens(characters: int) -> int:
     return math.ceil(characters / CHARS_PER_TOKEN)
 
 
-class UsageMeter:
+class Accounting:
+    """What every request's meter of one process shares."""
+
     def __init__(
-        self, budget: TokenBudget, key_id: str, request_id: str, model: str, prompt_estimate: int
+        self,
+        admission: Admission,
+        settlements: Settlements,
+        admitting: int = 256,
+        admit_wait_s: float = 1.0,
     ) -> None:
-        self._budget = budget
-        self.key_id = key_id
-        self.request_id = request_id
-        self.model = model
-        self.prompt_estimate = prompt_estimate
-        self._settled = False
+        self.admission = admission
+        self.settlements = settlements
+        self._slots = asyncio.Semaphore(admitting)
+        self._admit_wait_s = admit_wait_s
+        self.shed = 0
 
-    async def reserve(self, tpm_limit: int | None, max_output_tokens: int) -> None:
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
         try:
-            outcome = await self._budget.reserve(
-                self.key_id, tpm_limit, self.prompt_estimate + max_output_tokens, self.request_id
-            )
-        except RedisError as error:
-            raise ApiError(
-                503, "server_error", "service_unavailable", "The usage store is unavailable."
-            ) from error
-        if isinstance(outcome, Refusal):
-            raise tokens_exhausted(outcome.limit, outcome.remaining, outcome.reset_s)
+            await asyncio.wait_for(self._slots.acquire(), self._admit_wait_s)
+        except TimeoutError:
+            self.shed += 1
+            raise overloaded(retry_after_s=1) from None
+        try:
+            yield
+        finally:
+            self._slots.release()
 
-    async def settle(self, prompt_tokens: int | None, completion_tokens: int) -> None:
-        """Charge the real usage (prompt_tokens None: use the estimate); later calls do nothing."""
+
+@dataclass
+class UsageMeter:
+    accounting: Accounting
+    key_id: str
+    request_id: str
+    model: str
+    prompt_estimate: int
+    admitted: Admitted | None = None
+    _settled: bool = False
+
+    async def admit(
+        self, rpm: int | None, tpm: int | None, max_output: int | None, default_output: int
+    ) -> Admitted:
+        """Count the request and reserve its tokens, or raise the ApiError that refuses it."""
+        request = AdmissionRequest(
+            self.key_id, self.request_id, self.prompt_estimate, max_output, default_output,
+            rpm, tpm,
+        )  # fmt: skip
+        async with self.accounting.slot():
+            try:
+                outcome = await self.accounting.admission.admit(request)
+            except RedisError as error:
+                log.error("refusing the request, the usage store did not answer: %s", error)
+                raise usage_store_unavailable() from error
+        if isinstance(outcome, Refused):
+            raise refusal(outcome)
+        self.admitted = outcome
+        return outcome
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    def settle(self, usage: Usage | None) -> None:
+        """Bill the engine's count (None, or a None prompt: the estimate); once."""
+        if self._claim():
+            self.accounting.settlements.submit(self._settlement(usage))
+
+    def settle_when(self, usage: Awaitable[Usage | None]) -> None:
+        """Bill what `usage` finds out (e.g. asking the engine), off the request's path."""
+        if self._claim():
+            ended_at = time.time()
+            settlements = self.accounting.settlements
+
+            async def resolved() -> Settlement:
+                return self._settlement(await usage, ended_at)
+
+            settlements.submit_resolved(resolved())
+
+    def _claim(self) -> bool:
         if self._settled:
-            return
+            return False
         self._settled = True
-        prompt = self.prompt_estimate if prompt_tokens is None else prompt_tokens
-        try:
-            await self._budget.settle(
-                self.key_id, self.request_id, self.model, prompt, completion_tokens
-            )
-        except RedisError:
-            # The reservation expires by itself; the tokens stay counted in their window.
-            log.exception("could not settle request %s", self.request_id)
+        return True
+
+    def _settlement(self, usage: Usage | None, ended_at: float | None = None) -> Settlement:
+        prompt, completion = usage or (None, 0)
+        return Settlement(
+            self.key_id,
+            self.request_id,
+            self.model,
+            self.prompt_estimate if prompt is None else prompt,
+            completion,
+            time.time() if ended_at is None else ended_at,
+        )

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -35,14 +35,9 @@ log = logging.getLogger(__name__)
 
 
 class RateLimitService(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
-    def __init__(self, limiter: RequestRateLimiter, registry: CollectorRegistry) -> None:
+    def __init__(self, limiter: RequestRateLimiter, decisions: Counter) -> None:
         self._limiter = limiter
-        self._decisions = Counter(
-            "frugal_ratelimit_decisions",
-            "Rate limit answers to Envoy, by decision (ok, over_limit, unlimited, invalid, error).",
-            ["decision"],
-            registry=registry,
-        )
+        self._decisions = decisions  # frugal_ratelimit_decisions_total{decision}
 
     async def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: Any
@@ -75,9 +70,10 @@ async def _abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
 
 
 def add_ratelimit_servicer(
-    server: grpc.aio.Server, redis: Redis, registry: CollectorRegistry
+    server: grpc.aio.Server, redis: Redis, decisions: Counter
 ) -> RateLimitService:
-    """Serve Envoy's RateLimitService on `server`, counting in `redis`, metrics in `registry`."""
-    service = RateLimitService(RequestRateLimiter(redis), registry)
+    """Serve Envoy's RateLimitService on `server`, counting in `redis`, decisions in
+    `decisions` (a Counter with a `decision` label)."""
+    service = RateLimitService(RequestRateLimiter(redis), decisions)
     rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
     return service

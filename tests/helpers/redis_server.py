@@ -6,6 +6,7 @@ Layer: test support (process I/O). Stops only the process it started, by its pid
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -57,6 +58,13 @@ class RedisServer:
         client = redis.Redis(port=self.port)
         client.flushall()
         client.close()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its connections but answers nothing until `thaw`."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self._process.poll() is None:

@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from frugal import wire
+from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.ratelimit import add_ratelimit_servicer
 from tests.helpers.redis_server import RedisServer
 
@@ -46,7 +47,7 @@ async def serving(redis_url: str) -> AsyncIterator[RateLimitEnv]:
     redis = Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0))
     registry = CollectorRegistry()
     server = grpc.aio.server()
-    add_ratelimit_servicer(server, redis, registry)
+    add_ratelimit_servicer(server, redis, ExtProcMetrics(registry).rate_decisions)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:

@@ -90,9 +90,9 @@ def test_one_json_file_log_with_every_field(tmp_path: Path) -> None:
     fields = json_format.MessageToDict(log.log_format.json_format)
     assert fields == ACCESS_LOG_FIELDS
     assert ENVOY_FIELDS.items() <= fields.items()
-    # Identity from ext_authz's metadata: a refused request keeps a client's x-frugal-key-id.
-    assert fields["key_id"] == "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:key_id)%"
-    assert fields["tenant"] == "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:tenant)%"
+    # Identity from the request processor's metadata, never from a client-sent header.
+    assert fields["key_id"] == "%DYNAMIC_METADATA(frugal.request:key_id)%"
+    assert fields["tenant"] == "%DYNAMIC_METADATA(frugal.request:tenant)%"
     for key in ("model", "prompt_tokens", "completion_tokens", "ttft_ms", "engine_ms", "error"):
         assert fields[key] == f"%DYNAMIC_METADATA({wire.REQUEST_METADATA_NAMESPACE}:{key})%"
     assert fields["gateway_ms"] == "%DYNAMIC_METADATA(frugal.gateway:overhead_ms)%"

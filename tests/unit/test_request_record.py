@@ -79,7 +79,9 @@ def test_metadata_has_what_is_known_only() -> None:
 
 
 def test_a_full_record_gives_exactly_what_the_access_log_reads() -> None:
-    record = streamed_record(engine_ms=12.5, engine_ttft_ms=3.25, error="engine_error")
+    record = streamed_record(
+        engine_ms=12.5, engine_ttft_ms=3.25, error="engine_error", key_id="k1", tenant="t"
+    )
     assert sorted(record.metadata()) == sorted(wire.REQUEST_METADATA_KEYS)
 
 

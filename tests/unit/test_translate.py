@@ -8,7 +8,6 @@ from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2
-from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.grpc_json_transcoder.v3 import transcoder_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
@@ -111,24 +110,35 @@ def test_one_public_listener_on_the_configured_address() -> None:
     assert hcm.rds.config_source.HasField("ads")
 
 
+def envoy_rate_limit_config() -> FrugalConfig:
+    data = config_data()
+    data["safety_filter"] = {**data.get("safety_filter", {}), "rate_limit": "envoy"}
+    return make_config(data)
+
+
 def test_http_filters_in_order() -> None:
+    """One policy round trip before the engine: the key check, rpm and token reservation
+    are all in the request processor; the local rate limit sheds floods before it."""
     hcm = hcm_of(resources())
     assert [f.name for f in hcm.http_filters] == [
-        "envoy.filters.http.ext_authz",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.ext_proc",
-        "envoy.filters.http.ratelimit",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.lua",
         "envoy.filters.http.router",
     ]
 
 
+def test_envoys_global_rate_limit_comes_after_the_processor_when_chosen() -> None:
+    hcm = hcm_of(resources(envoy_rate_limit_config()))
+    names = [f.name for f in hcm.http_filters]
+    assert names.index("envoy.filters.http.ext_proc") + 1 == names.index(
+        "envoy.filters.http.ratelimit"
+    )
+
+
 def test_policy_filters_fail_closed_with_503() -> None:
-    hcm = hcm_of(resources())
-    authz = http_filter(hcm, "envoy.filters.http.ext_authz", ext_authz_pb2.ExtAuthz())
-    assert authz.failure_mode_allow is False
-    assert authz.status_on_error.code == 503
+    hcm = hcm_of(resources(envoy_rate_limit_config()))
     limit = http_filter(hcm, "envoy.filters.http.ratelimit", rate_limit_pb2.RateLimit())
     assert limit.failure_mode_deny is True
     assert limit.status_on_error.code == 503
