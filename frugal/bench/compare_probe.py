@@ -52,7 +52,7 @@ from frugal.wire import engine_metrics_port
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 PROBE_REQUESTS = 5
 SETTLE_S = 0.3  # after a probe request: its settlement reaches Redis
-IDLE_S = 2.0  # how long an idle stack is watched for its background CPU
+IDLE_S = 3.0  # how long an idle stack is watched for its background CPU (10 ms ticks)
 LEDGER_WAIT_S = 5.0
 _POLL_S = 0.0005
 

@@ -39,6 +39,7 @@ CPU_KINDS = (
     ("safety_filter", "safety filter"),
     ("envoy", "Envoy"),
     ("control_plane", "control plane"),
+    ("redis", "Redis"),
 )
 
 

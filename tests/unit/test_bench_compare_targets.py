@@ -37,6 +37,7 @@ def _usage(safety_us: float, *, processes: int = 1) -> dict[str, Any]:
 
 CHECK = {
     "system": "frugal",
+    "idle_cpu_ms_per_s": {"safety_filter": 5.0, "envoy": 9.9, "control_plane": 39.7, "redis": 1.0},
     "before_engine": {
         "python": {"ext_authz": 1.0, "ratelimit": 1.0, "ext_proc": 2.0, "total": 4.0},
         "redis_round_trips": 3.0,
@@ -138,6 +139,9 @@ def test_the_table_shows_targets_cpu_round_trips_the_ledger_and_errors() -> None
     assert "| 1 | 500 / 7.8 [1] | 450 / 7.0 [1] | 90 / 1.4 [1] |" in text
     assert "| 1 | 1.00 + 1.00 + 4.00 = 6.00 |" in text
     assert "| 1 | 4.00 / 7.00 |" in text
+    idle = "- `frugal`: safety filter 5.0 ms/s, Envoy 9.9 ms/s, control plane 39.7 ms/s, Redis 1.0"
+    assert idle in text
+    assert "### Redis" in text
     assert "- `frugal` ledger == engines: yes (ledger 300 tokens, engines 300)" in text
     assert "- `frugal` before the engine: Python 4 (ext_authz 1, ratelimit 1, ext_proc 2); " \
         "Redis 3 round trips, 5 commands" in text  # fmt: skip
