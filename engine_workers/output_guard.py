@@ -1,4 +1,4 @@
-"""Output checks on a streamed answer, run where the tokens are made.
+"""Output checks on an answer, run where the tokens are made.
 
 Pure layer over the shared content checks (frugal.content_checks, which the safety
 filter uses too, so a worker's image needs no safety filter). The safety filter
@@ -8,7 +8,8 @@ through a StreamRedactor before it writes the event, so the answer needs no seco
 pass through a filter process on its way out (one hop per token instead of two:
 docs/benchmarks/compare). `redact` releases text once no
 match can still start in it, redacted; `block` stops at the first match, and the
-stream ends with a content-policy error event.
+stream ends with a content-policy error event. A unary answer goes through the same
+redactor whole.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class OutputGuard:
     def feed(self, text: str) -> str:
         """The text that may go out now (redacted); after a block, the text before it."""
         return self._released(self._redactor.feed(text))
+
+    def check_whole(self, text: str) -> str | None:
+        """A unary answer's whole text, checked at once: redacted, or None when blocked."""
+        released = self.feed(text) + self.finish()
+        return None if self.blocked is not None else released
 
     def finish(self) -> str:
         """Release what is still held (redacted): the answer has ended."""

@@ -168,10 +168,18 @@ def _time_comment(timing: RequestTiming) -> bytes:
     return b"" if engine_ms is None else engine_time_comment(engine_ms)
 
 
-async def _answer_metadata(context: Any, timing: RequestTiming) -> None:
-    """Before a unary answer: engine time as initial metadata (headers), usage as trailers."""
-    await context.send_initial_metadata(_engine_times(timing))
-    context.set_trailing_metadata(_trailers(timing))
+async def _answer_metadata(
+    context: Any, timing: RequestTiming, findings: tuple[tuple[str, str], ...]
+) -> None:
+    """Before a unary answer: engine time, usage and the output checks' findings as
+    initial metadata (the headers the gateway reads; the answer is whole by then), and
+    again as trailers."""
+    await context.send_initial_metadata(_trailers(timing) + findings)
+    context.set_trailing_metadata(_trailers(timing) + findings)
+
+
+# OpenAI's finish_reason for an answer its content filter withheld.
+CONTENT_FILTER = "content_filter"
 
 
 class _Outcome:
@@ -188,6 +196,19 @@ class _Outcome:
             self.finish_reason = delta.finish_reason
         if delta.usage is not None:
             self.usage = delta.usage
+
+    def check(self, guard: OutputGuard | None) -> tuple[tuple[str, str], ...]:
+        """Run the request's output checks on the whole text: `redact` rewrites it;
+        `block` withholds all of it with finish_reason "content_filter", as OpenAI does
+        when its own filters stop an answer. What they found, as (header, value) pairs."""
+        if guard is None:
+            return ()
+        released = guard.check_whole("".join(self.text))
+        if released is None:
+            self.text, self.finish_reason = [], CONTENT_FILTER
+            return ((wire.OUTPUT_BLOCKED, guard.blocked or ""),)
+        self.text = [released]
+        return ((wire.OUTPUT_REDACTED, ",".join(guard.redacted)),) if guard.redacted else ()
 
 
 class _ChunkMessages(ABC):
@@ -337,15 +358,19 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         return request_id, timing
 
     async def _unary(self, endpoint: _Endpoint, request: Any, context: Any) -> Any:
+        """A whole answer, its output checked as a whole; usage and what the checks found
+        go out in its headers (and trailers), with the answer."""
         request_id, timing = self._start(endpoint, context)
         try:
             generation = endpoint.generation(self._core, request_id, request)
+            guard = _output_guard(request)
             outcome = _Outcome()
             async for delta in self._core.generate(generation, timing):
                 outcome.add(delta)
         except Exception as exc:
             await _fail(context, exc, timing)
-        await _answer_metadata(context, timing)
+        findings = outcome.check(guard)
+        await _answer_metadata(context, timing, findings)
         return endpoint.answer(request_id, request, outcome)
 
     async def _stream(self, endpoint: _Endpoint, request: Any, context: Any) -> AsyncIterator[Any]:

@@ -13,6 +13,7 @@ from control_plane.model import FrugalConfig
 from control_plane.translate import gateway_overhead
 from control_plane.translate import messages as m
 from control_plane.translate.access_log import build_access_logs
+from control_plane.translate.engine_errors import engine_errors_filter
 from control_plane.translate.local_replies import build_local_reply_config
 from control_plane.translate.policy_filters import (
     SAFETY_FILTER_CLUSTER,
@@ -40,27 +41,25 @@ def _ext_proc_filter() -> dict[str, Any]:
             # behaviour); 503 rather than the default 500 so clients retry.
             "failure_mode_allow": False,
             "status_on_error": {"code": "ServiceUnavailable"},
+            # Bounds each message's answer: a safety filter that stops answering fails
+            # closed within a second (504, or 503 once its stream is reset).
             "message_timeout": "1s",
+            # One round trip before the engine: Envoy sends the headers and the body's
+            # chunks without waiting, and the processor answers the headers (the routing
+            # mutations included) and the chunks once the last is in. Envoy then ignores
+            # mode_override (its docs; verified on 1.40), so the response body is never
+            # sent at all: the worker checks a unary answer's output itself, reports it in
+            # the headers, and Envoy's Lua rewrites error bodies (engine_errors.py).
+            "send_body_without_waiting_for_header_response": True,
             "processing_mode": {
-                # Two messages on one stream before the engine: the headers (the key check,
-                # from the cached key store: no I/O for a key in use) and the whole body
-                # (everything else, one Redis script). Envoy could send both without
-                # waiting (send_body_without_waiting_for_header_response, or a
-                # FULL_DUPLEX_STREAMED body), but then it ignores the mode_override that
-                # takes a started stream's body off the processor's path (verified on
-                # Envoy 1.40; its docs say so for the former).
                 "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "request_trailer_mode": "SKIP",
+                "request_body_mode": "STREAMED",
+                # An HTTP/2 client's trailers end its body.
+                "request_trailer_mode": "SEND",
                 "response_header_mode": "SEND",
-                # Whole bodies (a unary answer, an error) come to the processor at once.
-                # A started stream's events skip it: it answers their response headers
-                # with a mode_override (which Envoy ignores in FULL_DUPLEX_STREAMED
-                # mode); the trailers still come, for usage.
-                "response_body_mode": "BUFFERED",
+                "response_body_mode": "NONE",
                 "response_trailer_mode": "SEND",
             },
-            "allow_mode_override": True,
             # The replica that answers, so a stream that ends early can ask what it generated.
             "response_attributes": [wire.UPSTREAM_ADDRESS_ATTRIBUTE],
             "mutation_rules": {"allow_all_routing": True},
@@ -125,6 +124,7 @@ def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener
         "access_log": build_access_logs(config.access_log),
         "http_filters": [
             *_policy_filters(config, _ext_proc_filter()),
+            engine_errors_filter(),
             _transcoder_filter(descriptor),
             gateway_overhead.overhead_filter(),
             {"name": "envoy.filters.http.router", "typed_config": {"@type": m.ROUTER}},
@@ -134,7 +134,8 @@ def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener
         {
             "name": PUBLIC_LISTENER,
             "address": {"socket_address": {"address": listener.host, "port_value": listener.port}},
-            # Bodies above the cap are refused with 413 while ext_proc buffers them.
+            # Envoy's buffer per connection (flow control); the processor refuses bodies
+            # above the cap with 413 as their chunks come in.
             "per_connection_buffer_limit_bytes": listener.max_request_bytes,
             "filter_chains": [
                 {

@@ -1,23 +1,26 @@
 """What the engine reports about a request, read from the response's headers or trailers.
 
 Conversion layer over Envoy's ext_proc header maps. The workers send the tokens a
-request used as trailers (even when it failed or was cut short), their own time as
-trailers and, for a unary answer, as response headers too (the transcoder turns
-gRPC initial metadata into headers; engine_workers/servicer.py), and what the output
-checks they ran on a stream found (categories only).
+request used and their own time as trailers (even when it failed or was cut short)
+and, for a unary answer, as response headers too (the transcoder turns gRPC initial
+metadata into headers; engine_workers/servicer.py), with what the output checks they
+ran found (categories only).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TypeAlias
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from frugal import wire
 from safety_filter.extproc.messages import header_value
 
+Reported: TypeAlias = ext.HttpHeaders | ext.HttpTrailers
 
-def usage_from_trailers(trailers: ext.HttpTrailers) -> tuple[int, int] | None:
+
+def reported_usage(trailers: Reported) -> tuple[int, int] | None:
     """(prompt, completion) tokens, if the engine reported both."""
     prompt = header_value(trailers, wire.PROMPT_TOKENS)
     completion = header_value(trailers, wire.COMPLETION_TOKENS)
@@ -26,7 +29,7 @@ def usage_from_trailers(trailers: ext.HttpTrailers) -> tuple[int, int] | None:
     return None
 
 
-def engine_times(headers: ext.HttpHeaders | ext.HttpTrailers) -> tuple[float | None, float | None]:
+def engine_times(headers: Reported) -> tuple[float | None, float | None]:
     """(engine time, engine time to first token) in ms, each None where not reported."""
     return (
         parse_ms(header_value(headers, wire.ENGINE_MS)),
@@ -43,7 +46,7 @@ def parse_ms(text: str) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-def output_findings(trailers: ext.HttpTrailers) -> tuple[list[str], str | None]:
+def output_findings(trailers: Reported) -> tuple[list[str], str | None]:
     """(categories the worker's output checks redacted, one per match; the category that
     blocked the answer, or None)."""
     redacted = header_value(trailers, wire.OUTPUT_REDACTED)

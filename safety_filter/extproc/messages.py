@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
-from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from google.protobuf.struct_pb2 import Struct
 
@@ -63,15 +62,6 @@ def dynamic_metadata(namespaces: Namespaces) -> Struct:
     return metadata
 
 
-def whole_body(body: bytes | None, metadata: Namespaces | None = None) -> ext.ProcessingResponse:
-    """The answer to a (BUFFERED) response body: `body` replaces it; None leaves it."""
-    mutation = None if body is None else ext.BodyMutation(body=body)
-    return ext.ProcessingResponse(
-        response_body=ext.BodyResponse(response=ext.CommonResponse(body_mutation=mutation)),
-        dynamic_metadata=dynamic_metadata(metadata) if metadata else None,
-    )
-
-
 def immediate_response(
     error: ApiError, metadata: Namespaces | None = None
 ) -> ext.ProcessingResponse:
@@ -87,18 +77,3 @@ def immediate_response(
         ),
         dynamic_metadata=dynamic_metadata(namespaces),
     )
-
-
-# The rest of a response after its headers: body straight through, trailers still sent.
-_HEADERS_AND_TRAILERS = processing_mode_pb2.ProcessingMode(
-    response_body_mode=processing_mode_pb2.ProcessingMode.NONE,
-    response_trailer_mode=processing_mode_pb2.ProcessingMode.SEND,
-)
-
-
-def skip_response_body(answer: ext.ProcessingResponse) -> ext.ProcessingResponse:
-    """`answer` (to the response headers) also taking the response body off the
-    processor's path: Envoy forwards it without a round trip per chunk, and still sends
-    the trailers (the filter's `allow_mode_override` must be on)."""
-    answer.mode_override.CopyFrom(_HEADERS_AND_TRAILERS)
-    return answer

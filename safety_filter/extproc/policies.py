@@ -12,6 +12,7 @@ the admin REST applies within about a second.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from frugal.policy_store import PolicySpec, PolicyStore, Scope
 log = logging.getLogger(__name__)
 
 CACHE_TTL_S = 1.0
+MAX_CACHED = 100_000
 
 
 class PolicyBook:
@@ -40,6 +42,7 @@ class PolicyBook:
         self._per_model = dict(per_model)
         self._overrides = overrides
         self._cache: dict[tuple[Scope, str], tuple[float, PolicySpec | None]] = {}
+        self._loading: dict[tuple[Scope, str], asyncio.Future[PolicySpec | None]] = {}
 
     def for_model(self, model: str) -> ContentPolicy:
         """The configured policy of `model` (without run-time overrides)."""
@@ -58,15 +61,38 @@ class PolicyBook:
         return policy
 
     async def _override(self, scope: Scope, name: str) -> PolicySpec | None:
+        """The override as Redis held it at most CACHE_TTL_S ago. One used in the second
+        half of its life is reloaded in the background, so a policy in steady use never
+        waits for Redis on the request's path."""
         if self._overrides is None:
             return None
-        now = time.monotonic()
         cached = self._cache.get((scope, name))
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
+            if cached[0] - time.monotonic() < CACHE_TTL_S / 2:
+                self._loading_of(scope, name)
             return cached[1]
+        return await asyncio.shield(self._loading_of(scope, name))
+
+    def _loading_of(self, scope: Scope, name: str) -> asyncio.Future[PolicySpec | None]:
+        loading = self._loading.get((scope, name))
+        if loading is None:
+            loading = asyncio.ensure_future(self._load(scope, name))
+            self._loading[(scope, name)] = loading
+            loading.add_done_callback(lambda done: self._loaded((scope, name), done))
+        return loading
+
+    async def _load(self, scope: Scope, name: str) -> PolicySpec | None:
+        assert self._overrides is not None
         spec = await self._overrides.get(scope, name)
-        self._cache[(scope, name)] = (now + CACHE_TTL_S, spec)
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()  # bounded memory under a flood of key ids
+        self._cache[(scope, name)] = (time.monotonic() + CACHE_TTL_S, spec)
         return spec
+
+    def _loaded(self, which: tuple[Scope, str], done: asyncio.Future[PolicySpec | None]) -> None:
+        self._loading.pop(which, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here, so no "never retrieved" warning
 
     @classmethod
     def from_config(

@@ -54,9 +54,10 @@ from safety_filter.errors import (
     upstream_error,
 )
 from safety_filter.extproc.engine_report import (
+    Reported,
     engine_times,
     output_findings,
-    usage_from_trailers,
+    reported_usage,
 )
 from safety_filter.extproc.limit_headers import Headers, admitted_headers
 from safety_filter.extproc.messages import (
@@ -67,12 +68,10 @@ from safety_filter.extproc.messages import (
     header_value,
     immediate_response,
     set_header,
-    skip_response_body,
-    whole_body,
 )
 from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.openai_request import SCHEMAS, InferenceRequest, parse_inference_request
-from safety_filter.extproc.output_filter import check_whole_body, output_checks
+from safety_filter.extproc.output_filter import output_checks
 from safety_filter.extproc.policies import PolicyBook
 from safety_filter.extproc.prompt_check import (
     check_prompt,
@@ -87,7 +86,6 @@ from safety_filter.extproc.request_record import (
 )
 from safety_filter.extproc.upstream_errors import (
     error_from_grpc_status,
-    openai_error_body,
 )
 from safety_filter.extproc.usage import Accounting, Usage, UsageMeter, estimate_tokens
 
@@ -95,7 +93,12 @@ log = logging.getLogger(__name__)
 
 OUTPUT_CHECKS_FIELD = "output_checks"
 STREAM_SUFFIX = ":stream"
-LEAKED_GRPC_HEADERS = ("grpc-status", "grpc-message", "grpc-accept-encoding")
+# What the client never sees: the gRPC headers the transcoder leaks, and the engine's
+# report of a unary answer (the gateway's usage headers are the client's).
+RESPONSE_REMOVED = (
+    "grpc-status", "grpc-message", "grpc-accept-encoding",
+    wire.PROMPT_TOKENS, wire.COMPLETION_TOKENS, wire.OUTPUT_REDACTED, wire.OUTPUT_BLOCKED,
+)  # fmt: skip
 # Never forwarded as the client sent them: the key, and what only the gateway may set.
 CLIENT_HEADERS_REMOVED = (*CREDENTIAL_HEADERS, *wire.IDENTITY_HEADERS, wire.MODEL_HEADER)
 # How long a stream that ended early waits for its replica to say what it generated.
@@ -130,6 +133,19 @@ class ProcessorContext:
     metrics: ExtProcMetrics = field(default_factory=ExtProcMetrics)
 
 
+def _headers_answer(common: ext.CommonResponse) -> ext.ProcessingResponse:
+    return ext.ProcessingResponse(request_headers=ext.HeadersResponse(response=common))
+
+
+def _body_answer(mutation: ext.BodyMutation | None = None) -> ext.ProcessingResponse:
+    common = ext.CommonResponse(body_mutation=mutation) if mutation is not None else None
+    return ext.ProcessingResponse(request_body=ext.BodyResponse(response=common))
+
+
+def _response_headers_answer(common: ext.CommonResponse) -> ext.ProcessingResponse:
+    return ext.ProcessingResponse(response_headers=ext.HeadersResponse(response=common))
+
+
 def _trailers_answer(metadata: Namespaces | None = None) -> ext.ProcessingResponse:
     return ext.ProcessingResponse(
         response_trailers=ext.TrailersResponse(),
@@ -146,7 +162,9 @@ class RequestProcessor:
         self._stream = False
         self._grant: KeyGrant | None = None
         self._request_id = ""
-        self._body = b""
+        self._chunks: list[bytes] = []
+        self._body_bytes = 0
+        self._answered = False
         self._request: InferenceRequest | None = None
         self._policy: ContentPolicy | None = None
         self._meter: UsageMeter | None = None
@@ -172,10 +190,11 @@ class RequestProcessor:
             self._grant = await enforcement.keys.grant(header_dict(headers))
             if self._record is not None:
                 self._record.key_id, self._record.tenant = self._grant.key_id, self._grant.tenant
-        if self._schema_path and headers.end_of_stream:
+        if self._schema_path is None:  # not ours to check: on at once
+            return [_headers_answer(ext.CommonResponse(header_mutation=self._identity()))]
+        if headers.end_of_stream:
             raise invalid_request("The request has no body; send a JSON object.", "invalid_json")
-        common = ext.CommonResponse(header_mutation=self._identity())
-        return [ext.ProcessingResponse(request_headers=ext.HeadersResponse(response=common))]
+        return []  # answered with the body's answer, once the body is in
 
     def _identity(self, *extra: tuple[str, str]) -> ext.HeaderMutation:
         """What the request goes on with: none of the client's credentials or gateway
@@ -194,17 +213,32 @@ class RequestProcessor:
         )
 
     async def on_request_body(self, body: ext.HttpBody) -> Responses:
-        """The whole body (BUFFERED): decide, then answer with the routing mutations."""
+        """A body chunk (STREAMED; Envoy sends them without waiting for the headers'
+        answer). Each gets its answer, in order, once the last is in."""
         if self._schema_path is None:
-            return [ext.ProcessingResponse(request_body=ext.BodyResponse())]
-        if len(body.body) > self._context.max_body_bytes:
+            return [_body_answer()]
+        self._chunks.append(body.body)
+        self._body_bytes += len(body.body)
+        if self._body_bytes > self._context.max_body_bytes:
             raise body_too_large(self._context.max_body_bytes)
-        self._body = body.body
+        if not body.end_of_stream:
+            return []
         return await self._answer_request()
 
+    async def on_request_trailers(self, trailers: ext.HttpTrailers) -> Responses:
+        """Trailers end a body whose last chunk did not say so (an HTTP/2 client's)."""
+        answer = ext.ProcessingResponse(request_trailers=ext.TrailersResponse())
+        if self._schema_path is None or self._answered:
+            return [answer]
+        return [*await self._answer_request(), answer]
+
     async def _answer_request(self) -> Responses:
+        """The whole body is in: decide; then answer the headers (routing mutations
+        included), then each body chunk."""
         assert self._schema_path is not None
-        request = parse_inference_request(self._schema_path, self._body)
+        self._answered = True
+        body = b"".join(self._chunks)
+        request = parse_inference_request(self._schema_path, body)
         if request.model not in self._context.models:
             raise model_not_found(request.model)
         record = self._record
@@ -227,8 +261,8 @@ class RequestProcessor:
         set_headers = [(wire.MODEL_HEADER, request.model)]
         if self._stream:
             set_headers.append((":path", self._schema_path + STREAM_SUFFIX))
-        checks = output_checks(policy) if self._stream else None
-        mutation = None
+        checks = output_checks(policy)
+        new_body = None
         if (
             verdict.redacted
             or checks is not None
@@ -241,23 +275,17 @@ class RequestProcessor:
             if capped is not None:
                 request.body["max_tokens"] = capped
             new_body = json.dumps(request.body, ensure_ascii=False).encode()
-            set_headers.append(("content-length", str(len(new_body))))
-            mutation = ext.BodyMutation(body=new_body)
         common = ext.CommonResponse(
-            header_mutation=ext.HeaderMutation(
-                set_headers=[set_header(name, value) for name, value in set_headers]
-            ),
-            body_mutation=mutation,
-            clear_route_cache=True,
+            header_mutation=self._identity(*set_headers), clear_route_cache=True
         )
-        return [
-            ext.ProcessingResponse(
-                request_body=ext.BodyResponse(response=common),
-                dynamic_metadata=dynamic_metadata(
-                    {wire.REQUEST_METADATA_NAMESPACE: {"model": request.model}}
-                ),
-            )
-        ]
+        metadata = {wire.REQUEST_METADATA_NAMESPACE: {"model": request.model}}
+        headers = _headers_answer(common)
+        headers.dynamic_metadata.CopyFrom(dynamic_metadata(metadata))
+        # Envoy drops the content-length of a STREAMED body it lets a processor change.
+        changed = new_body is not None
+        first = _body_answer(ext.BodyMutation(body=new_body) if changed else None)
+        rest = _body_answer(ext.BodyMutation(clear_body=True) if changed else None)
+        return [headers, first, *(rest for _ in self._chunks[1:])]
 
     async def _admit(self, request: InferenceRequest) -> int | None:
         """Admit the request under its key's limits; the output cap to set when the key can
@@ -294,6 +322,8 @@ class RequestProcessor:
             self._upstream = upstream
 
     async def on_response_headers(self, headers: ext.HttpHeaders) -> Responses:
+        """A stream's first text comes with its headers; a unary answer or an error is
+        whole by now, and its headers say what the engine used and its checks found."""
         status = header_value(headers, ":status")
         self._response_status = int(status) if status.isdigit() else 0
         streaming = self._stream and self._response_status == 200
@@ -306,53 +336,34 @@ class RequestProcessor:
         set_headers = [set_header(name, value) for name, value in self._standing]
         if streaming:
             set_headers.append(set_header("cache-control", "no-cache"))
-        # A whole body may be rewritten here, after its headers left: no length is fixed.
-        remove = [*LEAKED_GRPC_HEADERS, *(() if streaming else ("content-length",))]
-        mutation = ext.HeaderMutation(set_headers=set_headers, remove_headers=remove)
-        common = ext.CommonResponse(header_mutation=mutation)
-        answer = ext.ProcessingResponse(response_headers=ext.HeadersResponse(response=common))
-        return [skip_response_body(answer) if streaming else answer]
-
-    async def on_response_body(self, body: ext.HttpBody) -> Responses:
-        """The whole body (BUFFERED), once: a unary answer or an error. A started
-        stream's events never come here (they skip this processor)."""
-        if self._finished or not self._holds_body():
-            return [whole_body(None)]
-        return [await self._finish_held(body.body)]
-
-    def _holds_body(self) -> bool:
-        """Whole bodies come here: an engine error (rewritten to OpenAI's shape) and a
-        unary answer (its text checked as a whole)."""
-        unary = self._request is not None and not self._stream
-        return self._response_status != 200 or unary
-
-    async def _finish_held(self, body: bytes) -> ext.ProcessingResponse:
+        mutation = ext.HeaderMutation(set_headers=set_headers, remove_headers=RESPONSE_REMOVED)
+        answer = _response_headers_answer(ext.CommonResponse(header_mutation=mutation))
+        if self._request is None or streaming:
+            return [answer]
         if self._response_status != 200:
             self._settle((0, 0))  # the engine answered nothing
             self._failed(upstream_error(self._response_status, "").code)
-            return self._finish(openai_error_body(self._response_status, body))
-        assert self._request is not None
-        policy = self._policy or self._context.policies.for_model(self._request.model)
-        checked = check_whole_body(body, policy)
-        self._context.metrics.detected(checked.matches, "output", policy.output_action)
-        self._settle(checked.usage)
-        return self._finish(checked.body)
+        else:
+            self._note_output(headers)
+            self._settle(reported_usage(headers))
+        if (metadata := self._end()) is not None:
+            answer.dynamic_metadata.CopyFrom(dynamic_metadata(metadata))
+        return [answer]
 
     async def on_response_trailers(self, trailers: ext.HttpTrailers) -> Responses:
-        if self._record is not None:
-            self._record.engine_reported(*engine_times(trailers))
-        if self._finished or self._holds_body():
+        if self._finished or self._record is None:
             return [_trailers_answer()]
+        self._record.engine_reported(*engine_times(trailers))
         self._note_output(trailers)
         status = header_value(trailers, "grpc-status") or "0"
         if status != "0":
             self._failed(error_from_grpc_status(status, "").code)
-        self._settle(usage_from_trailers(trailers))
+        self._settle(reported_usage(trailers))
         return [_trailers_answer(self._end())]
 
-    def _note_output(self, trailers: ext.HttpTrailers) -> None:
-        """What the engine's output checks found (a stream's checks run in the worker)."""
-        redacted, blocked = output_findings(trailers)
+    def _note_output(self, reported: Reported) -> None:
+        """What the engine's output checks found (they run in the worker)."""
+        redacted, blocked = output_findings(reported)
         metrics = self._context.metrics
         metrics.detected_categories(redacted, "output", "redact")
         if blocked is not None:
@@ -408,10 +419,6 @@ class RequestProcessor:
         metadata = {wire.REQUEST_METADATA_NAMESPACE: record.metadata()}
         self._observe()
         return immediate_response(error, metadata)
-
-    def _finish(self, body: bytes) -> ext.ProcessingResponse:
-        """The whole body, as it goes out, carrying the request's record."""
-        return whole_body(body, metadata=self._end())
 
     def _end(self) -> Namespaces | None:
         """The response is over: stamp the record, observe it, and give its metadata."""

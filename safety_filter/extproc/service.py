@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 PHASES: dict[str, Callable[[RequestProcessor, Any], Awaitable[Responses]]] = {
     "request_headers": RequestProcessor.on_request_headers,
     "request_body": RequestProcessor.on_request_body,
+    "request_trailers": RequestProcessor.on_request_trailers,
     "response_headers": RequestProcessor.on_response_headers,
-    "response_body": RequestProcessor.on_response_body,
     "response_trailers": RequestProcessor.on_response_trailers,
 }
 

@@ -134,7 +134,7 @@ async def test_the_safety_filter_exports_its_metrics(stack: FrugalStack) -> None
         'frugal_content_detections_total{action="redact",category="EMAIL",direction="prompt"}'
     )
     assert detection in text
-    assert 'frugal_extproc_phase_seconds_count{phase="response_body"}' in text
+    assert 'frugal_extproc_phase_seconds_count{phase="request_body"}' in text
 
 
 async def _until(check: Callable[[], Awaitable[bool]], seconds: float) -> bool:

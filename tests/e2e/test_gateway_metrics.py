@@ -121,8 +121,8 @@ async def test_a_client_leaving_mid_stream_counts_as_disconnected(stack: FrugalS
 async def test_a_started_stream_passes_envoy_without_a_processor_round_trip_per_chunk(
     stack: FrugalStack,
 ) -> None:
-    """The processor answers a 200 stream's headers with a mode_override: its events go
-    straight to the client, and only the trailers come back to the processor."""
+    """No response body ever comes to the processor (its response body mode is NONE): a
+    stream's events go straight to the client, and only the trailers come back."""
     before = await scrape(stack)
     async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth) as client:
         streamed = await client.post("/v1/chat/completions", json=chat("sim-echo", stream=True))

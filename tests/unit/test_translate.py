@@ -123,6 +123,8 @@ def test_http_filters_in_order() -> None:
     assert [f.name for f in hcm.http_filters] == [
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.ext_proc",
+        # Sees the transcoder's error bodies on the way back (engine_errors.py).
+        "envoy.filters.http.lua.engine_errors",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.lua",
         "envoy.filters.http.router",
@@ -154,18 +156,22 @@ def test_policy_filters_fail_closed_with_503() -> None:
     assert local.token_bucket.max_tokens == 2000
 
 
-def test_ext_proc_fails_closed_and_lets_streams_skip_it() -> None:
+def test_ext_proc_is_one_round_trip_before_the_engine_and_fails_closed() -> None:
     ext_proc = http_filter(
         hcm_of(resources()), "envoy.filters.http.ext_proc", ext_proc_pb2.ExternalProcessor()
     )
     assert ext_proc.grpc_service.envoy_grpc.cluster_name == "safety_filter"
     mode = ext_proc.processing_mode
     assert mode.request_header_mode == Mode.SEND
-    assert mode.request_body_mode == Mode.BUFFERED
+    assert mode.request_body_mode == Mode.STREAMED
+    assert ext_proc.send_body_without_waiting_for_header_response is True
+    assert mode.request_trailer_mode == Mode.SEND
     assert mode.response_header_mode == Mode.SEND
-    assert mode.response_body_mode == Mode.BUFFERED
+    # No answer passes through Python: the worker checks output where it is made.
+    assert mode.response_body_mode == Mode.NONE
     assert mode.response_trailer_mode == Mode.SEND
-    assert ext_proc.allow_mode_override is True
+    assert list(ext_proc.response_attributes) == [wire.UPSTREAM_ADDRESS_ATTRIBUTE]
+    assert ext_proc.message_timeout.seconds == 1
     assert ext_proc.failure_mode_allow is False
     assert ext_proc.status_on_error.code == http_status_pb2.ServiceUnavailable == 503
     assert list(ext_proc.metadata_options.receiving_namespaces.untyped) == [

@@ -1,0 +1,67 @@
+"""What one request costs the policy chain before its engine sees it: one ext_proc
+stream into Python (no ext_authz, no rate limit service call) and one Redis command;
+its bill is one more Redis command, after the answer.
+
+Counted from Envoy's own stats and from Redis' MONITOR, on the session's stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from tests.helpers.stack import FrugalStack
+
+ENGINE_REQUESTS = r"cluster\.engine__sim[-_]echo__echo\.upstream_rq_total"
+CHAT = {"model": "sim-echo", "messages": [{"role": "user", "content": "one two three"}]}
+# A new pooled connection's handshake: once per connection, not per request.
+HANDSHAKE = ("HELLO", "CLIENT", "SELECT", "AUTH", "PING")
+
+
+async def envoy_counter(stack: FrugalStack, pattern: str) -> int:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(stack.envoy_admin + "/stats")).text
+    return sum(int(v) for v in re.findall(rf"^{pattern}: (\d+)$", text, re.MULTILINE))
+
+
+async def _listen(monitor: Any, seen: list[str]) -> None:
+    async for entry in monitor.listen():
+        command = entry["command"].split(" ", 1)[0].strip('"').upper()
+        if entry.get("client_type") != "lua" and command not in HANDSHAKE:
+            seen.append(command)
+
+
+async def test_a_request_is_one_python_stream_and_one_redis_command_before_the_engine(
+    stack: FrugalStack,
+) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth) as client:
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200  # warm
+        streams = "cluster.safety_filter.upstream_rq_total"
+        before_streams = await envoy_counter(stack, streams)
+        before_engine = await envoy_counter(stack, ENGINE_REQUESTS)
+        redis = Redis.from_url(stack.config.redis.url)
+        seen: list[str] = []
+        async with redis.monitor() as monitor:
+            listening = asyncio.ensure_future(_listen(monitor, seen))
+            await asyncio.sleep(0.1)
+            answer = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+            assert answer.status_code == 200 and answer.text.endswith("data: [DONE]\n\n")
+            deadline = asyncio.get_running_loop().time() + 5.0
+            while seen.count("EVALSHA") < 2 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.02)
+            listening.cancel()
+        await redis.aclose()
+    assert await envoy_counter(stack, streams) - before_streams == 1
+    assert await envoy_counter(stack, ENGINE_REQUESTS) > before_engine
+    # The admission script, then (after the answer) the settlement script. The key's
+    # record and policy come from the processor's caches; one may be refreshed in the
+    # background (HGETALL / GET, at most twice a second per key and process, whatever
+    # the load), never on the request's path.
+    assert seen.count("EVALSHA") == 2
+    assert set(seen) <= {"EVALSHA", "HGETALL", "GET"}, seen
+    for name in ("ext_authz", "ratelimit"):
+        assert await envoy_counter(stack, rf"http\.public\.{name}\.ok") == 0
