@@ -23,6 +23,7 @@ from frugal.content_checks.detectors import DETECTORS
 from frugal.content_checks.detectors.blocklist import CATEGORY as BLOCKLIST
 from frugal.content_checks.match import Detector, Match
 from frugal.content_checks.registry import DetectorOptions
+from frugal.content_checks.shape import shape_of
 
 PolicyAction = Literal["log", "redact", "block"]
 OutputAction = Literal["redact", "block"]
@@ -37,6 +38,8 @@ class ContentPolicy(BaseModel):
     "log" forwards it unchanged and only records the categories.
     output_action: "redact" rewrites the streamed output, "block" ends the
     stream with an error at the first hit.
+    check_output: false leaves answers unchecked (the prompt checks still apply):
+    no hold-back of the first tokens, for models whose output needs no checks.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -44,6 +47,7 @@ class ContentPolicy(BaseModel):
     detectors: tuple[str, ...] = ()
     prompt_action: PolicyAction = "redact"
     output_action: OutputAction = "redact"
+    check_output: bool = True
     blocklist: tuple[str, ...] = ()
 
     @field_validator("detectors")
@@ -80,6 +84,7 @@ def merge(model_policy: ContentPolicy, key_policy: ContentPolicy) -> ContentPoli
         detectors=model_policy.detectors + key_policy.detectors,
         prompt_action=_stricter(model_policy.prompt_action, key_policy.prompt_action),
         output_action=_stricter(model_policy.output_action, key_policy.output_action),
+        check_output=model_policy.check_output or key_policy.check_output,
         blocklist=model_policy.blocklist + key_policy.blocklist,
     )
 
@@ -122,6 +127,9 @@ def resolve_overlaps(matches: Iterable[Match]) -> list[Match]:
 
 def find_all(text: str, detectors: Sequence[Detector], start: int = 0) -> list[Match]:
     """Every detector's raw matches starting at or after `start` (overlaps included)."""
+    triggers = [trigger for detector in detectors for trigger in detector.triggers]
+    if triggers:
+        shape_of(text).search(triggers)
     return [match for detector in detectors for match in detector.find(text, start)]
 
 

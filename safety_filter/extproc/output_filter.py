@@ -14,9 +14,9 @@ from frugal.content_checks import ContentPolicy
 
 
 def output_checks(policy: ContentPolicy) -> dict[str, Any] | None:
-    """A stream's checks, as the `output_checks` of the request the engine gets
-    (frugal.v1.OutputChecks); None when the policy checks nothing."""
-    if not policy.detectors:
+    """An answer's checks, as the `output_checks` of the request the engine gets
+    (frugal.v1.OutputChecks); None when the policy checks no output."""
+    if not policy.detectors or not policy.check_output:
         return None
     return {
         "detectors": list(policy.detectors),

@@ -56,7 +56,9 @@ class PolicyBook:
         key_override = await self._override("key", key_id) if key_id else None
         if key_override is not None:
             # A key's override only ever adds strictness: what it leaves out is the loosest.
-            least = ContentPolicy(detectors=(), prompt_action="log", output_action="redact")
+            least = ContentPolicy(
+                detectors=(), prompt_action="log", output_action="redact", check_output=False
+            )
             policy = merge(policy, _over(least, key_override.fields()))
         return policy
 

@@ -6,7 +6,7 @@ tests/unit/test_answer_events.py).
 from __future__ import annotations
 
 from engine_workers.output_guard import OutputGuard
-from frugal.content_checks import DEFAULT_POLICY, ContentPolicy
+from frugal.content_checks import DEFAULT_POLICY, ContentPolicy, merge
 from safety_filter.extproc.output_filter import output_checks
 
 EMAIL = "jane.doe@example.com"
@@ -44,3 +44,11 @@ def test_a_clean_unary_answer_passes_unchanged() -> None:
     checked = guard("block")
     assert checked.check_whole("nothing to see here") == "nothing to see here"
     assert (checked.blocked, checked.redacted) == (None, [])
+
+
+def test_a_policy_may_leave_output_unchecked_and_a_key_may_not_loosen_it() -> None:
+    quiet = DEFAULT_POLICY.model_copy(update={"check_output": False})
+    assert output_checks(quiet) is None
+    strict_key = ContentPolicy(detectors=("EMAIL",), check_output=True)
+    assert merge(quiet, strict_key).check_output is True
+    assert merge(DEFAULT_POLICY, ContentPolicy(check_output=False)).check_output is True
