@@ -5,6 +5,8 @@ the safety filter (prompts, unary answers) and the engine workers (streamed
 output): no I/O except `load_blocklist`, which reads the term file a caller names.
 - match.py: `Match` (category + span, never the text) and the `Detector` protocol;
 - detectors/: one module per category, registered by name in `DETECTORS`;
+- pattern.py, shape.py: regex detectors, and the triggers that keep them fast
+  on long texts by searching each pattern only near places it could match;
 - policy.py: `ContentPolicy`, `merge`, `DEFAULT_POLICY`, `scan`, `redact`;
 - stream.py: `StreamRedactor`, which redacts a stream chunk by chunk with the
   same result as redacting the whole text;

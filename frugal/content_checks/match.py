@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from frugal.content_checks.shape import Trigger
+
 
 @dataclass(frozen=True)
 class Match:
@@ -45,6 +47,10 @@ class Detector(Protocol):
 
     `max_match_length` bounds a match (None: unbounded); together with the
     characters a scan may peek past it, it bounds how much a stream holds back.
+
+    `triggers` are the byte regexes over a text's shape (shape.py) whose spans
+    `find` looks up; `find_all` searches those of all a policy's detectors
+    together. A detector that searches the text itself has none.
     """
 
     @property
@@ -52,6 +58,9 @@ class Detector(Protocol):
 
     @property
     def max_match_length(self) -> int | None: ...
+
+    @property
+    def triggers(self) -> tuple[Trigger, ...]: ...
 
     def find(self, text: str, start: int = 0) -> list[Match]: ...
 

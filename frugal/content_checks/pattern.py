@@ -14,16 +14,26 @@ Two rules keep streamed and whole-text results identical (see stream.py):
   at most `max_length + peek` characters and never past a character outside
   the alphabet. `unsettled_from` follows from that: attempts before the last
   such character, or more than `max_length + peek` from the end, are final.
+
+Searching a long text with such a regex tries every position (a leading
+lookbehind or character class gives `re` nothing to skip to), so a spec may
+name a `Trigger` (shape.py): a byte regex starting with a literal, run over the
+text's shape, that matches within `lead` characters of the start of every
+match. The regex then runs only from `lead` characters before each trigger
+match, and only up to just after the first character outside the alphabet from
+the end of it (by the second rule no attempt there reads further), so it finds
+exactly what a search over the whole text finds.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from frugal.content_checks.match import Match
+from frugal.content_checks.shape import Trigger, shape_ascii, shape_of
 
 # (text, start, end) of a regex candidate -> the end of the accepted match
 # (possibly shorter, never <= start) or None to reject it.
@@ -35,6 +45,9 @@ class Spec(Protocol):
 
     @property
     def max_length(self) -> int: ...
+
+    @property
+    def trigger(self) -> Trigger | None: ...
 
     def find(self, category: str, text: str, start: int) -> Iterable[Match]: ...
 
@@ -52,7 +65,9 @@ class PatternSpec:
     ignore_case: bool = False
     peek: int = 2  # characters a lookahead may read past the end of a match
     validate: Validator | None = None
+    trigger: Trigger | None = None
     _prefix_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _outside: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
     _folded_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _longest_prefix: int = field(init=False, repr=False, compare=False)
 
@@ -64,14 +79,36 @@ class PatternSpec:
         object.__setattr__(self, "_prefix_regex", prefix_regex)
         object.__setattr__(self, "_folded_prefixes", folded)
         object.__setattr__(self, "_longest_prefix", max(map(len, self.prefixes), default=0))
+        # A shape byte no attempt reads past: one outside the alphabet (any, if empty).
+        shaped = shape_ascii("".join(sorted(self.alphabet)))
+        outside = b"[^%s]" % re.escape(shaped) if shaped else b"(?s:.)"
+        object.__setattr__(self, "_outside", re.compile(outside))
 
     @property
     def max_read(self) -> int:
         return self.max_length + self.peek
 
     def find(self, category: str, text: str, start: int) -> Iterable[Match]:
-        pos = start
-        while (candidate := self.regex.search(text, pos)) is not None:
+        if self.trigger is None:
+            yield from self._search(category, text, start, len(text))
+            return
+        text_shape = shape_of(text)
+        pos = start  # every start before it is decided
+        for low, high in text_shape.spans(self.trigger):
+            if high <= pos:
+                continue
+            # Attempts from before `high` read nothing past the first character
+            # outside the alphabet from `high - 1` on: cutting the text after it
+            # changes none of them, nor any later one up to it.
+            outside = self._outside.search(text_shape.shape, high - 1)
+            limit = len(text) if outside is None else outside.end()
+            pos = yield from self._search(category, text, max(pos, low - self.trigger.lead), limit)
+
+    def _search(
+        self, category: str, text: str, pos: int, limit: int
+    ) -> Generator[Match, None, int]:
+        """Matches in `text[:limit]` from `pos`; returns where the next search may start."""
+        while (candidate := self.regex.search(text, pos, limit)) is not None:
             end: int | None = candidate.end()
             if self.validate is not None:
                 end = self.validate(text, candidate.start(), candidate.end())
@@ -80,6 +117,7 @@ class PatternSpec:
                 continue
             yield Match(category, candidate.start(), end)
             pos = end
+        return limit
 
     def unsettled_from(self, text: str, start: int) -> int:
         n = len(text)
@@ -125,6 +163,8 @@ class PatternDetector:
         self.name = name
         self.specs = tuple(specs)
         self.max_match_length: int | None = max(spec.max_length for spec in self.specs)
+        found = (spec.trigger for spec in self.specs if spec.trigger is not None)
+        self.triggers = tuple(dict.fromkeys(found))
 
     def find(self, text: str, start: int = 0) -> list[Match]:
         found = [m for spec in self.specs for m in spec.find(self.name, text, start)]

@@ -16,6 +16,7 @@ import ahocorasick  # type: ignore[import-not-found]
 
 from frugal.content_checks.match import Detector, Match
 from frugal.content_checks.registry import DetectorOptions
+from frugal.content_checks.shape import Trigger
 
 CATEGORY = "BLOCKLIST"
 
@@ -36,6 +37,7 @@ class BlocklistDetector:
     """Whole-word, case-insensitive matches of a fixed list of terms."""
 
     name = CATEGORY
+    triggers: tuple[Trigger, ...] = ()  # the automaton scans the text itself
 
     def __init__(self, terms: Iterable[str]) -> None:
         folded = sorted({fold_case(term.strip()) for term in terms if term.strip()})

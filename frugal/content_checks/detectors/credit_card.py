@@ -15,6 +15,7 @@ import re
 from frugal.content_checks.match import Detector
 from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
 from frugal.content_checks.registry import DetectorOptions
+from frugal.content_checks.shape import Trigger
 
 CATEGORY = "CREDIT_CARD"
 
@@ -86,9 +87,14 @@ def _validate(text: str, start: int, end: int) -> int | None:
     return None
 
 
+# What every accepted card starts with (solid, or a first group of four), as
+# shaped (every digit `0`): four digits, then nine more, at most one separator
+# between two.
+_TRIGGER = Trigger(b"0000", rb"(?:[ -]?0){9}")
+
 DETECTOR = PatternDetector(
     CATEGORY,
-    [PatternSpec(_CANDIDATE, charset("0-9 -"), 19 + 18, validate=_validate)],
+    [PatternSpec(_CANDIDATE, charset("0-9 -"), 19 + 18, validate=_validate, trigger=_TRIGGER)],
 )
 
 

@@ -12,6 +12,7 @@ import re
 from frugal.content_checks.match import Detector
 from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
 from frugal.content_checks.registry import DetectorOptions
+from frugal.content_checks.shape import Trigger
 
 CATEGORY = "EMAIL"
 
@@ -26,6 +27,8 @@ SPEC = PatternSpec(
     regex=_EMAIL,
     alphabet=charset("A-Za-z0-9._%+@-"),
     max_length=64 + 1 + 6 * 64 + 24,
+    # The `@` comes after a local part of at most 64 characters.
+    trigger=Trigger(b"@", lead=64),
 )
 DETECTOR = PatternDetector(CATEGORY, [SPEC])
 

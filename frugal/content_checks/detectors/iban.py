@@ -14,6 +14,7 @@ import re
 from frugal.content_checks.match import Detector
 from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
 from frugal.content_checks.registry import DetectorOptions
+from frugal.content_checks.shape import Trigger
 
 CATEGORY = "IBAN"
 
@@ -59,8 +60,17 @@ def _validate(text: str, start: int, end: int) -> int | None:
     return None
 
 
+# The check digits after the country code, then two groups of four, as shaped
+# (every digit `0`); the digits start two characters in.
+_TRIGGER = Trigger(b"00", rb"(?<=[A-Z]{2}00)(?: ?[A-Z0]{4}){2}", lead=2)
+
 DETECTOR = PatternDetector(
-    CATEGORY, [PatternSpec(_CANDIDATE, charset("A-Z0-9 "), 4 + 7 * 5 + 4, validate=_validate)]
+    CATEGORY,
+    [
+        PatternSpec(
+            _CANDIDATE, charset("A-Z0-9 "), 4 + 7 * 5 + 4, validate=_validate, trigger=_TRIGGER
+        )
+    ],
 )
 
 

@@ -15,6 +15,7 @@ import re
 from frugal.content_checks.match import Detector
 from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
 from frugal.content_checks.registry import DetectorOptions
+from frugal.content_checks.shape import Trigger
 
 CATEGORY = "IP_ADDRESS"
 
@@ -24,6 +25,13 @@ _IPV6 = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?"
     r"(?![\w:]|\.\d)"
 )
+
+
+# As shaped (every digit `0`): the last digit of the first octet (at most 2
+# characters in) and the three dots; two colons at most 4 hex digits apart, the
+# first at most 4 characters in.
+_IPV4_TRIGGER = Trigger(b"0.", rb"0{1,3}\.0{1,3}\.0", lead=2)
+_IPV6_TRIGGER = Trigger(b":", rb"[0A-Fa-f]{0,4}:", lead=4)
 
 
 def _valid_ipv4(text: str, start: int, end: int) -> int | None:
@@ -48,8 +56,8 @@ def _valid_ipv6(text: str, start: int, end: int) -> int | None:
 DETECTOR = PatternDetector(
     CATEGORY,
     [
-        PatternSpec(_IPV4, charset("0-9."), 15, validate=_valid_ipv4),
-        PatternSpec(_IPV6, charset("0-9A-Fa-f:."), 45, validate=_valid_ipv6),
+        PatternSpec(_IPV4, charset("0-9."), 15, validate=_valid_ipv4, trigger=_IPV4_TRIGGER),
+        PatternSpec(_IPV6, charset("0-9A-Fa-f:."), 45, validate=_valid_ipv6, trigger=_IPV6_TRIGGER),
     ],
 )
 

@@ -19,6 +19,7 @@ import re
 from frugal.content_checks.match import Detector
 from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
 from frugal.content_checks.registry import DetectorOptions
+from frugal.content_checks.shape import Trigger
 
 CATEGORY = "PHONE"
 
@@ -34,6 +35,14 @@ _NANP = re.compile(
 )
 # Not right after a group of four capitals/digits: "DE89 0532 0130 00" is an IBAN.
 _EUROPEAN = re.compile(r"(?<![\w+.-])(?<![A-Z0-9]{4}[ ])0\d{1,4}(?:[ .-]\d{2,8}){1,4}" + _END)
+
+
+# In a shape every digit is `0` (shape.py). A NANP number's exchange starts at most
+# 8 characters in (`1-(415) `); a European one has 10 digits, two of them first,
+# at most one separator between two.
+_INTERNATIONAL_TRIGGER = Trigger(b"+", b"0")
+_NANP_TRIGGER = Trigger(b"000", rb"[ .-]0000", lead=8)
+_EUROPEAN_TRIGGER = Trigger(b"00", rb"(?:[ .-]?0){8}")
 
 
 def _digits(text: str, start: int, end: int) -> int:
@@ -61,9 +70,17 @@ def _valid_european(text: str, start: int, end: int) -> int | None:
 DETECTOR = PatternDetector(
     CATEGORY,
     [
-        PatternSpec(_INTERNATIONAL, _ALPHABET, 4 + 6 * 9, validate=_valid_international),
-        PatternSpec(_NANP, _ALPHABET, 2 + 6 + 4 + 4, validate=_valid_nanp),
-        PatternSpec(_EUROPEAN, _ALPHABET, 5 + 4 * 9, validate=_valid_european),
+        PatternSpec(
+            _INTERNATIONAL,
+            _ALPHABET,
+            4 + 6 * 9,
+            validate=_valid_international,
+            trigger=_INTERNATIONAL_TRIGGER,
+        ),
+        PatternSpec(_NANP, _ALPHABET, 2 + 6 + 4 + 4, validate=_valid_nanp, trigger=_NANP_TRIGGER),
+        PatternSpec(
+            _EUROPEAN, _ALPHABET, 5 + 4 * 9, validate=_valid_european, trigger=_EUROPEAN_TRIGGER
+        ),
     ],
 )
 

@@ -21,6 +21,7 @@ import re
 from frugal.content_checks.match import Detector
 from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
 from frugal.content_checks.registry import DetectorOptions
+from frugal.content_checks.shape import Trigger
 
 CATEGORY = "SECRET"
 
@@ -47,11 +48,17 @@ def _valid_jwt(text: str, start: int, end: int) -> int | None:
     return end if isinstance(header, dict) and "alg" in header else None
 
 
+# Triggers (shape.py) start with a character that is rare in prose where the
+# prefix allows: the `_` of `ghp_`, the `-` of `sk-`, the `J` of `eyJ`.
+_UPPER_A = Trigger(b"A", rb"[KS]IA|Iza")
+_SK_DASH = Trigger(b"-", rb"(?<=sk-)", lead=2)
+
 _AWS_KEY_ID = PatternSpec(
     re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
     charset("A-Z0-9"),
     20,
     prefixes=("AKIA", "ASIA"),
+    trigger=_UPPER_A,
 )
 _AWS_SECRET = PatternSpec(
     re.compile(
@@ -62,6 +69,7 @@ _AWS_SECRET = PatternSpec(
     25 + 1 + 3 + 1 + 3 + 1 + 40 + 1,
     prefixes=("aws",),
     ignore_case=True,
+    trigger=Trigger(b"aws", folded=True),
 )
 _GITHUB = PatternSpec(
     re.compile(
@@ -71,12 +79,14 @@ _GITHUB = PatternSpec(
     charset("A-Za-z0-9_"),
     11 + 22 + 1 + 59,
     prefixes=("ghp_", "gho_", "ghs_", "ghu_", "ghr_", "github_pat_"),
+    trigger=Trigger(b"_", rb"(?<=gh[pousr]_)|(?<=github_pat_)", lead=10),
 )
 _SLACK = PatternSpec(
     re.compile(r"(?<![A-Za-z0-9-])xox[abprs]-\d{1,13}-[A-Za-z0-9-]{8,90}(?![A-Za-z0-9-])"),
     charset("A-Za-z0-9-"),
     5 + 13 + 1 + 90,
     prefixes=("xoxa-", "xoxb-", "xoxp-", "xoxr-", "xoxs-"),
+    trigger=Trigger(b"xox", rb"[abprs]-"),
 )
 # No trailing lookahead: a key longer than the bound is still cut at its start.
 _OPENAI = PatternSpec(
@@ -85,18 +95,21 @@ _OPENAI = PatternSpec(
     3 + 256,
     prefixes=("sk-",),
     validate=_has_entropy,
+    trigger=_SK_DASH,
 )
 _FRUGAL = PatternSpec(
     re.compile(r"(?<![A-Za-z0-9_-])sk-frugal-[A-Za-z0-9_]{20,200}"),
     _TOKEN,
     10 + 200,
     prefixes=("sk-frugal-",),
+    trigger=_SK_DASH,
 )
 _GOOGLE = PatternSpec(
     re.compile(r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])"),
     _TOKEN,
     39,
     prefixes=("AIza",),
+    trigger=_UPPER_A,
 )
 _JWT = PatternSpec(
     re.compile(
@@ -107,6 +120,7 @@ _JWT = PatternSpec(
     3 + 1000 + 1 + 4000 + 1 + 1000,
     prefixes=("eyJ",),
     validate=_valid_jwt,
+    trigger=Trigger(b"J", rb"(?<=eyJ)", lead=2),
 )
 
 # PEM private keys (RFC 7468): once a BEGIN line is seen everything up to the

@@ -13,6 +13,7 @@ import re
 from frugal.content_checks.match import Detector
 from frugal.content_checks.pattern import PatternDetector, PatternSpec, charset
 from frugal.content_checks.registry import DetectorOptions
+from frugal.content_checks.shape import Trigger
 
 CATEGORY = "US_SSN"
 
@@ -24,7 +25,12 @@ def _validate(text: str, start: int, end: int) -> int | None:
     return None if text[start:end] in _ADVERTISED else end
 
 
-DETECTOR = PatternDetector(CATEGORY, [PatternSpec(_SSN, charset("0-9-"), 11, validate=_validate)])
+# AAA-GG-SSSS as shaped (every digit `0`).
+_TRIGGER = Trigger(b"000-00-0000")
+
+DETECTOR = PatternDetector(
+    CATEGORY, [PatternSpec(_SSN, charset("0-9-"), 11, validate=_validate, trigger=_TRIGGER)]
+)
 
 
 def build(options: DetectorOptions) -> Detector:
