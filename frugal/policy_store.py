@@ -54,6 +54,13 @@ class PolicyStore:
         raw = await self._redis.get(_key(scope, name))
         return None if raw is None else PolicySpec.model_validate(json.loads(raw))
 
+    async def get_many(self, names: list[tuple[Scope, str]]) -> list[PolicySpec | None]:
+        """Several overrides in one round trip (MGET), in the order asked."""
+        if not names:
+            return []
+        raws = await self._redis.mget([_key(scope, name) for scope, name in names])
+        return [None if raw is None else PolicySpec.model_validate(json.loads(raw)) for raw in raws]
+
     async def put(self, scope: Scope, name: str, spec: PolicySpec) -> None:
         await self._redis.set(_key(scope, name), json.dumps(spec.fields()))
 

@@ -7,6 +7,8 @@ the stack runs with `safety_filter.rate_limit: envoy`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 
 import grpc
@@ -15,12 +17,13 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from prometheus_client import CollectorRegistry
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from frugal.accounting.admission import Admission
 from frugal.accounting.settlements import Settlements
 from frugal.accounting.token_budget import TokenBudget
 from frugal.engine_usage import EngineUsageClient
-from frugal.keys import KeyStore
+from frugal.keys import KeyStore, KeyStoreUnavailable
 from frugal.keys.hashing import Peppers
 from frugal.policy_store import PolicyStore
 from safety_filter.authz.key_check import KeyCheck
@@ -37,6 +40,23 @@ SETTLE_CONCURRENCY = 16
 OTHER_CONNECTIONS = 8
 # How long a shutdown waits for open settlements to reach Redis.
 DRAIN_S = 5.0
+# Key records and policy overrides in use are reloaded this often, under half the key
+# cache's 0.5 s, so a request of a key in use never waits for either (one pipeline each).
+REFRESH_EVERY_S = 0.2
+
+log = logging.getLogger(__name__)
+
+
+async def refresh_caches(store: KeyStore, policies: PolicyBook) -> None:
+    while True:
+        await asyncio.sleep(REFRESH_EVERY_S)
+        try:
+            await store.refresh_active()
+            await policies.refresh_active()
+        except (KeyStoreUnavailable, RedisError) as error:
+            # Requests then load what they need themselves, and fail closed without Redis.
+            log.warning("could not refresh the key and policy caches: %s", error)
+
 
 # One ext_proc stream per HTTP request: allow as many as Envoy may open.
 SERVER_OPTIONS = [
@@ -54,8 +74,11 @@ class SafetyFilterServer:
     registry: CollectorRegistry
     settlements: Settlements
     engine_usage: EngineUsageClient
+    refresher: asyncio.Task[None] | None
 
     async def stop(self, grace_s: float = 2.0) -> None:
+        if self.refresher is not None:
+            self.refresher.cancel()
         await self.server.stop(grace=grace_s)
         await self.settlements.drain(DRAIN_S)
         await self.engine_usage.close()
@@ -89,10 +112,13 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     engine_usage = EngineUsageClient()
     enforcement = None
     policies = NO_CHECKS
+    refresher = None
     if settings.enforce:
         policies = PolicyBook.from_config(settings.policies, PolicyStore(redis))
+        store = KeyStore(redis, peppers)
+        refresher = asyncio.ensure_future(refresh_caches(store, policies))
         enforcement = Enforcement(
-            KeyCheck(KeyStore(redis, peppers), registry),
+            KeyCheck(store, registry),
             accounting,
             rate_limit_inline=settings.rate_limit == "inline",
             engine_usage=engine_usage,
@@ -107,4 +133,4 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(context), server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await server.start()
-    return SafetyFilterServer(server, port, redis, registry, settlements, engine_usage)
+    return SafetyFilterServer(server, port, redis, registry, settlements, engine_usage, refresher)

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "frugal:key:"
 MAX_CACHED = 100_000
+# A key used within this long is kept fresh by `refresh_active` (the safety filter's
+# server calls it every quarter second), so its requests never wait for its record.
+ACTIVE_S = 60.0
 # HSET only if the record exists: a late touch or revoke never resurrects a partial hash.
 _UPDATE_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -130,6 +133,7 @@ class KeyStore:
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
         self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
         self._touched: dict[str, float] = {}
+        self._used: dict[str, float] = {}  # key id -> monotonic time of its last lookup
         self._touching: set[asyncio.Future[None]] = set()
         self._update_if_exists = redis.register_script(_UPDATE_IF_EXISTS)
 
@@ -289,11 +293,32 @@ class KeyStore:
             return None
         cached = self._cache.get(key_id)
         now = time.monotonic()
+        if len(self._used) >= MAX_CACHED:
+            self._used.clear()
+        self._used[key_id] = now
         if cached is not None and cached[0] > now:
             if cached[0] - now < self._cache_ttl_s / 2:
                 self._loading_of(key_id)  # refresh ahead; this request keeps the cached one
             return cached[1]
         return await asyncio.shield(self._loading_of(key_id))
+
+    async def refresh_active(self) -> None:
+        """Reload every record looked up within ACTIVE_S, in one round trip (a pipeline).
+        Each is cached as Redis held it when the pipeline was sent, so the revocation
+        bound holds. Raises KeyStoreUnavailable when Redis does not answer."""
+        started = time.monotonic()
+        for key_id in [k for k, used in self._used.items() if started - used >= ACTIVE_S]:
+            del self._used[key_id]
+        ids = list(self._used)
+        if not ids:
+            return
+        with _redis_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key_id in ids:
+                    pipe.hgetall(self.record_key(key_id))
+                answers = await pipe.execute()
+        for key_id, raw in zip(ids, answers, strict=True):
+            self._cache[key_id] = (started + self._cache_ttl_s, decode_record(raw))
 
     def _loading_of(self, key_id: str) -> asyncio.Future[KeyRecord | None]:
         """The load of `key_id` in flight, started if none is: concurrent misses for one id
@@ -330,6 +355,10 @@ class KeyStore:
         task = asyncio.ensure_future(self._touch(key_id))
         self._touching.add(task)
         task.add_done_callback(self._touching.discard)
+
+    async def touched(self) -> None:
+        """Wait for the use stamps written in the background (shutdown, tests)."""
+        await asyncio.gather(*self._touching)
 
     async def _touch(self, key_id: str) -> None:
         stamp = json.dumps(utc_now().isoformat())

@@ -9,10 +9,10 @@ unchanged to Envoy's transcoder.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from frugal.openai_request import (
@@ -115,8 +115,8 @@ SCHEMAS: dict[str, type[_Sampling]] = {
 def parse_inference_request(path: str, body: bytes) -> InferenceRequest:
     """`path` is one of SCHEMAS (without `:stream`); raises ApiError for bad input."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise invalid_request(
             f"We could not parse the JSON body of your request: {exc}", "invalid_json"
         ) from exc

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CACHE_TTL_S = 1.0
 MAX_CACHED = 100_000
+ACTIVE_S = 60.0  # an override looked up within this long is kept fresh
 
 
 class PolicyBook:
@@ -43,6 +44,7 @@ class PolicyBook:
         self._overrides = overrides
         self._cache: dict[tuple[Scope, str], tuple[float, PolicySpec | None]] = {}
         self._loading: dict[tuple[Scope, str], asyncio.Future[PolicySpec | None]] = {}
+        self._used: dict[tuple[Scope, str], float] = {}  # last lookup (monotonic)
 
     def for_model(self, model: str) -> ContentPolicy:
         """The configured policy of `model` (without run-time overrides)."""
@@ -68,12 +70,27 @@ class PolicyBook:
         waits for Redis on the request's path."""
         if self._overrides is None:
             return None
+        if len(self._used) >= MAX_CACHED:
+            self._used.clear()
+        self._used[(scope, name)] = time.monotonic()
         cached = self._cache.get((scope, name))
         if cached is not None and cached[0] > time.monotonic():
             if cached[0] - time.monotonic() < CACHE_TTL_S / 2:
                 self._loading_of(scope, name)
             return cached[1]
         return await asyncio.shield(self._loading_of(scope, name))
+
+    async def refresh_active(self) -> None:
+        """Reload every override looked up within ACTIVE_S, in one round trip (MGET), so
+        a policy in use never waits for Redis on a request's path."""
+        if self._overrides is None:
+            return
+        started = time.monotonic()
+        for stale in [k for k, used in self._used.items() if started - used >= ACTIVE_S]:
+            del self._used[stale]
+        names = list(self._used)
+        for which, spec in zip(names, await self._overrides.get_many(names), strict=True):
+            self._cache[which] = (started + CACHE_TTL_S, spec)
 
     def _loading_of(self, scope: Scope, name: str) -> asyncio.Future[PolicySpec | None]:
         loading = self._loading.get((scope, name))

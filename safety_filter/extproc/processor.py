@@ -30,12 +30,12 @@ record as `frugal.request` dynamic metadata and the metrics observe it once.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 
+import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 
 from frugal import wire
@@ -274,7 +274,7 @@ class RequestProcessor:
                 request.body[OUTPUT_CHECKS_FIELD] = checks
             if capped is not None:
                 request.body["max_tokens"] = capped
-            new_body = json.dumps(request.body, ensure_ascii=False).encode()
+            new_body = orjson.dumps(request.body)
         common = ext.CommonResponse(
             header_mutation=self._identity(*set_headers), clear_route_cache=True
         )

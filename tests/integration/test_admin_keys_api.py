@@ -100,6 +100,7 @@ async def test_create_shows_the_key_once(admin: Admin) -> None:
     assert record["status"] == "active" and record["models"] == ["m1"]
     assert "secret_hash" not in record and "pepper_version" not in record
     assert (await admin.store.authenticate(plaintext)) is not None
+    await admin.store.touched()  # the use stamp is written off the request's path
 
     stored = await admin.store.get(record["id"])
     assert stored is not None

@@ -55,6 +55,7 @@ async def test_create_then_authenticate(store: KeyStore, redis_client: aioredis.
     authenticated = await store.authenticate(plaintext)
     assert authenticated is not None and authenticated.id == record.id
     assert (authenticated.tenant, authenticated.models, authenticated.rpm) == ("acme", ["m1"], 60)
+    await store.touched()  # the use stamp is written off the request's path
     fetched = await store.get(record.id)
     assert fetched is not None and fetched.last_used_at is not None  # touched by authenticate
     assert fetched.model_copy(update={"last_used_at": None}) == record
@@ -87,6 +88,7 @@ async def test_last_used_at_is_recorded(store: KeyStore) -> None:
     record, plaintext = await store.create("ci", "acme")
     assert record.last_used_at is None
     assert await store.authenticate(plaintext) is not None
+    await store.touched()
     stored = await store.get(record.id)
     assert stored is not None and stored.last_used_at is not None
     assert stored.last_used_at >= record.created_at
