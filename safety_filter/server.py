@@ -35,8 +35,8 @@ from safety_filter.extproc.usage import Accounting
 from safety_filter.ratelimit.service import add_ratelimit_servicer
 from safety_filter.settings import SafetyFilterSettings
 
-# Settles in flight at once, and connections kept for key, policy and use-stamp reads.
-SETTLE_CONCURRENCY = 16
+# Connections besides the admissions': the settlements' one pipeline at a time, the
+# cache refresher's, and use-stamp writes.
 OTHER_CONNECTIONS = 8
 # How long a shutdown waits for open settlements to reach Redis.
 DRAIN_S = 5.0
@@ -88,12 +88,12 @@ class SafetyFilterServer:
 async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> SafetyFilterServer:
     """Start serving (settings.port 0 = any free port)."""
     # Every part shares one pool of a size chosen on purpose: admissions (bounded by
-    # `admitting`), settles (bounded by SETTLE_CONCURRENCY) and a few reads. A caller
+    # `admitting`), the settlements' pipeline and a few reads. A caller
     # waits for a free connection rather than failing; socket timeouts stay short, so
     # a Redis that is really gone fails closed fast (Envoy's 503).
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
-        max_connections=settings.admitting + SETTLE_CONCURRENCY + OTHER_CONNECTIONS,
+        max_connections=settings.admitting + OTHER_CONNECTIONS,
         timeout=settings.admit_wait_s,
         socket_timeout=0.5,
         socket_connect_timeout=0.5,
@@ -104,7 +104,7 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     server = grpc.aio.server(options=SERVER_OPTIONS)
     metrics = ExtProcMetrics(registry)
     add_ratelimit_servicer(server, redis, metrics.rate_decisions)
-    settlements = Settlements(TokenBudget(redis), concurrency=SETTLE_CONCURRENCY)
+    settlements = Settlements(TokenBudget(redis))
     accounting = Accounting(
         Admission(redis), settlements, settings.admitting, settings.admit_wait_s
     )

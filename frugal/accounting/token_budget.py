@@ -34,9 +34,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
 
 from frugal.accounting import ledger, windows
 
@@ -98,6 +101,18 @@ def reservation_key(key_id: str, request_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class Charge:
+    """One request's real usage, to settle in place of its reservation."""
+
+    key_id: str
+    request_id: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    now: float | None = None  # Unix time it is billed at (default: when settled)
+
+
+@dataclass(frozen=True)
 class WindowUsage:
     """Counters of one key's fixed token window."""
 
@@ -139,24 +154,50 @@ class TokenBudget:
         settled. The ledger row of `model` on the UTC day of `now` gains one request and the
         tokens. Raises `redis.RedisError` when Redis cannot answer.
         """
-        _check_ids(key_id, request_id)
-        if prompt_tokens < 0 or completion_tokens < 0:
+        charge = Charge(key_id, request_id, model, prompt_tokens, completion_tokens, now)
+        keys, args = self._settle_call(charge)
+        return int(await self._settle(keys=keys, args=args))
+
+    async def settle_many(self, charges: Sequence[Charge]) -> list[int | RedisError]:
+        """`settle` for each charge, in one round trip (a pipeline, not a transaction: each
+        script is atomic on its own). Each answer is the tokens charged, or the error of
+        that one charge; raises `redis.RedisError` when Redis cannot answer at all."""
+        calls = [self._settle_call(charge) for charge in charges]
+        answers = await self._pipelined(calls)
+        if any(isinstance(answer, NoScriptError) for answer in answers):
+            # Redis restarted (or was flushed) since the script was loaded: load, resend.
+            await self._redis.script_load(_SETTLE_SCRIPT)
+            answers = await self._pipelined(calls)
+        return [a if isinstance(a, RedisError) else int(a) for a in answers]
+
+    async def _pipelined(self, calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+            return list(await pipe.execute(raise_on_error=False))
+
+    def _settle_call(self, charge: Charge) -> tuple[list[str], list[str | int]]:
+        _check_ids(charge.key_id, charge.request_id)
+        if charge.prompt_tokens < 0 or charge.completion_tokens < 0:
             raise ValueError("token counts must not be negative")
-        if not model:
+        if not charge.model:
             raise ValueError("model must not be empty")
-        now = time.time() if now is None else now
-        keys = [reservation_key(key_id, request_id), ledger.usage_key(key_id, windows.utc_day(now))]
+        now = time.time() if charge.now is None else charge.now
+        keys = [
+            reservation_key(charge.key_id, charge.request_id),
+            ledger.usage_key(charge.key_id, windows.utc_day(now)),
+        ]
         args: list[str | int] = [
-            _tpm_prefix(key_id),
+            _tpm_prefix(charge.key_id),
             windows.window_start(now, self._window_s),
-            prompt_tokens,
-            completion_tokens,
-            model,
+            charge.prompt_tokens,
+            charge.completion_tokens,
+            charge.model,
             self._settled_ttl_ms,
             self._window_ttl_s,
             self._ledger_ttl_s,
         ]
-        return int(await self._settle(keys=keys, args=args))
+        return keys, args
 
     async def window_usage(self, key_id: str, now: float | None = None) -> WindowUsage:
         """Counters of the window containing `now` (default the current one), for operators."""

@@ -48,6 +48,7 @@ class ExtProcMetrics:
             buckets=PHASE_BUCKETS,
             registry=self.registry,
         )
+        self._phases: dict[str, Histogram] = {}  # phase -> its child, looked up once
         self.detections = Counter(
             "frugal_content_detections",
             "Sensitive content found, by category, direction (prompt, output) and action.",
@@ -114,6 +115,12 @@ class ExtProcMetrics:
             [MODEL, "reason"],
             registry=self.registry,
         )
+
+    def observe_phase(self, phase: str, seconds: float) -> None:
+        child = self._phases.get(phase)
+        if child is None:
+            child = self._phases[phase] = self.phase_seconds.labels(phase)
+        child.observe(seconds)
 
     def watch_accounting(self, accounting: Accounting) -> None:
         """Admission and settlement figures, read when scraped."""

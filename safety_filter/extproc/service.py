@@ -53,8 +53,7 @@ class ExternalProcessorService(ext_grpc.ExternalProcessorServicer):  # type: ign
                     yield processor.refuse(error)
                     return
                 finally:
-                    seconds = time.perf_counter() - started
-                    self._context.metrics.phase_seconds.labels(phase).observe(seconds)
+                    self._context.metrics.observe_phase(phase, time.perf_counter() - started)
                 for response in responses:
                     yield response
         finally:

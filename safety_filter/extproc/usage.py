@@ -60,11 +60,14 @@ class Accounting:
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self._admit_wait_s)
-        except TimeoutError:
-            self.shed += 1
-            raise overloaded(retry_after_s=1) from None
+        if self._slots.locked():  # only then is there anything to wait for (and to time)
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self._admit_wait_s)
+            except TimeoutError:
+                self.shed += 1
+                raise overloaded(retry_after_s=1) from None
+        else:
+            await self._slots.acquire()
         try:
             yield
         finally:

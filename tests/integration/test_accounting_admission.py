@@ -24,7 +24,7 @@ from frugal.accounting.admission import (
 )
 from frugal.accounting.ledger import read_usage
 from frugal.accounting.settlements import Settlement, Settlements
-from frugal.accounting.token_budget import TokenBudget
+from frugal.accounting.token_budget import Charge, TokenBudget
 from frugal.accounting.windows import utc_day
 from tests.helpers.redis_server import RedisServer
 
@@ -157,7 +157,7 @@ async def test_a_settlement_through_a_frozen_redis_lands_exactly_once() -> None:
     client = Redis.from_url(server.url, socket_timeout=0.2, socket_connect_timeout=0.2)
     try:
         admission = Admission(client)
-        settlements = Settlements(TokenBudget(client), concurrency=4)
+        settlements = Settlements(TokenBudget(client))
         key, now = new_id("key"), T0 + 30.0
         admitted = [asking(key, tpm=10_000) for _ in range(5)]
         for request in admitted:
@@ -178,3 +178,13 @@ async def test_a_settlement_through_a_frozen_redis_lands_exactly_once() -> None:
         server.thaw()
         await client.aclose()
         server.stop()
+
+
+async def test_a_batch_of_settlements_survives_a_script_flush(redis: Redis) -> None:
+    budget, key, now = TokenBudget(redis), new_id("key"), T0 + 40.0
+    charges = [Charge(key, new_id("req"), "sim", 2, 3, now) for _ in range(3)]
+    assert await budget.settle_many(charges[:1]) == [5]
+    await redis.script_flush()  # as after a Redis restart without persistence
+    assert await budget.settle_many(charges) == [0, 5, 5]  # the first was settled already
+    [row] = await read_usage(redis, key, utc_day(now))
+    assert (row.requests, row.tokens) == (3, 15)
