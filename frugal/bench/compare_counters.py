@@ -5,10 +5,12 @@ Readings come from compare_probe.py (I/O): /proc/PID/stat of each child, Envoy's
 /stats, Redis `INFO stats commandstats`, the engines' Prometheus text. A `StackReading` is
 one moment; the difference of two is what happened between them.
 
-Python round trips are the messages Envoy sends the safety filter, from its own counters:
-one per ext_authz check and per rate limit service call (their decisions: ok, denied or
-over_limit, error, failure_mode_allowed) and one per ext_proc message
-(`ext_proc.stream_msgs_sent`; each waits for its answer). Redis round trips are the client
+Python round trips are Envoy's waits for the safety filter: one per ext_authz check and per
+rate limit service call (their decisions: ok, denied or over_limit, error,
+failure_mode_allowed, from Envoy's counters) and one per turn of the request processor (its
+own `frugal_extproc_turns_total`: Envoy sends a request's headers and body chunks without
+waiting, and they are answered in one turn). The messages Envoy sent are counted too
+(`ext_proc.stream_msgs_sent`). Redis round trips are the client
 reads Redis processed (`total_reads_processed`: a pipeline or a script is one); Redis
 commands are as commandstats counts them (each command of a pipeline, and each call a
 script makes, counts), without the INFO calls that take the readings.
@@ -42,6 +44,10 @@ ENVOY_STATS_FILTER = (
     r"|(\.ext_proc\..*stream_msgs_sent$)|(^cluster\.engine__.*\.upstream_rq_total$)"
 )
 GENERATION_TOKENS = "frugal_engine_generation_tokens"
+# The safety filter's count of its answers to Envoy, by side (safety_filter/extproc):
+# messages Envoy sends without waiting (the request's headers and body chunks) are
+# answered together, in one turn, so a turn is one wait of Envoy's for Python.
+EXTPROC_TURNS = "frugal_extproc_turns"
 PROMPT_TOKENS = "frugal_engine_prompt_tokens"
 
 
@@ -231,33 +237,72 @@ def engine_tokens(metrics_texts: Iterable[str]) -> EngineTokens:
     return EngineTokens(round(totals[PROMPT_TOKENS]), round(totals[GENERATION_TOKENS]))
 
 
+def extproc_turns(metrics_texts: Iterable[str]) -> dict[str, int]:
+    """{"request": n, "response": n}: the safety filter processes' turns, summed."""
+    turns = {"request": 0, "response": 0}
+    for text in metrics_texts:
+        for family in text_string_to_metric_families(text):
+            if family.name == EXTPROC_TURNS:
+                for sample in family.samples:
+                    side = sample.labels.get("side", "")
+                    if sample.name.endswith("_total") and side in turns:
+                        turns[side] += round(sample.value)
+    return turns
+
+
+@dataclass(frozen=True)
+class ProbeDelta:
+    """What one probe request cost in one part of its life."""
+
+    envoy: EnvoyCounts
+    redis: RedisCounts | None
+    turns: int  # the processor's turns (its waits for Python)
+
+
 @dataclass(frozen=True)
 class RoundTrips:
     """Round trips of one request in one part of its life (before the engine, or after),
-    the median over a few probe requests."""
+    the median over a few probe requests. Python round trips are the waits for Python:
+    each ext_authz check and rate limit service call, and each turn of the request
+    processor; `messages` counts what Envoy sent (several may share one turn)."""
 
-    python: dict[str, float]  # PYTHON_CALLS -> messages, and "total"
+    python: dict[str, float]  # ext_authz, ratelimit, ext_proc (turns), and "total"
+    messages: dict[str, float]  # PYTHON_CALLS -> messages Envoy sent, and "total"
     redis_round_trips: float | None
     redis_commands: float | None
 
     def as_dict(self) -> dict[str, object]:
         return {
             "python": self.python,
+            "messages": self.messages,
             "redis_round_trips": self.redis_round_trips,
             "redis_commands": self.redis_commands,
         }
 
 
-def median_round_trips(deltas: Sequence[tuple[EnvoyCounts, RedisCounts | None]]) -> RoundTrips:
+def median_round_trips(deltas: Sequence[ProbeDelta]) -> RoundTrips:
     """The median of each count over the probes (a stray control-plane read in one probe
     does not move it)."""
-    python = {k: float(statistics.median([e.python[k] for e, _ in deltas])) for k in PYTHON_CALLS}
-    python["total"] = float(statistics.median([e.python_total for e, _ in deltas]))
-    redis = [r for _, r in deltas if r is not None]
+
+    def median(values: Iterable[float]) -> float:
+        return float(statistics.median(list(values)))
+
+    messages = {k: median(d.envoy.python[k] for d in deltas) for k in PYTHON_CALLS}
+    messages["total"] = median(d.envoy.python_total for d in deltas)
+    python = {
+        "ext_authz": messages["ext_authz"],
+        "ratelimit": messages["ratelimit"],
+        "ext_proc": median(d.turns for d in deltas),
+    }
+    python["total"] = median(
+        d.envoy.python["ext_authz"] + d.envoy.python["ratelimit"] + d.turns for d in deltas
+    )
+    redis = [d.redis for d in deltas if d.redis is not None]
     return RoundTrips(
         python,
-        float(statistics.median([r.round_trips for r in redis])) if redis else None,
-        float(statistics.median([r.commands for r in redis])) if redis else None,
+        messages,
+        median(r.round_trips for r in redis) if redis else None,
+        median(r.commands for r in redis) if redis else None,
     )
 
 

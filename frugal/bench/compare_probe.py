@@ -32,12 +32,14 @@ from frugal.bench.compare_counters import (
     PROCESS_KINDS,
     EngineTokens,
     EnvoyCounts,
+    ProbeDelta,
     RedisCounts,
     RoundTrips,
     StackReading,
     cpu_ticks,
     engine_tokens,
     envoy_counts,
+    extproc_turns,
     idle_rates,
     median_round_trips,
     process_kind,
@@ -63,6 +65,7 @@ class StackAddresses:
     redis_url: str
     engines: tuple[str, ...]
     key_id: str | None  # the benchmark's key; None: the chain is off, nothing is charged
+    safety_metrics: tuple[str, ...] = ()  # /metrics URLs of the safety filter processes
 
 
 def _ticks(pid: int) -> int | None:
@@ -113,6 +116,16 @@ class StackProbe:
         )
         response.raise_for_status()
         return envoy_counts(response.text)
+
+    async def _turns(self) -> int:
+        """The safety filter's request-side or response-side turns so far (both, summed
+        by side, are read; the caller takes differences)."""
+        texts = []
+        for url in self._at.safety_metrics:
+            with contextlib.suppress(httpx.HTTPError):
+                texts.append((await self._http.get(url)).text)
+        turns = extproc_turns(texts)
+        return turns["request"] + turns["response"]
 
     async def _redis_counts(self) -> RedisCounts | None:
         try:
@@ -176,14 +189,14 @@ class StackProbe:
 
     async def _at_engine(
         self, engine_requests: int, answer: asyncio.Task[RequestSample]
-    ) -> tuple[EnvoyCounts, RedisCounts | None] | None:
+    ) -> tuple[EnvoyCounts, RedisCounts | None, int] | None:
         """Readings taken as soon as Envoy has started the request towards an engine:
         everything before the engine is done, nothing after it has begun (the first token
         takes at least one engine step). None if the answer came first."""
         while not answer.done():
             envoy = await self._envoy()
             if envoy.engine_requests > engine_requests:
-                return envoy, await self._redis_counts()
+                return envoy, await self._redis_counts(), await self._turns()
             await asyncio.sleep(_POLL_S)
         return None
 
@@ -192,20 +205,28 @@ class StackProbe:
     ) -> tuple[RoundTrips, RoundTrips] | None:
         """(before the engine, after it): Python and Redis round trips of one request, the
         median over `count` requests sent one at a time."""
-        before: list[tuple[EnvoyCounts, RedisCounts | None]] = []
-        after: list[tuple[EnvoyCounts, RedisCounts | None]] = []
+        before: list[ProbeDelta] = []
+        after: list[ProbeDelta] = []
         for _ in range(count):
-            envoy0, redis0 = await self._envoy(), await self._redis_counts()
+            envoy0, redis0, turns0 = (
+                await self._envoy(),
+                await self._redis_counts(),
+                await self._turns(),
+            )
             answer = asyncio.create_task(driver.send(request))
             middle = await self._at_engine(envoy0.engine_requests, answer)
             sample = await answer
             await asyncio.sleep(SETTLE_S)
-            envoy2, redis2 = await self._envoy(), await self._redis_counts()
+            envoy2, redis2, turns2 = (
+                await self._envoy(),
+                await self._redis_counts(),
+                await self._turns(),
+            )
             if middle is None or not sample.ok:
                 continue
-            envoy1, redis1 = middle
-            before.append((envoy1 - envoy0, _delta(redis1, redis0)))
-            after.append((envoy2 - envoy1, _delta(redis2, redis1)))
+            envoy1, redis1, turns1 = middle
+            before.append(ProbeDelta(envoy1 - envoy0, _delta(redis1, redis0), turns1 - turns0))
+            after.append(ProbeDelta(envoy2 - envoy1, _delta(redis2, redis1), turns2 - turns1))
         if not before:
             return None
         return median_round_trips(before), median_round_trips(after)

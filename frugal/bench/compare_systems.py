@@ -151,9 +151,18 @@ async def frugal_stack(
         key_id = None
         if VARIANTS[variant].enforce:
             key, key_id = await _bench_key(admin_url(config), files)
+        safety = config.safety_filter
+        metrics_urls = (
+            tuple(
+                f"http://127.0.0.1:{safety.metrics_port + i}/metrics"
+                for i in range(safety.processes)
+            )
+            if safety.metrics_port
+            else ()
+        )
         addresses = StackAddresses(
             f"http://127.0.0.1:{config.envoy.admin_port}", config.redis.url, context.engines,
-            key_id,
+            key_id, metrics_urls,
         )  # fmt: skip
         target = Target(api_url(config), {"authorization": f"Bearer {key}"}, plan.model)
         async with StackProbe(supervisor, addresses) as probe:

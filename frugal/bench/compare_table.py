@@ -177,10 +177,12 @@ def _trips(trips: Mapping[str, Any] | None) -> str:
         return "not measured"
     python = trips["python"]
     parts = ", ".join(f"{k} {python[k]:g}" for k in python if k != "total")
+    messages = trips.get("messages", {}).get("total")
+    sent = "" if messages is None else f", {messages:g} messages"
     redis, commands = trips.get("redis_round_trips"), trips.get("redis_commands")
     return (
-        f"Python {python['total']:g} ({parts}); Redis {_num(redis, 0)} round trips, "
-        f"{_num(commands, 0)} commands"
+        f"Python {python['total']:g} round trips ({parts}{sent}); "
+        f"Redis {_num(redis, 0)} round trips, {_num(commands, 0)} commands"
     )
 
 

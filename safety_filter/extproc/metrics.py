@@ -49,6 +49,16 @@ class ExtProcMetrics:
             registry=self.registry,
         )
         self._phases: dict[str, Histogram] = {}  # phase -> its child, looked up once
+        # A turn is one wait of Envoy's for Python: the processor answering what Envoy
+        # sent (the request's headers and body chunks are answered together, in one).
+        self.turns = Counter(
+            "frugal_extproc_turns",
+            "Times the processor answered Envoy, by side (request: before the engine).",
+            ["side"],
+            registry=self.registry,
+        )
+        self.request_turns = self.turns.labels("request")
+        self.response_turns = self.turns.labels("response")
         self.detections = Counter(
             "frugal_content_detections",
             "Sensitive content found, by category, direction (prompt, output) and action.",

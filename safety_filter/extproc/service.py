@@ -20,6 +20,7 @@ from safety_filter.extproc.processor import ProcessorContext, RequestProcessor, 
 
 log = logging.getLogger(__name__)
 
+REQUEST_PHASES = frozenset({"request_headers", "request_body", "request_trailers"})
 PHASES: dict[str, Callable[[RequestProcessor, Any], Awaitable[Responses]]] = {
     "request_headers": RequestProcessor.on_request_headers,
     "request_body": RequestProcessor.on_request_body,
@@ -37,6 +38,7 @@ class ExternalProcessorService(ext_grpc.ExternalProcessorServicer):  # type: ign
         self, request_iterator: AsyncIterator[ext.ProcessingRequest], context: Any
     ) -> AsyncIterator[ext.ProcessingResponse]:
         processor = RequestProcessor(self._context)
+        metrics = self._context.metrics
         try:
             async for request in request_iterator:
                 phase = request.WhichOneof("request")
@@ -47,13 +49,17 @@ class ExternalProcessorService(ext_grpc.ExternalProcessorServicer):  # type: ign
                 started = time.perf_counter()
                 if request.attributes:
                     processor.note_attributes(request)
+                turns = metrics.request_turns if phase in REQUEST_PHASES else metrics.response_turns
                 try:
                     responses = await handler(processor, getattr(request, phase))
                 except ApiError as error:
+                    turns.inc()
                     yield processor.refuse(error)
                     return
                 finally:
-                    self._context.metrics.observe_phase(phase, time.perf_counter() - started)
+                    metrics.observe_phase(phase, time.perf_counter() - started)
+                if responses:
+                    turns.inc()
                 for response in responses:
                     yield response
         finally:

@@ -133,7 +133,7 @@ def test_each_frugal_variant_is_a_valid_config_that_differs_only_in_its_safety_f
         configs[name] = FrugalConfig.model_validate(data)
     full, noredact, bare = configs[FULL], configs[NOREDACT], configs[BARE]
     assert full.safety_filter.enforce and full.safety_filter.content_policy == {}
-    assert noredact.safety_filter.content_policy == {"detectors": []}
+    assert noredact.safety_filter.content_policy == {"check_output": False}
     assert not bare.safety_filter.enforce
     assert full.safety_filter.ports() == [50051, 50052]
     assert full.listener.max_request_bytes == 4 << 20

@@ -11,11 +11,13 @@ from frugal.bench.compare_counters import (
     ENVOY_STATS_FILTER,
     EngineTokens,
     EnvoyCounts,
+    ProbeDelta,
     RedisCounts,
     StackReading,
     cpu_ticks,
     engine_tokens,
     envoy_counts,
+    extproc_turns,
     idle_rates,
     ledger_check,
     level_usage,
@@ -151,12 +153,34 @@ def test_engine_tokens_add_the_counters_of_every_engine() -> None:
 
 
 def test_round_trips_are_medians_so_one_stray_read_does_not_move_them() -> None:
-    one = EnvoyCounts({"ext_authz": 0, "ratelimit": 0, "ext_proc": 1}, 1)
-    deltas = [(one, RedisCounts(1, 1)), (one, RedisCounts(4, 3)), (one, RedisCounts(1, 1))]
+    # Three messages (headers and two body chunks) answered in one turn.
+    one = EnvoyCounts({"ext_authz": 0, "ratelimit": 0, "ext_proc": 3}, 1)
+    deltas = [
+        ProbeDelta(one, RedisCounts(1, 1), 1),
+        ProbeDelta(one, RedisCounts(4, 3), 1),
+        ProbeDelta(one, RedisCounts(1, 1), 1),
+    ]
     trips = median_round_trips(deltas)
     assert trips.python == {"ext_authz": 0.0, "ratelimit": 0.0, "ext_proc": 1.0, "total": 1.0}
+    assert trips.messages["ext_proc"] == 3.0
     assert (trips.redis_round_trips, trips.redis_commands) == (1.0, 1.0)
-    assert median_round_trips([(one, None)]).redis_round_trips is None
+    assert median_round_trips([ProbeDelta(one, None, 1)]).redis_round_trips is None
+
+
+def test_a_separate_authorization_call_is_a_round_trip_of_its_own() -> None:
+    split = EnvoyCounts({"ext_authz": 1, "ratelimit": 1, "ext_proc": 2}, 1)
+    trips = median_round_trips([ProbeDelta(split, RedisCounts(3, 3), 2)])
+    assert trips.python["total"] == 4.0
+
+
+def test_turns_are_read_from_the_safety_filters_metrics() -> None:
+    text = (
+        "# HELP frugal_extproc_turns_total turns\n"
+        "# TYPE frugal_extproc_turns_total counter\n"
+        'frugal_extproc_turns_total{side="request"} 7.0\n'
+        'frugal_extproc_turns_total{side="response"} 5.0\n'
+    )
+    assert extproc_turns([text, text]) == {"request": 14, "response": 10}
 
 
 def test_the_ledger_check_says_yes_only_when_both_sides_agree_exactly() -> None:
