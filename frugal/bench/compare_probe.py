@@ -54,6 +54,7 @@ from frugal.wire import engine_metrics_port
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 PROBE_REQUESTS = 5
 SETTLE_S = 0.3  # after a probe request: its settlement reaches Redis
+BACKGROUND_S = 2.0  # how long Redis is watched for the stack's own round trips
 IDLE_S = 3.0  # how long an idle stack is watched for its background CPU (10 ms ticks)
 LEDGER_WAIT_S = 5.0
 _POLL_S = 0.0005
@@ -204,7 +205,10 @@ class StackProbe:
         self, driver: Driver, request: BenchRequest, count: int = PROBE_REQUESTS
     ) -> tuple[RoundTrips, RoundTrips] | None:
         """(before the engine, after it): Python and Redis round trips of one request, the
-        median over `count` requests sent one at a time."""
+        median over `count` requests sent one at a time. Redis round trips the stack makes
+        with no request under way (cache refreshes, the control plane) are watched first,
+        and their rate times each window is left out."""
+        background = await self._redis_rate(BACKGROUND_S)
         before: list[ProbeDelta] = []
         after: list[ProbeDelta] = []
         for _ in range(count):
@@ -213,8 +217,10 @@ class StackProbe:
                 await self._redis_counts(),
                 await self._turns(),
             )
+            started = time.monotonic()
             answer = asyncio.create_task(driver.send(request))
             middle = await self._at_engine(envoy0.engine_requests, answer)
+            at_engine = time.monotonic()
             sample = await answer
             await asyncio.sleep(SETTLE_S)
             envoy2, redis2, turns2 = (
@@ -222,14 +228,33 @@ class StackProbe:
                 await self._redis_counts(),
                 await self._turns(),
             )
+            ended = time.monotonic()
             if middle is None or not sample.ok:
                 continue
             envoy1, redis1, turns1 = middle
-            before.append(ProbeDelta(envoy1 - envoy0, _delta(redis1, redis0), turns1 - turns0))
-            after.append(ProbeDelta(envoy2 - envoy1, _delta(redis2, redis1), turns2 - turns1))
+            redis_before = _less(_delta(redis1, redis0), background * (at_engine - started))
+            redis_after = _less(_delta(redis2, redis1), background * (ended - at_engine))
+            before.append(ProbeDelta(envoy1 - envoy0, redis_before, turns1 - turns0))
+            after.append(ProbeDelta(envoy2 - envoy1, redis_after, turns2 - turns1))
         if not before:
             return None
         return median_round_trips(before), median_round_trips(after)
+
+    async def _redis_rate(self, seconds: float) -> float:
+        """Redis round trips per second with no request under way (the readings' own left
+        out)."""
+        first = await self._redis_counts()
+        await asyncio.sleep(seconds)
+        delta = _delta(await self._redis_counts(), first)
+        return 0.0 if delta is None else delta.round_trips / seconds
+
+
+def _less(counts: RedisCounts | None, background: float) -> RedisCounts | None:
+    """`counts` less the round trips the stack would have made anyway (rounded: a window
+    holds whole round trips)."""
+    if counts is None:
+        return None
+    return RedisCounts(counts.commands, max(0, counts.round_trips - round(background)))
 
 
 def _delta(later: RedisCounts | None, earlier: RedisCounts | None) -> RedisCounts | None:
