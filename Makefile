@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ENVOY_VERSION := 1.40.0
 CONFIG ?= frugal.yaml
 
-.PHONY: setup redis up test lint proto bench-compare bench-latency bench-safety bench-routing bench-engine clean
+.PHONY: setup redis up test lint proto bench-compare bench-latency bench-safety bench-phases bench-routing bench-engine clean
 
 setup: redis $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
 
@@ -63,6 +63,10 @@ bench-latency: setup
 
 bench-safety: setup
 	$(BIN)/python -m tests.benchmarks.safety_overhead
+
+# What the safety chain costs per request, phase by phase (in-process and a real process).
+bench-phases: setup
+	$(BIN)/python -m tests.benchmarks.chain_phases
 
 bench-routing: setup
 	$(BIN)/frugal bench routing --out var/bench/routing

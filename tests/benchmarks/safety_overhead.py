@@ -5,8 +5,8 @@ Three stacks, one after the other, on the same machine and the same simulated fl
 (4 tp2-profile replicas, SIMULATOR.md's step model with every duration multiplied by
 --time-scale so a 2-core machine can carry the chunk rate; jitter 0):
   off      safety_filter.enforce false: request parsing and routing only;
-  full     keys (ext_authz), request and token quotas over Redis, content checks on
-           the prompt and on every streamed chunk (the default policy);
+  full     keys, request and token quotas over Redis (in the request processor), content checks on
+           the prompt and on the output (the default policy);
   full-x2  the same chain served by two safety_filter processes.
 At each concurrency, N clients each stream requests back to back for --rounds rounds.
 Prints medians over streams (TTFT to the first content chunk, mean gap between content
