@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from frugal.openai_errors import upstream_kind
 
 
-@dataclass(frozen=True)
+# Not frozen: an exception's __traceback__ is set as it propagates (a frozen dataclass
+# refuses that when an async context manager re-raises it).
+@dataclass
 class ApiError(Exception):
     status: int
     type: str

@@ -6,7 +6,8 @@ request"; Envoy's local rate limit ran before, as a per-Envoy backstop):
 - request headers: the path and the caller's key (checked against the cached key
   store: no Redis round trip for a key in use). A refused key ends the request here.
   An inference request's headers are answered only once its body is in: the request
-  body is FULL_DUPLEX_STREAMED, so Envoy sends headers and body without waiting.
+  body is STREAMED with send_body_without_waiting_for_header_response, so Envoy sends
+  headers and body chunks without waiting, and all are answered in one turn.
 - request body: parse and validate once; unknown model 404, a model the key may not
   use 403; prompt checks (block / redact / log); admit (the key's rpm and token
   reservation in one Redis script, or only the reservation when Envoy's global rate

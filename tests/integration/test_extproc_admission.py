@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import FrozenInstanceError
 
 import pytest
 import pytest_asyncio
@@ -313,14 +312,6 @@ async def test_a_slot_freed_within_the_wait_admits_the_request(gateway: Gateway)
     assert accounting.shed == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FrozenInstanceError,
-    reason="safety_filter/extproc/usage.py UsageMeter.admit raises usage_store_unavailable() "
-    "inside `async with self.accounting.slot()`: on Python 3.11 contextlib's __aexit__ sets "
-    "`exc.__traceback__` on the ApiError, a frozen dataclass, so FrozenInstanceError escapes "
-    "instead of the 503 (the service's `except ApiError` misses it)",
-)
 async def test_a_redis_down_at_admission_refuses_with_503_before_the_engine(
     gateway: Gateway,
 ) -> None:
