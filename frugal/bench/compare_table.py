@@ -245,8 +245,8 @@ def _usage_sections(records: Sequence[Record], checks: Sequence[Check]) -> list[
         "after: the rest (medians over a few requests sent one at a time after the levels). "
         "Redis round trips leave out the stack's own background rate (key and policy cache "
         "refreshes, the control plane), watched for 2 s with no request under way, times "
-        "the window. Ledger: the tokens charged to the benchmark's key against the engines' own counters "
-        "(prompt and generated tokens) over the system's whole run.",
+        "the window. Ledger: the tokens charged to the benchmark's key against the engines' "
+        "own counters (prompt and generated tokens) over the system's whole run.",
         "",
         *_check_lines(checks),
         "",

@@ -143,7 +143,10 @@ def test_the_table_shows_targets_cpu_round_trips_the_ledger_and_errors() -> None
     assert idle in text
     assert "### Redis" in text
     assert "- `frugal` ledger == engines: yes (ledger 300 tokens, engines 300)" in text
-    assert "- `frugal` before the engine: Python 4 round trips (ext_authz 1, ratelimit 1, ext_proc 2); " \
-        "Redis 3 round trips, 5 commands" in text  # fmt: skip
+    before = (
+        "- `frugal` before the engine: Python 4 round trips (ext_authz 1, ratelimit 1, "
+        "ext_proc 2); Redis 3 round trips, 5 commands"
+    )
+    assert before in text
     assert "- fastapi at 1 streams: http 429: 2" in text
     assert "`litellm` LiteLLM's proxy" in text and "rpm 1,000,000" in text
