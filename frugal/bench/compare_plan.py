@@ -51,7 +51,8 @@ class ComparePlan:
     replicas: int = DEFAULT_REPLICAS  # sim workers to start when `engines` is empty
     time_scale: float = 1.0  # of the sim workers (simulated ms = wall ms / time_scale)
     timeout_s: float = 300.0
-    safety_processes: int = 1  # safety_filter.processes of every Frugal stack
+    # safety_filter.processes of every Frugal stack: as frugal.yaml, one per core here.
+    safety_processes: int = 2
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.systems if s not in SYSTEMS]
