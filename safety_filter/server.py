@@ -88,14 +88,16 @@ class SafetyFilterServer:
 async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> SafetyFilterServer:
     """Start serving (settings.port 0 = any free port)."""
     # Every part shares one pool of a size chosen on purpose: admissions (bounded by
-    # `admitting`), the settlements' pipeline and a few reads. A caller
-    # waits for a free connection rather than failing; socket timeouts stay short, so
-    # a Redis that is really gone fails closed fast (Envoy's 503).
+    # `admitting`), the settlements' pipeline and a few reads. A caller waits for a free
+    # connection rather than failing. A Redis that is gone refuses connections at once
+    # (fail closed, Envoy's 503); the read timeout only bounds a frozen one, and is as
+    # long as a slot's wait: at 0.5 s, on 2 busy cores at 256 streams, replies that had
+    # arrived were read late and admitted requests failed as if Redis were down.
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
         max_connections=settings.admitting + OTHER_CONNECTIONS,
         timeout=settings.admit_wait_s,
-        socket_timeout=0.5,
+        socket_timeout=settings.admit_wait_s,
         socket_connect_timeout=0.5,
         retry=Retry(NoBackoff(), 0),
     )

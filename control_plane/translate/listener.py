@@ -42,8 +42,10 @@ def _ext_proc_filter() -> dict[str, Any]:
             "failure_mode_allow": False,
             "status_on_error": {"code": "ServiceUnavailable"},
             # Bounds each message's answer: a safety filter that stops answering fails
-            # closed within a second (504, or 503 once its stream is reset).
-            "message_timeout": "1s",
+            # closed within 2 s (504, or 503 at once when its stream is reset). At 1 s, on
+            # 2 cores shared with the engines at 256 streams, the processes' queues outgrew
+            # it and failed requests with 504 (docs/benchmarks/compare).
+            "message_timeout": "2s",
             # One round trip before the engine: Envoy sends the headers and the body's
             # chunks without waiting, and the processor answers the headers (the routing
             # mutations included) and the chunks once the last is in. Envoy then ignores

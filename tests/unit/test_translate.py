@@ -171,7 +171,7 @@ def test_ext_proc_is_one_round_trip_before_the_engine_and_fails_closed() -> None
     assert mode.response_body_mode == Mode.NONE
     assert mode.response_trailer_mode == Mode.SEND
     assert list(ext_proc.response_attributes) == [wire.UPSTREAM_ADDRESS_ATTRIBUTE]
-    assert ext_proc.message_timeout.seconds == 1
+    assert ext_proc.message_timeout.seconds == 2
     assert ext_proc.failure_mode_allow is False
     assert ext_proc.status_on_error.code == http_status_pb2.ServiceUnavailable == 503
     assert list(ext_proc.metadata_options.receiving_namespaces.untyped) == [
