@@ -63,7 +63,9 @@ def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "checks redact them)",
     )  # fmt: skip
     parser.add_argument(
-        "--safety-processes", type=int, help="safety filter processes per Frugal stack (2, as frugal.yaml)"
+        "--safety-processes",
+        type=int,
+        help="safety filter processes per Frugal stack (2, as frugal.yaml)",
     )
     parser.add_argument("--unary", action="store_true", help="non-streaming requests")
     parser.add_argument(
