@@ -59,9 +59,9 @@ async def test_a_request_is_one_python_stream_and_one_redis_command_before_the_e
     assert await envoy_counter(stack, ENGINE_REQUESTS) > before_engine
     # The admission script, then (after the answer) the settlement script. The key's
     # record and policy come from the processor's caches; one may be refreshed in the
-    # background (HGETALL / GET, at most twice a second per key and process, whatever
+    # background (HGETALL / MGET, five times a second per process, one pipeline each, whatever
     # the load), never on the request's path.
     assert seen.count("EVALSHA") == 2
-    assert set(seen) <= {"EVALSHA", "HGETALL", "GET"}, seen
+    assert set(seen) <= {"EVALSHA", "HGETALL", "MGET"}, seen
     for name in ("ext_authz", "ratelimit"):
         assert await envoy_counter(stack, rf"http\.public\.{name}\.ok") == 0
