@@ -45,7 +45,7 @@ def test_a_tiny_comparison_writes_results_a_table_and_plots(
         # Every system here reports the engine's time, so the split is known.
         assert 0 < record["engine_ms_p50"] < record["e2e_p50_ms"], record
         if record["system"] in FRUGAL:
-            assert record["processes"]["safety_filter"] == 1, record
+            assert record["processes"]["safety_filter"] == 2, record  # as frugal.yaml
             assert record["cpu_us_per_request"]["envoy"] > 0, record
             assert record["python_messages_per_request"]["ext_proc"] >= 1, record
             assert record["redis_round_trips_per_request"] is not None, record
