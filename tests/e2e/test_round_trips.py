@@ -9,30 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
 
 import httpx
 from redis.asyncio import Redis
 
+from tests.helpers.redis_monitor import collect
 from tests.helpers.stack import FrugalStack
 
 ENGINE_REQUESTS = r"cluster\.engine__sim[-_]echo__echo\.upstream_rq_total"
 CHAT = {"model": "sim-echo", "messages": [{"role": "user", "content": "one two three"}]}
-# A new pooled connection's handshake: once per connection, not per request.
-HANDSHAKE = ("HELLO", "CLIENT", "SELECT", "AUTH", "PING")
 
 
 async def envoy_counter(stack: FrugalStack, pattern: str) -> int:
     async with httpx.AsyncClient() as client:
         text = (await client.get(stack.envoy_admin + "/stats")).text
     return sum(int(v) for v in re.findall(rf"^{pattern}: (\d+)$", text, re.MULTILINE))
-
-
-async def _listen(monitor: Any, seen: list[str]) -> None:
-    async for entry in monitor.listen():
-        command = entry["command"].split(" ", 1)[0].strip('"').upper()
-        if entry.get("client_type") != "lua" and command not in HANDSHAKE:
-            seen.append(command)
 
 
 async def test_a_request_is_one_python_stream_and_one_redis_command_before_the_engine(
@@ -46,7 +37,7 @@ async def test_a_request_is_one_python_stream_and_one_redis_command_before_the_e
         redis = Redis.from_url(stack.config.redis.url)
         seen: list[str] = []
         async with redis.monitor() as monitor:
-            listening = asyncio.ensure_future(_listen(monitor, seen))
+            listening = asyncio.ensure_future(collect(monitor, seen))
             await asyncio.sleep(0.1)
             answer = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
             assert answer.status_code == 200 and answer.text.endswith("data: [DONE]\n\n")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -26,6 +25,7 @@ from frugal.accounting.ledger import read_usage
 from frugal.accounting.settlements import Settlement, Settlements
 from frugal.accounting.token_budget import Charge, TokenBudget
 from frugal.accounting.windows import utc_day
+from tests.helpers.redis_monitor import sent_while
 from tests.helpers.redis_server import RedisServer
 
 T0 = 60 * 28_333_334  # a minute boundary, far from UTC midnight
@@ -56,37 +56,11 @@ def asking(
     return AdmissionRequest(key, new_id("req"), prompt, output, default, rpm, tpm)
 
 
-# A new pooled connection's handshake: once per connection, not per request.
-HANDSHAKE = ("HELLO", "CLIENT", "SELECT", "AUTH")
-
-
-async def client_commands(redis: Redis, work: Awaitable[object]) -> list[str]:
-    """The commands clients sent Redis while `work` ran, from MONITOR (a script's own
-    calls are marked `lua` there and left out, as are connection handshakes)."""
-    seen: list[str] = []
-    async with redis.monitor() as monitor:
-        listening = asyncio.ensure_future(_listen(monitor, seen))
-        await asyncio.sleep(0.05)
-        await work
-        await redis.ping()  # the marker that everything before it was seen
-        while "PING" not in seen:
-            await asyncio.sleep(0.01)
-        listening.cancel()
-    return seen[: seen.index("PING")]
-
-
-async def _listen(monitor: Any, seen: list[str]) -> None:
-    async for entry in monitor.listen():
-        command = entry["command"].split(" ", 1)[0].strip('"').upper()
-        if entry.get("client_type") != "lua" and command not in HANDSHAKE:
-            seen.append(command)
-
-
 async def test_admitting_is_one_redis_command(redis: Redis) -> None:
     admission = Admission(redis)
     await admission.admit(asking(new_id("warm"), rpm=10, tpm=1000), now=T0)  # loads the script
     admit = admission.admit(asking(new_id("key"), rpm=10, tpm=1000), now=T0 + 5)
-    assert await client_commands(redis, admit) == ["EVALSHA"]
+    assert await sent_while(redis, admit) == ["EVALSHA"]
 
 
 async def test_the_rate_and_the_tokens_are_decided_together(redis: Redis) -> None:

@@ -8,8 +8,7 @@ Real Redis; Redis' MONITOR shows which commands a lookup sent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest_asyncio
 import redis.asyncio as aioredis
@@ -20,10 +19,10 @@ from frugal.keys.hashing import Peppers
 from frugal.policy_store import PolicySpec, PolicyStore
 from safety_filter.extproc.policies import PolicyBook
 from safety_filter.server import REFRESH_EVERY_S
+from tests.helpers.redis_monitor import sent_while
 from tests.helpers.redis_server import RedisServer
 
 PEPPERS = Peppers({1: b"r" * 32})
-HANDSHAKE = ("HELLO", "CLIENT", "SELECT", "AUTH", "PING")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -31,25 +30,6 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redi
     client = aioredis.Redis.from_url(redis_server.url)
     yield client
     await client.aclose()
-
-
-async def _listen(monitor: Any, seen: list[str]) -> None:
-    async for entry in monitor.listen():
-        command = entry["command"].split(" ", 1)[0].strip('"').upper()
-        if entry.get("client_type") != "lua" and command not in HANDSHAKE:
-            seen.append(command)
-
-
-async def sent_while(redis: aioredis.Redis, work: Awaitable[object]) -> list[str]:
-    seen: list[str] = []
-    async with redis.monitor() as monitor:
-        listening = asyncio.ensure_future(_listen(monitor, seen))
-        await asyncio.sleep(0.05)
-        await work
-        await redis.ping()
-        await asyncio.sleep(0.05)
-        listening.cancel()
-    return seen
 
 
 async def refreshing(store: KeyStore, policies: PolicyBook, seconds: float) -> None:
