@@ -226,6 +226,7 @@ class TrtllmBackend:
         self._stats: Mapping[str, Any] | None = None
         self._tokens_generated = 0
         self._stats_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     @property
     def parameters(self) -> TrtllmParameters:
@@ -246,11 +247,15 @@ class TrtllmBackend:
         logger.info("loading TensorRT-LLM model %s", self._parameters.model)
         self._llm = cast(_Llm, await asyncio.to_thread(llmapi.LLM, **kwargs))
         self._llmapi = llmapi
+        self._stopping.clear()
         self._stats_task = asyncio.create_task(self._poll_stats(), name="trtllm-stats")
 
     async def stop(self) -> None:
+        self._stopping.set()
         task, self._stats_task = self._stats_task, None
         if task is not None:
+            # The cancel ends a wait in the stats iterator at once; the event ends the loop
+            # should the iterator lose the cancel (see _poll_stats).
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -337,16 +342,24 @@ class TrtllmBackend:
             )
 
     async def _poll_stats(self) -> None:
+        """Drain the iteration stats until `stop`. The loop ends on the stop event, not
+        only on cancellation: the stats iterator waits with `asyncio.wait_for`, which in
+        Python 3.11 returns the item and drops a cancel that arrives as its get completes
+        (bpo-42130), and the worker's stop would then wait on this task forever."""
         llm = self._require_llm()
         interval = self._parameters.stats_interval_s
-        while True:
+        while not self._stopping.is_set():
             try:
                 # The iterator ends when no stats arrive within the timeout (IterationResult).
                 async for stats in llm.get_stats_async(timeout=interval):
                     self._stats = stats
+                    if self._stopping.is_set():
+                        return
             except Exception:
                 logger.exception("reading TensorRT-LLM iteration stats failed")
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._stopping.wait()
 
 
 def build_trtllm_backend(settings: EngineSettings) -> TrtllmBackend:

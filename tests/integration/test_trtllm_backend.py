@@ -196,6 +196,24 @@ async def test_cancelling_a_stream_aborts_the_request_in_the_engine(trtllm: Modu
         await _wait_until(lambda: worker.backend.load().running == 0)
 
 
+async def test_the_backend_stops_when_the_stats_iterator_loses_the_cancel(
+    trtllm: ModuleType,
+) -> None:
+    trtllm.settings.stats_iterator_loses_cancels = True
+    trtllm.settings.tokens_before_eos = 1_000_000
+    async with running_worker() as worker, inference_stub(worker.address) as stub:
+        call = stub.StreamChatCompletion(chat_request())
+        await call.read()
+        await _wait_until(lambda: worker.backend.load().running == 1)
+        # Stats arrive every engine step, so the stats task is waiting in the iterator.
+        stopping = asyncio.ensure_future(worker.backend.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=30)
+        trtllm.settings.stats_iterator_loses_cancels = False  # lets a failed test end
+        call.cancel()
+        assert done, "the backend is still waiting on its stats task"
+    assert trtllm.LLM.instances[0].shut_down
+
+
 async def test_load_follows_the_engine_iteration_stats(trtllm: ModuleType) -> None:
     trtllm.settings.tokens_before_eos = 1_000_000
     trtllm.settings.step_seconds = 0.005

@@ -42,6 +42,9 @@ class DoubleSettings:
     step_seconds: float = 0.002
     tokens_before_eos: int = 10
     kv_capacity_tokens: int = 4096
+    # The stats iterator loses a cancel and goes on waiting, as asyncio.wait_for does in
+    # Python 3.11 when the cancel meets a get that has just completed (bpo-42130).
+    stats_iterator_loses_cancels: bool = False
 
 
 settings = DoubleSettings()
@@ -174,11 +177,18 @@ class IterationResult:
     async def __anext__(self) -> dict[str, Any]:
         if self._done:
             raise StopAsyncIteration
-        try:
-            data = await asyncio.wait_for(self.queue.get(), self._timeout)
-        except TimeoutError:
-            self._done = True
-            raise StopAsyncIteration from None
+        while True:
+            try:
+                data = await asyncio.wait_for(self.queue.get(), self._timeout)
+                break
+            except TimeoutError:
+                self._done = True
+                raise StopAsyncIteration from None
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not settings.stats_iterator_loses_cancels or task is None:
+                    raise
+                task.uncancel()
         parsed: dict[str, Any] = json.loads(data)
         return parsed
 
