@@ -68,16 +68,17 @@ class PatternSpec:
     trigger: Trigger | None = None
     _prefix_regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _outside: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
-    _folded_prefixes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _prefix_heads: frozenset[str] = field(init=False, repr=False, compare=False)
     _longest_prefix: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         flags = re.IGNORECASE if self.ignore_case else 0
         prefix_regex = re.compile("|".join(map(re.escape, self.prefixes)), flags)
         folded = tuple(p.lower() for p in self.prefixes) if self.ignore_case else self.prefixes
+        heads = frozenset(p[:k] for p in folded for k in range(1, len(p) + 1))
         # Derived once; the dataclass is frozen.
         object.__setattr__(self, "_prefix_regex", prefix_regex)
-        object.__setattr__(self, "_folded_prefixes", folded)
+        object.__setattr__(self, "_prefix_heads", heads)
         object.__setattr__(self, "_longest_prefix", max(map(len, self.prefixes), default=0))
         # A shape byte no attempt reads past: one outside the alphabet (any, if empty).
         shaped = shape_ascii("".join(sorted(self.alphabet)))
@@ -134,9 +135,10 @@ class PatternSpec:
         n = len(text)
         whole = self._prefix_regex.search(text, lowest)
         first = whole.start() if whole is not None else n
+        heads = self._prefix_heads  # every non-empty start of a (folded) prefix
         for position in range(max(lowest, n - self._longest_prefix + 1), first):
             head = text[position:].lower() if self.ignore_case else text[position:]
-            if any(prefix.startswith(head) for prefix in self._folded_prefixes):
+            if head in heads:
                 return position
         return first
 

@@ -46,12 +46,18 @@ class Trigger:
     lead: int = 0
     folded: bool = False
     regex: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.literal:
             raise ValueError("a trigger starts with a literal")
         then = b"(?:%s)" % self.then if self.then else b""
         object.__setattr__(self, "regex", re.compile(re.escape(self.literal) + then))
+        # Triggers key the spans of every scan: hash the fields once, not at each lookup.
+        object.__setattr__(self, "_hash", hash((self.literal, self.then, self.lead, self.folded)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def shape_ascii(chars: str) -> bytes:
