@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -21,11 +22,14 @@ from control_plane.admin.usage import usage_router
 from control_plane.admin_server import AdminServer
 from control_plane.balancer_loop import BalancerLoop
 from control_plane.config_file import ConfigError, load_config
+from control_plane.dns_resolver import ReplicaResolver
 from control_plane.fleet import Fleet
+from control_plane.leadership import LeaderLease, replica_id
 from control_plane.load_sampler import LoadSampler
 from control_plane.model import FrugalConfig
 from control_plane.server import ControlPlane
 from control_plane.settings import ControlPlaneSettings
+from control_plane.shared_state import SharedWeights, shared_created
 from frugal.keys import KeyStore
 from frugal.keys.admin_token import AdminTokenError, load_admin_token
 from frugal.keys.hashing import PepperError, load_peppers
@@ -50,11 +54,14 @@ async def run(settings: ControlPlaneSettings) -> None:
     config = with_access_log(load_config(settings.config), settings.base_dir)
     redis = aioredis.Redis.from_url(settings.redis_url)
     registry = CollectorRegistry()
-    control_plane = ControlPlane(config)
+    control_plane = ControlPlane(config, await shared_created(redis, int(time.time())))
     fleet = Fleet(config, redis, control_plane)
     await fleet.restore()
     sampler = LoadSampler(envoy_admin_urls(config))
-    balancer = BalancerLoop(control_plane, fleet, sampler, registry)
+    lease = LeaderLease(redis, replica_id())
+    balancer = BalancerLoop(
+        control_plane, fleet, sampler, registry, lease=lease, shared=SharedWeights(redis)
+    )
     routers = [
         usage_router(redis),
         policies_router(redis),
@@ -63,14 +70,18 @@ async def run(settings: ControlPlaneSettings) -> None:
     ]
     admin = AdminServer(
         create_admin_app(KeyStore(redis, load_peppers()), load_admin_token(), routers),
-        config.admin.host,
+        settings.bind_host or config.admin.host,
         config.admin.port,
     )
-    await control_plane.start(settings.xds_port)
+    await control_plane.start(settings.xds_port, settings.bind_host)
     await admin.start()
     if config.control_plane.metrics_port:
-        start_http_server(config.control_plane.metrics_port, config.control_plane.host, registry)
+        metrics_host = settings.bind_host or config.control_plane.host
+        start_http_server(config.control_plane.metrics_port, metrics_host, registry)
     tasks = [asyncio.create_task(balancer.run())]
+    resolver = ReplicaResolver(fleet)
+    if resolver.enabled:
+        tasks.append(asyncio.create_task(resolver.run()))
     rotator = AccessLogRotator(config.access_log, envoy_admin_urls(config))
     if config.access_log.enabled:
         tasks.append(asyncio.create_task(rotator.run()))
@@ -84,6 +95,7 @@ async def run(settings: ControlPlaneSettings) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await lease.release()
     await rotator.close()
     await admin.stop()
     await control_plane.stop()

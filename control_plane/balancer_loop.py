@@ -7,6 +7,11 @@ change, at a bounded rate). It also finishes drains: a draining replica with no
 request left in any Envoy is removed, and once a second feeds every Envoy's
 per-host request and error counters to the traffic window (traffic_rates). What it
 saw and decided is kept for the admin REST and exported as Prometheus gauges.
+
+With several control-plane replicas, only the holder of the balancer lease
+(leadership.py) publishes weights and finishes drains; the others serve the weights
+it wrote to Redis (shared_state.py). Every replica takes the persisted fleet changes
+each tick, so all of them serve the same snapshot.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from control_plane.balancer.load import (
 )
 from control_plane.balancer.policy import BalancerPolicy, build_policy
 from control_plane.fleet import Fleet
+from control_plane.leadership import LeaderLease
 from control_plane.load_sampler import HostState, LoadSampler
 from control_plane.model import Model, engine_cluster_name
 from control_plane.server import ControlPlane
+from control_plane.shared_state import SharedWeights
 from control_plane.traffic_rates import Reading, RequestCounts, TrafficWindow
 
 log = logging.getLogger(__name__)
@@ -59,10 +66,16 @@ class BalancerLoop:
         fleet: Fleet,
         sampler: LoadSampler,
         registry: CollectorRegistry,
+        lease: LeaderLease | None = None,
+        shared: SharedWeights | None = None,
     ) -> None:
+        """Without a lease, this replica is the only one and always leads."""
         self._control_plane = control_plane
         self._fleet = fleet
         self._sampler = sampler
+        self._lease = lease
+        self._shared = shared
+        self.leading = lease is None
         self.models: dict[str, ModelBalance] = {}
         self.hosts: dict[str, dict[str, HostState]] = {}
         self.traffic = TrafficWindow()
@@ -80,6 +93,11 @@ class BalancerLoop:
             ["model_name", "group"],
             registry=registry,
         )
+        self._leader = Gauge(
+            "frugal_balancer_leader",
+            "1 on the control-plane replica whose balancer decides the route weights.",
+            registry=registry,
+        )
 
     async def run(self) -> None:
         while True:
@@ -90,6 +108,12 @@ class BalancerLoop:
             await asyncio.sleep(TICK_S)
 
     async def tick(self) -> None:
+        if self._lease is not None:
+            self.leading = await self._lease.refresh()
+        self._leader.set(1 if self.leading else 0)
+        await self._fleet.sync()
+        if not self.leading:
+            await self._follow()
         config = self._control_plane.config
         in_flight = await self._sampler.in_flight()
         if self._ticks % HOSTS_EVERY == 0:
@@ -97,13 +121,27 @@ class BalancerLoop:
             self.hosts = next(iter(by_envoy.values()), {})
             if by_envoy:
                 self.traffic.observe(asyncio.get_running_loop().time(), _traffic(by_envoy))
-            await self._finish_drains()
+            if self.leading:
+                await self._finish_drains()
         self._ticks += 1
         addresses = [str(e) for m in config.models for g in m.groups for e in g.replicas]
         counters = await self._sampler.engine_counters(addresses)
         samples = self._samples(counters)
         for model in config.models:
             self._balance(model, in_flight, counters, samples)
+        if self.leading and self._shared is not None:
+            await self._shared.write(self._control_plane.live_weights)
+
+    async def _follow(self) -> None:
+        """Serve the weights the leader decided (a model it has none for is static)."""
+        assert self._shared is not None, "a replica with a lease shares its weights"
+        weights = await self._shared.read()
+        for model in self._control_plane.config.models:
+            theirs = weights.get(model.name)
+            if theirs is None:
+                self._control_plane.clear_live_weights(model.name)
+            elif theirs != self._control_plane.live_weights.get(model.name):
+                self._control_plane.set_live_weights(model.name, theirs)
 
     def _samples(self, counters: dict[str, ReplicaCounters]) -> dict[str, StepSample]:
         samples = {}
@@ -161,6 +199,8 @@ class BalancerLoop:
         if model.balancer.type == "static":
             balance.published = {g.name: g.weight for g in model.groups}
             self._control_plane.clear_live_weights(model.name)
+        elif not self.leading:
+            balance.published = self._control_plane.live_weights.get(model.name)
         elif balance.gate.offer(balance.published, balance.decision.weights, loop.time()):
             balance.published = dict(balance.decision.weights)
             self._control_plane.set_live_weights(model.name, balance.published)

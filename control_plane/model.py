@@ -61,13 +61,34 @@ class Endpoint(Frozen):
         return f"{self.host}:{self.port}"
 
 
+_HOSTNAME = r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9])?$"
+
+
+class DnsDiscovery(Frozen):
+    """Replicas found by a DNS name: every address it resolves to, on `port`.
+
+    A compose service scaled with `--scale`, or a headless Kubernetes Service, answers
+    with one address per replica; the control plane resolves it every `interval_s` and
+    pushes what it finds over EDS, so scaling a group needs no config edit.
+    """
+
+    dns: str = Field(min_length=1, max_length=253, pattern=_HOSTNAME)
+    port: Port
+    interval_s: float = Field(default=5.0, gt=0, le=3600)
+
+
 class ReplicaGroup(Frozen):
-    """Replicas of one engine layout; one Envoy cluster, one weight in the model's route."""
+    """Replicas of one engine layout; one Envoy cluster, one weight in the model's route.
+
+    Replicas are fixed addresses, found by `discover`, or both (the admin REST adds and
+    drains either kind at run time).
+    """
 
     name: Name
     profile: str = Field(description="name of a profile in `profiles`")
     weight: int = Field(default=1, ge=0, le=1000)
-    replicas: tuple[Endpoint, ...] = Field(min_length=1)
+    replicas: tuple[Endpoint, ...] = ()
+    discover: DnsDiscovery | None = None
 
     @field_validator("replicas", mode="before")
     @classmethod
@@ -75,6 +96,12 @@ class ReplicaGroup(Frozen):
         if isinstance(value, list | tuple):
             return tuple(Endpoint.parse(v) if isinstance(v, str) else v for v in value)
         return value
+
+    @model_validator(mode="after")
+    def _has_replicas(self) -> ReplicaGroup:
+        if not self.replicas and self.discover is None:
+            raise ValueError(f"group {self.name!r}: list its replicas, or `discover` them by DNS")
+        return self
 
 
 class Model(Frozen):
@@ -121,7 +148,20 @@ class ControlPlaneConfig(Frozen):
 
 class EnvoyConfig(Frozen):
     admin_port: Port = 9901
+    # Where Envoy's admin listens: loopback, or in a container the container's network
+    # (the control plane reads its load there; never publish it).
+    admin_host: str = "127.0.0.1"
     node_id: str = "frugal-envoy-0"
+    # host:port of every control-plane replica Envoy may dial for xDS; empty: the one at
+    # control_plane.host and xds_port. (A DNS name that resolves to every replica works too.)
+    xds_addresses: tuple[str, ...] = ()
+
+    @field_validator("xds_addresses")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            Endpoint.parse(address)
+        return value
 
 
 class SafetyFilterConfig(Frozen):

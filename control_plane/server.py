@@ -56,18 +56,20 @@ class ControlPlane:
     snapshot is built.
     """
 
-    def __init__(self, config: FrugalConfig) -> None:
+    def __init__(self, config: FrugalConfig, created: int | None = None) -> None:
         self.config = config
         self.live_weights: dict[str, dict[str, int]] = {}
-        self.started_at = int(time.time())
+        # The model cards' `created`: every replica of one fleet uses the same
+        # (shared_state.shared_created), so their snapshots are identical.
+        self.started_at = int(time.time()) if created is None else created
         self.cache = SnapshotCache(build_snapshot(config, self.started_at))
         self.server = grpc.aio.server(options=ADS_SERVER_OPTIONS)
         self.ads: AdsServicer = add_ads_servicer(self.server, self.cache)
         self.xds_port = 0
 
-    async def start(self, xds_port: int | None = None) -> int:
+    async def start(self, xds_port: int | None = None, host: str | None = None) -> int:
         port = self.config.control_plane.xds_port if xds_port is None else xds_port
-        host = self.config.control_plane.host
+        host = self.config.control_plane.host if host is None else host
         self.xds_port = self.server.add_insecure_port(f"{host}:{port}")
         await self.server.start()
         log.info("ADS serving on %s:%d", host, self.xds_port)

@@ -62,6 +62,7 @@ def fleet_view(config: FrugalConfig, loop: BalancerLoop) -> dict[str, Any]:
                     "static_weight": group.weight,
                     "weight": published.get(group.name, group.weight),
                     "replicas": replicas,
+                    "discover": None if group.discover is None else group.discover.model_dump(),
                 }
             )
         models.append(

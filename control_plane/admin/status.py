@@ -62,6 +62,10 @@ class GatewayStatus(BaseModel):
     envoy_connected: bool = Field(description="at least one Envoy holds an ADS stream open")
     envoy_streams: int = Field(description="ADS streams open now")
     config_generation: int = Field(description="snapshots published since the start, +1 each")
+    balancer_leader: bool = Field(
+        description="this control-plane replica decides the route weights (the others serve "
+        "the weights it decided)"
+    )
     window_s: float = Field(description="the window rates are measured over")
     stats_age_s: float | None = Field(
         description="seconds since Envoy's counters were last read; null if never"
@@ -140,6 +144,7 @@ def gateway_status(control_plane: ControlPlane, loop: BalancerLoop, now: float) 
         envoy_connected=streams > 0,
         envoy_streams=streams,
         config_generation=control_plane.cache.generation,
+        balancer_leader=loop.leading,
         window_s=loop.traffic.window_s,
         stats_age_s=None if observed is None else max(0.0, now - observed),
         totals=StatusTotals(

@@ -87,8 +87,9 @@ def _summary(status: Mapping[str, Any]) -> list[str]:
     totals = status["totals"]
     errors = _rate(totals["errors_per_s"], 2)
     share = _share(totals["error_share"])
+    follower = "" if status["balancer_leader"] else " (weights from the balancer leader)"
     return [
-        f"{envoy}   config #{status['config_generation']}   {counters}   "
+        f"{envoy}   config #{status['config_generation']}{follower}   {counters}   "
         f"rates over {status['window_s']:.0f} s",
         f"{totals['models']} models, {totals['groups']} groups   "
         f"{totals['in_flight']:.0f} in flight   {_rate(totals['requests_per_s'], 1)} req/s   "

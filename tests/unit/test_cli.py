@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from control_plane.config_file import ConfigError, load_config
 from control_plane.model import FrugalConfig
@@ -161,6 +162,29 @@ def test_the_bootstrap_xds_port_can_be_overridden() -> None:
     (xds,) = bootstrap["static_resources"]["clusters"]
     address = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
     assert address["socket_address"]["port_value"] == 23456
+
+
+def test_the_bootstrap_lists_every_control_plane_replica_and_the_admin_host() -> None:
+    data = config().model_dump(mode="json")
+    data["envoy"] |= {"admin_host": "0.0.0.0", "xds_addresses": ["cp-a:18000", "10.0.0.7:18001"]}
+    bootstrap = yaml.safe_load(render_bootstrap(FrugalConfig.model_validate(data)))
+    assert bootstrap["admin"]["address"]["socket_address"]["address"] == "0.0.0.0"
+    (xds,) = bootstrap["static_resources"]["clusters"]
+    addresses = [
+        e["endpoint"]["address"]["socket_address"]
+        for e in xds["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert addresses == [
+        {"address": "cp-a", "port_value": 18000},
+        {"address": "10.0.0.7", "port_value": 18001},
+    ]
+
+
+def test_a_control_plane_address_that_is_not_host_port_is_refused() -> None:
+    data = config().model_dump(mode="json")
+    data["envoy"]["xds_addresses"] = ["cp-a"]
+    with pytest.raises(ValidationError, match="not host:port"):
+        FrugalConfig.model_validate(data)
 
 
 def test_check_profiles_accepts_the_configured_profiles() -> None:

@@ -25,10 +25,12 @@ def group(name: str, weight: int, rps: float | None, eps: float | None = 0.0,
     )  # fmt: skip
 
 
-def status(*models: ModelStatus, connected: bool = True, age: float | None = 0.4) -> dict[str, Any]:
+def status(
+    *models: ModelStatus, connected: bool = True, age: float | None = 0.4, leader: bool = True
+) -> dict[str, Any]:
     return GatewayStatus(
         envoy_connected=connected, envoy_streams=1 if connected else 0, config_generation=7,
-        window_s=10.0, stats_age_s=age,
+        balancer_leader=leader, window_s=10.0, stats_age_s=age,
         totals=StatusTotals(models=len(models), groups=sum(len(m.groups) for m in models),
                             in_flight=6.0, requests_per_s=12.5, errors_per_s=0.5,
                             error_share=0.04),
@@ -84,6 +86,11 @@ def test_disconnected_envoy_and_no_models_are_said_plainly() -> None:
     lines = render_status(status(connected=False))
     assert lines[0].startswith("Envoy NOT connected")
     assert "(no models configured)" in lines
+
+
+def test_a_follower_control_plane_says_its_weights_come_from_the_leader() -> None:
+    assert "(weights from the balancer leader)" in render_status(status(leader=False))[0]
+    assert "balancer leader" not in render_status(status())[0]
 
 
 def test_unreachable_admin_api_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:

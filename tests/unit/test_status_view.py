@@ -1,5 +1,6 @@
 """`GET /admin/v1/status`'s view, built from a real (not started) control plane and balancer
-loop that has ticked once with no Envoy to read: weights, replica counts, rates, totals."""
+loop that has ticked once with no Envoy to read (and a real Redis for its fleet): weights,
+replica counts, rates, totals."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from control_plane.load_sampler import HostState, LoadSampler
 from control_plane.model import FrugalConfig, engine_cluster_name
 from control_plane.server import ControlPlane
 from control_plane.traffic_rates import RequestCounts
-from tests.helpers.redis_server import _free_port
+from tests.helpers.redis_server import RedisServer, _free_port
 
 CONFIG = {
     "profiles": {"fast": {"a_ms": 1.0}},
@@ -37,10 +38,11 @@ BIG = engine_cluster_name("banded", "big")
 
 
 @pytest.fixture
-async def balancer() -> AsyncIterator[tuple[ControlPlane, BalancerLoop]]:
+async def balancer(redis_server: RedisServer) -> AsyncIterator[tuple[ControlPlane, BalancerLoop]]:
     config = FrugalConfig.model_validate(CONFIG)
     control_plane = ControlPlane(config)
-    redis = aioredis.Redis(port=_free_port())  # never reached: no fleet change is made
+    redis_server.flush()  # no fleet changes persisted by another test
+    redis = aioredis.Redis.from_url(redis_server.url)
     sampler = LoadSampler([f"http://127.0.0.1:{_free_port()}"])  # an Envoy that is not there
     loop = BalancerLoop(control_plane, Fleet(config, redis, control_plane), sampler,
                         CollectorRegistry())  # fmt: skip

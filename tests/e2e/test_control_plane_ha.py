@@ -1,0 +1,169 @@
+"""Two control-plane replicas behind one real Envoy: one balancer leader at a time, both
+serving the same snapshot; the leader is killed under load, the other takes over, Envoy
+keeps its config and serves on, and the route weights keep following the load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from control_plane.model import engine_cluster_name
+from frugal.cli.stack import ChildSpec
+from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, free_port, replicas, stack_config
+
+pytestmark = STACK_MARKS
+
+MODEL = "sim-ha"
+STREAMING = {**FAST, "a_ms": 10.0, "output_tokens_min": 40, "output_tokens_max": 40}
+BANDS = {"type": "concurrency_bands", "threshold": 4, "hysteresis": 1,
+         "low_load_group": "big", "high_load_group": "many"}  # fmt: skip
+SECOND = "control_plane_b"
+CLUSTERS = {engine_cluster_name(MODEL, group): group for group in ("big", "many")}
+
+
+@dataclass
+class HaStack:
+    """The stack (its control plane is the first replica) and the second replica's admin."""
+
+    stack: FrugalStack
+    second_admin_url: str
+
+
+@pytest.fixture(scope="module")
+async def ha(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[HaStack]:
+    directory = Path(tmp_path_factory.mktemp("ha"))
+    models = [{"name": MODEL, "balancer": BANDS, "groups": [
+        {"name": "big", "profile": "streaming", "replicas": replicas(1)},
+        {"name": "many", "profile": "streaming", "replicas": replicas(2)},
+    ]}]  # fmt: skip
+    data = stack_config(models, {"streaming": STREAMING}, access_log={"enabled": False})
+    second_xds = free_port()
+    data["envoy"]["xds_addresses"] = [
+        f"127.0.0.1:{data['control_plane']['xds_port']}",
+        f"127.0.0.1:{second_xds}",
+    ]
+    running = FrugalStack(directory, data)
+    # The second replica: the same fleet and Redis; its own xDS, admin and metrics ports.
+    second = {
+        **data,
+        "control_plane": {"xds_port": second_xds, "metrics_port": free_port()},
+        "admin": {"port": free_port()},
+    }
+    second_path = directory / "frugal-b.yaml"
+    second_path.write_text(yaml.safe_dump(second))
+    try:
+        await running.start()
+        first = running.supervisor.children["control_plane"].spec
+        env = {**first.env, "FRUGAL_CP_CONFIG": str(second_path)}
+        await running.supervisor.start(ChildSpec(SECOND, first.argv, env))
+        yield HaStack(running, f"http://127.0.0.1:{second['admin']['port']}")
+    finally:
+        await running.stop()
+
+
+async def _status(stack: FrugalStack, url: str) -> dict[str, Any] | None:
+    try:
+        async with httpx.AsyncClient(base_url=url, headers=stack.admin_headers, timeout=2) as c:
+            response = await c.get("/admin/v1/status")
+    except httpx.HTTPError:
+        return None
+    status: dict[str, Any] | None = response.json() if response.status_code == 200 else None
+    return status
+
+
+async def _eventually(check: Any, seconds: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def _envoy_weights(stack: FrugalStack) -> dict[str, int]:
+    """The route weights Envoy serves now for the model (its route config dump)."""
+    async with httpx.AsyncClient(base_url=stack.envoy_admin) as envoy:
+        dump = (
+            await envoy.get("/config_dump", params={"resource": "dynamic_route_configs"})
+        ).json()
+    weights: dict[str, int] = {}
+    for config in dump["configs"]:
+        for host in config["route_config"].get("virtual_hosts", []):
+            for route in host["routes"]:
+                clusters = route.get("route", {}).get("weighted_clusters", {}).get("clusters", [])
+                for cluster in clusters:
+                    if cluster["name"] in CLUSTERS:
+                        weights[CLUSTERS[cluster["name"]]] = cluster.get("weight", 0)
+    return weights
+
+
+async def _stream_ok(client: httpx.AsyncClient) -> bool:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "stream": True}
+    try:
+        response = await client.post("/v1/chat/completions", json=body)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200 and response.text.rstrip().endswith("data: [DONE]")
+
+
+async def _steady_load(stack: FrugalStack, stop: asyncio.Event, clients: int) -> list[bool]:
+    results: list[bool] = []
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth, timeout=60) as c:
+
+        async def loop() -> None:
+            while not stop.is_set():
+                results.append(await _stream_ok(c))
+
+        await asyncio.gather(*(loop() for _ in range(clients)))
+    return results
+
+
+async def test_one_leader_at_a_time(ha: HaStack) -> None:
+    stack = ha.stack
+
+    async def one_leader() -> bool:
+        first = await _status(stack, stack.admin_url)
+        other = await _status(stack, ha.second_admin_url)
+        return (
+            first is not None
+            and other is not None
+            and [first["balancer_leader"], other["balancer_leader"]].count(True) == 1
+        )
+
+    assert await _eventually(one_leader, 15)
+    assert await _eventually(lambda: _weights_are(stack, {"big": 100, "many": 0}), 10)
+
+
+async def _weights_are(stack: FrugalStack, expected: dict[str, int]) -> bool:
+    return await _envoy_weights(stack) == expected
+
+
+async def test_the_leader_dies_under_load_and_the_other_takes_over(ha: HaStack) -> None:
+    ha_stack = ha.stack
+    first = await _status(ha_stack, ha_stack.admin_url)
+    assert first is not None and first["balancer_leader"], "the first replica leads"
+    stop = asyncio.Event()
+    load = asyncio.create_task(_steady_load(ha_stack, stop, clients=10))
+    try:
+        # Above the threshold: the leader moves the traffic to the many replicas.
+        assert await _eventually(lambda: _weights_are(ha_stack, {"big": 0, "many": 100}), 15)
+        await ha_stack.supervisor.kill("control_plane")
+
+        async def second_leads_with_envoy() -> bool:
+            status = await _status(ha_stack, ha.second_admin_url)
+            return status is not None and status["balancer_leader"] and status["envoy_connected"]
+
+        assert await _eventually(second_leads_with_envoy, 20)
+    finally:
+        stop.set()
+        results = await load
+    assert len(results) > 10 and all(results), f"{results.count(False)} of {len(results)} failed"
+    # The load is gone: the new leader moves the traffic back, and Envoy has it.
+    assert await _eventually(lambda: _weights_are(ha_stack, {"big": 100, "many": 0}), 15)
