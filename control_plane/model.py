@@ -196,6 +196,18 @@ class RedisConfig(Frozen):
     # `frugal up` starts a redis-server for this url (loopback only), keeping its data here.
     managed: bool = True
     data_dir: str = "var/redis"
+    # A Redis Cluster (or a managed equivalent): `url` is any node of it, and the services
+    # find the others from there. `frugal up` starts no cluster, so `managed` must be false.
+    cluster: bool = False
+
+    @model_validator(mode="after")
+    def _cluster_not_managed(self) -> RedisConfig:
+        if self.cluster and self.managed:
+            raise ValueError(
+                "redis.cluster: true needs redis.managed: false (`frugal up` starts a single"
+                " redis-server, never a cluster); point redis.url at any node of the cluster"
+            )
+        return self
 
 
 class AdminConfig(Frozen):

@@ -18,6 +18,8 @@ class ControlPlaneSettings(BaseSettings):
     # `frugal up` sets the one that holds its var/.
     base_dir: Path = Path(".")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="FRUGAL_REDIS_URL")
+    # frugal.yaml's redis.cluster: `redis_url` is any node of a Redis Cluster.
+    redis_cluster: bool = Field(default=False, validation_alias="FRUGAL_REDIS_CLUSTER")
     # Where xDS, the admin REST and /metrics listen, when not on the hosts frugal.yaml gives
     # for reaching them: in a container, 0.0.0.0, while Envoy dials the service's name.
     bind_host: str | None = None

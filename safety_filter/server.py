@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
-import redis.asyncio as aioredis
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from prometheus_client import CollectorRegistry
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from frugal.accounting.admission import Admission
@@ -26,6 +25,7 @@ from frugal.engine_usage import EngineUsageClient
 from frugal.keys import KeyStore, KeyStoreUnavailable
 from frugal.keys.hashing import Peppers
 from frugal.policy_store import PolicyStore
+from frugal.redis_connection import PoolBounds, RedisClient, redis_client
 from safety_filter.authz.key_check import KeyCheck
 from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.policies import NO_CHECKS, PolicyBook
@@ -70,7 +70,7 @@ SERVER_OPTIONS = [
 class SafetyFilterServer:
     server: grpc.aio.Server
     port: int
-    redis: aioredis.Redis
+    redis: RedisClient
     registry: CollectorRegistry
     settlements: Settlements
     engine_usage: EngineUsageClient
@@ -89,23 +89,22 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     """Start serving (settings.port 0 = any free port)."""
     # Every part shares one pool of a size chosen on purpose: admissions (bounded by
     # `admitting`), the settlements' pipeline and a few reads. A caller waits for a free
-    # connection rather than failing. A Redis that is gone refuses connections at once
-    # (fail closed, Envoy's 503); the read timeout only bounds a frozen one, and is as
-    # long as a slot's wait: at 0.5 s, on 2 busy cores at 256 streams, replies that had
-    # arrived were read late and admitted requests failed as if Redis were down.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
+    # connection rather than failing (on one instance; a cluster client cannot wait, see
+    # frugal.redis_connection). A Redis that is gone refuses connections at once (fail
+    # closed, Envoy's 503); the read timeout only bounds a frozen one, and is as long as a
+    # slot's wait: at 0.5 s, on 2 busy cores at 256 streams, replies that had arrived were
+    # read late and admitted requests failed as if Redis were down.
+    bounds = PoolBounds(
         max_connections=settings.admitting + OTHER_CONNECTIONS,
-        timeout=settings.admit_wait_s,
-        socket_timeout=settings.admit_wait_s,
-        socket_connect_timeout=0.5,
-        retry=Retry(NoBackoff(), 0),
+        wait_s=settings.admit_wait_s,
+        connect_timeout_s=0.5,
     )
-    redis = aioredis.Redis(connection_pool=pool)
+    redis = redis_client(settings.redis_url, settings.redis_cluster, bounds)
     registry = CollectorRegistry()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     metrics = ExtProcMetrics(registry)
-    add_ratelimit_servicer(server, redis, metrics.rate_decisions)
+    # The service is annotated with `Redis`; a RedisCluster serves its one script the same.
+    add_ratelimit_servicer(server, cast(Redis, redis), metrics.rate_decisions)
     settlements = Settlements(TokenBudget(redis))
     accounting = Accounting(
         Admission(redis), settlements, settings.admitting, settings.admit_wait_s

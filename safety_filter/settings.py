@@ -21,6 +21,8 @@ class SafetyFilterSettings(BaseSettings):
     # {"default": policy, "models": {name: policy}} (frugal.yaml's content policies).
     policies: dict[str, Any] = Field(default_factory=dict)
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", validation_alias="FRUGAL_REDIS_URL")
+    # frugal.yaml's redis.cluster: `redis_url` is any node of a Redis Cluster.
+    redis_cluster: bool = Field(default=False, validation_alias="FRUGAL_REDIS_CLUSTER")
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0: no metrics endpoint
     # false: parse and route only, no content checks or token accounting (benchmarks).
     enforce: bool = True

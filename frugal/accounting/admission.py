@@ -20,8 +20,6 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from redis.asyncio import Redis
-
 from frugal.accounting import windows
 from frugal.accounting.request_rate import RateDecision, rate_decision, rpm_key
 from frugal.accounting.token_budget import (
@@ -30,6 +28,7 @@ from frugal.accounting.token_budget import (
     tpm_key,
     window_ttl_s,
 )
+from frugal.redis_connection import RedisClient
 
 _ADMIT_SCRIPT = """
 -- KEYS[1] rpm counter (current window), KEYS[2] rpm counter (previous window),
@@ -135,7 +134,7 @@ class Admission:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         window_s: int = windows.WINDOW_S,
         reservation_ttl_s: float = RESERVATION_TTL_S,
     ) -> None:

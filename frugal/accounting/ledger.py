@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from redis.asyncio import Redis
+from frugal.redis_connection import RedisClient
 
 LEDGER_TTL_S = 400 * 24 * 3600  # a year and a month: long enough for yearly reconciliation
 FIELD_REQUESTS = "requests"
@@ -85,14 +85,14 @@ def key_id_from_usage_key(key: str, day: date) -> str | None:
     return None
 
 
-async def read_usage(redis: Redis, key_id: str, day: date | None = None) -> list[UsageRow]:
+async def read_usage(redis: RedisClient, key_id: str, day: date | None = None) -> list[UsageRow]:
     """Usage of `key_id` on the UTC `day` (default today), one row per model."""
     day = datetime.now(tz=UTC).date() if day is None else day
     fields = await redis.hgetall(usage_key(key_id, day))
     return rows_from_hash(key_id, day, fields)
 
 
-async def read_all_usage(redis: Redis, day: date) -> list[UsageRow]:
+async def read_all_usage(redis: RedisClient, day: date) -> list[UsageRow]:
     """Usage of every key on the UTC `day`, sorted by key then model (SCANs, never KEYS)."""
     pattern = f"{_PREFIX}*}}:{day.isoformat()}"
     rows: list[UsageRow] = []

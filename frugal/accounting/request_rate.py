@@ -24,9 +24,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from frugal.accounting import windows
+from frugal.redis_connection import RedisClient
 
 _HIT_SCRIPT = """
 -- KEYS[1] current window counter, KEYS[2] previous window counter
@@ -68,7 +67,7 @@ class RateDecision:
 class RequestRateLimiter:
     """Per-key requests-per-window limiter over one `redis.asyncio` client (its pool is shared)."""
 
-    def __init__(self, redis: Redis, window_s: int = windows.WINDOW_S) -> None:
+    def __init__(self, redis: RedisClient, window_s: int = windows.WINDOW_S) -> None:
         self._window_s = window_s
         self._script = redis.register_script(_HIT_SCRIPT)
 

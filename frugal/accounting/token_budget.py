@@ -27,7 +27,8 @@ Redis keys (the braces are a literal Redis Cluster hash tag, so one key's data s
         reservation_ttl_s after the reserve, settled_ttl_s after the settle
     frugal:usage:{<key_id>}:<YYYY-MM-DD>          the ledger (see `ledger`), UTC day of settle
 The settle script derives the window key from the reservation it reads, a key it was not handed:
-fine on a single Redis, and on a Cluster it shares the hash tag of the declared keys.
+fine on a single Redis, and on a Cluster too, as it shares the hash tag (the slot) of the
+declared keys (tests/integration/test_redis_cluster.py runs it on a real cluster).
 """
 
 from __future__ import annotations
@@ -38,10 +39,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from frugal.accounting import ledger, windows
+from frugal.redis_connection import RedisClient
 
 RESERVATION_TTL_S = 600.0
 # Longer than any retry of a settle (frugal.accounting.settlements), so a retry never charges twice.
@@ -126,7 +127,7 @@ class TokenBudget:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         window_s: int = windows.WINDOW_S,
         reservation_ttl_s: float = RESERVATION_TTL_S,
         settled_ttl_s: float = SETTLED_TTL_S,
@@ -173,7 +174,9 @@ class TokenBudget:
     async def _pipelined(self, calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+                # What `pipe.evalsha` sends, which redis-py's cluster pipeline blocks; the
+                # command itself is routed by its keys' slot, so each node gets its part.
+                pipe.execute_command("EVALSHA", self._settle.sha, len(keys), *keys, *args)
             return list(await pipe.execute(raise_on_error=False))
 
     def _settle_call(self, charge: Charge) -> tuple[list[str], list[str | int]]:

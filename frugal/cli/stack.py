@@ -152,6 +152,7 @@ def plan_stack(
     check_stack_ports(config, engines=engines)
     shared = {
         "FRUGAL_REDIS_URL": config.redis.url,
+        "FRUGAL_REDIS_CLUSTER": str(config.redis.cluster).lower(),
         "FRUGAL_KEY_PEPPER_FILE": str(files.pepper),
     }
     control_plane = ChildSpec(

@@ -4,8 +4,14 @@ I/O layer over the pure `format`, `hashing` and `record` modules; shared by the
 safety filter (authenticate) and the control plane's admin API (the rest).
 Redis layout (nothing else is written):
 
-    frugal:key:rec:<id>   hash, one field per KeyRecord field, each value JSON
-    frugal:key:ids        set of every key id
+    frugal:{key}:rec:<id>   hash, one field per KeyRecord field, each value JSON
+    frugal:{key}:ids        set of every key id
+
+The braces are a literal Redis Cluster hash tag: the whole store lives in one slot, so a
+create (record and id, one MULTI), a rotate (WATCH the old record, MULTI both records and
+the id) and the refresh of every record in use (one pipeline) each reach one node, on a
+cluster as on one instance. Records are small and read through the caches below, so one
+slot carries them.
 
 Records are never deleted (revocation is a flag), so an id is never reused.
 Each process caches records for at most `cache_ttl_s` (0.5 s), so a revocation
@@ -27,17 +33,17 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError, WatchError
 
 from frugal.keys.format import fingerprint, is_key_id, new_key, parse_key
 from frugal.keys.hashing import Peppers, hash_secret, verify
 from frugal.keys.record import KeyRecord, KeySpec, KeyStatus, utc_now
+from frugal.redis_connection import RedisClient
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "frugal:key:"
+KEY_PREFIX = "frugal:{key}:"
 MAX_CACHED = 100_000
 # A key used within this long is kept fresh by `refresh_active` (the safety filter's
 # server calls it every quarter second), so its requests never wait for its record.
@@ -118,7 +124,7 @@ def _redis_errors() -> Iterator[None]:
 class KeyStore:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         peppers: Peppers,
         cache_ttl_s: float = 0.5,
         touch_interval_s: float = 10.0,

@@ -109,6 +109,7 @@ def test_the_other_children_get_their_settings(tmp_path: Path, envoy_bin: str) -
     assert redis.argv[6] == str(tmp_path / "redis")
     shared = {
         "FRUGAL_REDIS_URL": "redis://127.0.0.1:16399/0",
+        "FRUGAL_REDIS_CLUSTER": "false",
         "FRUGAL_KEY_PEPPER_FILE": str(files.pepper),
     }
     assert safety.argv == (sys.executable, "-m", "safety_filter")
