@@ -9,10 +9,8 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import cast
 
 from prometheus_client import CollectorRegistry, start_http_server
-from redis.asyncio import Redis
 
 from control_plane.access_log_rotation import AccessLogError, AccessLogRotator, prepare_access_log
 from control_plane.admin.app import create_admin_app
@@ -34,7 +32,7 @@ from control_plane.shared_state import SharedWeights, shared_created
 from frugal.keys import KeyStore
 from frugal.keys.admin_token import AdminTokenError, load_admin_token
 from frugal.keys.hashing import PepperError, load_peppers
-from frugal.redis_connection import redis_client
+from frugal.redis_connection import CONTROL_PLANE_CLIENT, redis_client
 
 log = logging.getLogger("control_plane")
 
@@ -54,9 +52,7 @@ def with_access_log(config: FrugalConfig, base_dir: Path) -> FrugalConfig:
 
 async def run(settings: ControlPlaneSettings) -> None:
     config = with_access_log(load_config(settings.config), settings.base_dir)
-    # Fleet, the lease, the shared state and the admin routers are annotated with `Redis`;
-    # a RedisCluster serves them the same commands, each on one key.
-    redis = cast(Redis, redis_client(settings.redis_url, settings.redis_cluster))
+    redis = redis_client(settings.redis_url, settings.redis_cluster, name=CONTROL_PLANE_CLIENT)
     registry = CollectorRegistry()
     control_plane = ControlPlane(config, await shared_created(redis, int(time.time())))
     fleet = Fleet(config, redis, control_plane)

@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.asyncio import Redis
-
 from control_plane.balancer.config import BalancerConfig
 from control_plane.fleet_changes import FleetChanges, apply_changes, group_key
 from control_plane.model import Endpoint, FrugalConfig
 from control_plane.replica_discovery import with_discovered
 from control_plane.server import ControlPlane
+from frugal.redis_connection import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ class FleetNotFoundError(LookupError):
 
 
 class Fleet:
-    def __init__(self, base: FrugalConfig, redis: Redis, control_plane: ControlPlane) -> None:
+    def __init__(self, base: FrugalConfig, redis: RedisClient, control_plane: ControlPlane) -> None:
         self._base = base
         self._redis = redis
         self._control_plane = control_plane

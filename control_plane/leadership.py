@@ -15,8 +15,9 @@ import os
 import socket
 import uuid
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from frugal.redis_connection import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def replica_id() -> str:
 class LeaderLease:
     """Whether this replica leads, kept current by `refresh` (call it every tick)."""
 
-    def __init__(self, redis: Redis, holder: str, ttl_s: float = 2.0) -> None:
+    def __init__(self, redis: RedisClient, holder: str, ttl_s: float = 2.0) -> None:
         self._redis = redis
         self.holder = holder
         self._ttl_ms = int(ttl_s * 1000)

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Mapping
 
-from redis.asyncio import Redis
+from frugal.redis_connection import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ CREATED_KEY = "frugal:cp:created"
 LiveWeights = dict[str, dict[str, int]]
 
 
-async def shared_created(redis: Redis, now: int) -> int:
+async def shared_created(redis: RedisClient, now: int) -> int:
     """The fleet's model-card timestamp: the first replica's start, kept by all."""
     await redis.set(CREATED_KEY, now, nx=True)
     stored = await redis.get(CREATED_KEY)
@@ -35,7 +35,7 @@ async def shared_created(redis: Redis, now: int) -> int:
 class SharedWeights:
     """The leader writes the route weights it publishes; followers read them."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._written: LiveWeights | None = None
 

@@ -24,6 +24,10 @@ from redis.backoff import NoBackoff
 
 RedisClient: TypeAlias = Redis | RedisCluster
 
+# Connection names of the services (CLIENT SETNAME).
+SAFETY_FILTER_CLIENT = "frugal-safety-filter"
+CONTROL_PLANE_CLIENT = "frugal-control-plane"
+
 # A cluster client that meets a dead node (connection refused, or reset) reads the slot
 # map again; one retry then sends the command to the replica promoted in its place, so
 # only the requests of the failover itself fail. Redirections (MOVED, ASK) are followed
@@ -41,27 +45,32 @@ class PoolBounds:
     connect_timeout_s: float
 
 
-def redis_client(url: str, cluster: bool, bounds: PoolBounds | None = None) -> RedisClient:
+def redis_client(
+    url: str, cluster: bool, bounds: PoolBounds | None = None, name: str | None = None
+) -> RedisClient:
     """A client for `url` (with `cluster`, any node of the cluster); connects on first use.
 
     Without `bounds`: redis-py's defaults. With them, on one instance a command is never
     retried (a Redis that is gone fails the caller at once, who fails closed); on a cluster
-    it is retried `CLUSTER_RETRIES` times, over a fresh slot map.
+    it is retried `CLUSTER_RETRIES` times, over a fresh slot map. `name` is each
+    connection's CLIENT SETNAME, so `CLIENT LIST` and MONITOR tell the services apart.
     """
     if cluster:
         if bounds is None:
-            return RedisCluster.from_url(url)
+            return RedisCluster.from_url(url, client_name=name)
         return RedisCluster.from_url(
             url,
+            client_name=name,
             max_connections=bounds.max_connections,
             socket_timeout=bounds.wait_s,
             socket_connect_timeout=bounds.connect_timeout_s,
             retry=Retry(NoBackoff(), CLUSTER_RETRIES),
         )
     if bounds is None:
-        return Redis.from_url(url)
+        return Redis.from_url(url, client_name=name)
     pool = BlockingConnectionPool.from_url(
         url,
+        client_name=name,
         max_connections=bounds.max_connections,
         timeout=bounds.wait_s,
         socket_timeout=bounds.wait_s,

@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import cast
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from frugal.accounting.admission import Admission
@@ -25,7 +23,7 @@ from frugal.engine_usage import EngineUsageClient
 from frugal.keys import KeyStore, KeyStoreUnavailable
 from frugal.keys.hashing import Peppers
 from frugal.policy_store import PolicyStore
-from frugal.redis_connection import PoolBounds, RedisClient, redis_client
+from frugal.redis_connection import SAFETY_FILTER_CLIENT, PoolBounds, RedisClient, redis_client
 from safety_filter.authz.key_check import KeyCheck
 from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.policies import NO_CHECKS, PolicyBook
@@ -99,12 +97,11 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
         wait_s=settings.admit_wait_s,
         connect_timeout_s=0.5,
     )
-    redis = redis_client(settings.redis_url, settings.redis_cluster, bounds)
+    redis = redis_client(settings.redis_url, settings.redis_cluster, bounds, SAFETY_FILTER_CLIENT)
     registry = CollectorRegistry()
     server = grpc.aio.server(options=SERVER_OPTIONS)
     metrics = ExtProcMetrics(registry)
-    # The service is annotated with `Redis`; a RedisCluster serves its one script the same.
-    add_ratelimit_servicer(server, cast(Redis, redis), metrics.rate_decisions)
+    add_ratelimit_servicer(server, redis, metrics.rate_decisions)
     settlements = Settlements(TokenBudget(redis))
     accounting = Accounting(
         Admission(redis), settlements, settings.admitting, settings.admit_wait_s

@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Response
-from redis.asyncio import Redis
 
 from frugal.policy_store import PolicySpec, PolicyStore, Scope
+from frugal.redis_connection import RedisClient
 
 SCOPES: dict[str, Scope] = {"models": "model", "keys": "key"}
 
 
-def policies_router(redis: Redis) -> APIRouter:
+def policies_router(redis: RedisClient) -> APIRouter:
     store = PolicyStore(redis)
     router = APIRouter(prefix="/admin/v1/policies", tags=["content policies"])
 

@@ -12,10 +12,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
-from redis.asyncio import Redis
 
 from frugal.accounting.ledger import UsageRow, read_all_usage, read_usage
 from frugal.accounting.windows import utc_day
+from frugal.redis_connection import RedisClient
 
 
 class UsageEntry(BaseModel):
@@ -37,7 +37,7 @@ def _entry(row: UsageRow) -> UsageEntry:
     return UsageEntry(**asdict(row), total_tokens=row.tokens)
 
 
-def usage_router(redis: Redis) -> APIRouter:
+def usage_router(redis: RedisClient) -> APIRouter:
     router = APIRouter(prefix="/admin/v1/usage", tags=["usage"])
 
     @router.get("", response_model=UsageList)

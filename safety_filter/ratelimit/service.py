@@ -18,10 +18,10 @@ from typing import Any, NoReturn
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from prometheus_client import Counter
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from frugal.accounting.request_rate import RateDecision, RequestRateLimiter
+from frugal.redis_connection import RedisClient
 from safety_filter.ratelimit.descriptors import (
     DescriptorError,
     Outcome,
@@ -70,7 +70,7 @@ async def _abort(context: Any, code: grpc.StatusCode, message: str) -> NoReturn:
 
 
 def add_ratelimit_servicer(
-    server: grpc.aio.Server, redis: Redis, decisions: Counter
+    server: grpc.aio.Server, redis: RedisClient, decisions: Counter
 ) -> RateLimitService:
     """Serve Envoy's RateLimitService on `server`, counting in `redis`, decisions in
     `decisions` (a Counter with a `decision` label)."""

@@ -15,12 +15,20 @@ from redis.asyncio import Redis
 HANDSHAKE = ("HELLO", "CLIENT", "SELECT", "AUTH", "PING")
 
 
-async def collect(monitor: Any, seen: list[str]) -> None:
-    """Append each client command MONITOR reports to `seen`, until cancelled."""
+async def collect(monitor: Any, seen: list[str], clients: list[str] | None = None) -> None:
+    """Append each client command MONITOR reports to `seen`, until cancelled; with
+    `clients`, the address ("ip:port") of the connection that sent it to `clients`."""
     async for entry in monitor.listen():
         command = entry["command"].split(" ", 1)[0].strip('"').upper()
         if entry.get("client_type") != "lua" and command not in HANDSHAKE:
             seen.append(command)
+            if clients is not None:
+                clients.append(f"{entry['client_address']}:{entry['client_port']}")
+
+
+async def named_clients(redis: Redis, name: str) -> set[str]:
+    """The addresses of the connections that named themselves `name` (CLIENT SETNAME)."""
+    return {str(c["addr"]) for c in await redis.client_list() if c.get("name") == name}
 
 
 async def sent_while(redis: Redis, work: Awaitable[object]) -> list[str]:

@@ -12,12 +12,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from redis.crc import key_slot
 from redis.exceptions import MaxConnectionsError
 
@@ -216,9 +215,7 @@ async def test_policy_overrides_are_read_in_one_call(client: RedisClient) -> Non
 
 
 async def test_the_control_planes_share_their_state(cluster: RedisCluster) -> None:
-    made = redis_client(cluster.url, cluster=True)  # the control plane's: no bounds
-    # The control plane's modules are annotated with `Redis` (control_plane/__main__.py).
-    redis = cast(Redis, made)
+    redis = redis_client(cluster.url, cluster=True)  # the control plane's: no bounds
     first, second = LeaderLease(redis, "a", 60), LeaderLease(redis, "b", 60)
     assert await first.refresh() and not await second.refresh()
     await first.release()
@@ -232,7 +229,7 @@ async def test_the_control_planes_share_their_state(cluster: RedisCluster) -> No
     other = Fleet(config, redis, ControlPlane(config))
     await other.restore()
     assert [str(e) for e in other.replicas("m", "a")] == ["10.0.0.1:7001", "10.0.0.2:7001"]
-    await made.aclose()
+    await redis.aclose()
 
 
 async def test_a_dead_primary_is_survived_by_its_replica() -> None:
