@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
+from redis.asyncio import Redis
 
 from control_plane.access_log_rotation import AccessLogError, AccessLogRotator, prepare_access_log
 from control_plane.admin.app import create_admin_app
@@ -33,6 +34,7 @@ from frugal.keys import KeyStore
 from frugal.keys.admin_token import AdminTokenError, load_admin_token
 from frugal.keys.hashing import PepperError, load_peppers
 from frugal.redis_connection import CONTROL_PLANE_CLIENT, redis_client
+from frugal.redis_key_names import rename_old_keys
 
 log = logging.getLogger("control_plane")
 
@@ -53,6 +55,10 @@ def with_access_log(config: FrugalConfig, base_dir: Path) -> FrugalConfig:
 async def run(settings: ControlPlaneSettings) -> None:
     config = with_access_log(load_config(settings.config), settings.base_dir)
     redis = redis_client(settings.redis_url, settings.redis_cluster, name=CONTROL_PLANE_CLIENT)
+    if isinstance(redis, Redis):  # older versions wrote one instance only
+        renamed = await rename_old_keys(redis)
+        if renamed:
+            log.info("renamed %d Redis keys of an earlier Frugal to today's names", renamed)
     registry = CollectorRegistry()
     control_plane = ControlPlane(config, await shared_created(redis, int(time.time())))
     fleet = Fleet(config, redis, control_plane)

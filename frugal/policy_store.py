@@ -44,9 +44,13 @@ class PolicySpec(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+# Every override under one hash tag: `get_many` is one MGET, also on a Redis Cluster.
+POLICY_PREFIX = "frugal:{policy}:"
+
+
 def policy_key(scope: Scope, name: str) -> str:
     """Redis key of one override."""
-    return f"frugal:{{policy}}:{scope}:{name}"
+    return f"{POLICY_PREFIX}{scope}:{name}"
 
 
 class PolicyStore:
