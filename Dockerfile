@@ -84,13 +84,13 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
     CMD python -m frugal.deploy.probe http http://127.0.0.1:8081/admin/docs
 CMD ["python", "-m", "control_plane"]
 
-# The safety filter serves no grpc.health.v1; its metrics endpoint starts once its gRPC
-# server is bound, in the same process.
+# grpc.health.v1 on the ext_proc port: SERVING once the server is bound, NOT_SERVING as a
+# graceful stop begins.
 FROM services AS safety-filter
 USER frugal
 EXPOSE 50051 9110
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
-    CMD python -m frugal.deploy.probe http "http://127.0.0.1:${FRUGAL_SAFETY_METRICS_PORT:-9110}/metrics"
+    CMD python -m frugal.deploy.probe grpc "127.0.0.1:${FRUGAL_SAFETY_PORT:-50051}"
 CMD ["python", "-m", "safety_filter"]
 
 FROM services AS engine

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
@@ -73,10 +74,12 @@ class SafetyFilterServer:
     settlements: Settlements
     engine_usage: EngineUsageClient
     refresher: asyncio.Task[None] | None
+    health: health.aio.HealthServicer
 
     async def stop(self, grace_s: float = 2.0) -> None:
         if self.refresher is not None:
             self.refresher.cancel()
+        await self.health.enter_graceful_shutdown()  # NOT_SERVING while streams finish
         await self.server.stop(grace=grace_s)
         await self.settlements.drain(DRAIN_S)
         await self.engine_usage.close()
@@ -129,6 +132,12 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
         metrics=metrics,
     )
     ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(context), server)
+    # grpc.health.v1 for the orchestrators' probes (compose, Kubernetes): SERVING once bound.
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await server.start()
-    return SafetyFilterServer(server, port, redis, registry, settlements, engine_usage, refresher)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return SafetyFilterServer(
+        server, port, redis, registry, settlements, engine_usage, refresher, health_servicer
+    )

@@ -333,8 +333,8 @@ def test_each_health_check_asks_the_port_its_process_binds() -> None:
         port = services[name]["environment"]["FRUGAL_ENGINE_PORT"]
         assert test[-2:] == ["grpc", f"127.0.0.1:{port}"], name
     safety = services["safety-filter"]
-    metrics = safety["environment"]["FRUGAL_SAFETY_METRICS_PORT"]
-    assert safety["healthcheck"]["test"][-1] == f"http://127.0.0.1:{metrics}/metrics"
+    port = safety["environment"]["FRUGAL_SAFETY_PORT"]
+    assert safety["healthcheck"]["test"][-2:] == ["grpc", f"127.0.0.1:{port}"]
     admin = services["control-plane"]["healthcheck"]["test"][-1]
     assert admin == f"http://127.0.0.1:{config.admin.port}/admin/docs"
 
