@@ -78,13 +78,21 @@ class ComposeStack:
         return done.stdout
 
     def remove(self) -> None:
-        """Every container, network and volume of the project: podman-compose's `down`
-        leaves the containers `--scale` added, so they go first, by compose's label."""
+        """Every container, network and volume of the project. podman-compose's `down`
+        leaves the containers `--scale` added, and a container its restart policy was
+        bringing back can outlive one removal: remove by compose's label until none is left."""
+        for _ in range(5):
+            leftover = self.project_containers()
+            if leftover:
+                self.podman.run("rm", "-f", "--depend", *leftover)
+            self.compose("down", "-v", timeout=300)
+            if not self.project_containers():
+                return
+            time.sleep(1)
+
+    def project_containers(self) -> list[str]:
         label = f"label=com.docker.compose.project={PROJECT}"
-        leftover = self.podman.run("ps", "-aq", "--filter", label).stdout.split()
-        if leftover:
-            self.podman.run("rm", "-f", "--depend", *leftover)
-        self.compose("down", "-v", timeout=300)
+        return self.podman.run("ps", "-aq", "--filter", label).stdout.split()
 
     def containers(self, service: str) -> list[str]:
         names = self.podman.run("ps", "--format", "{{.Names}}").stdout.split()
@@ -173,8 +181,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeS
         yield stack
     finally:
         stack.remove()
-    label = f"label=com.docker.compose.project={PROJECT}"
-    assert not podman.run("ps", "-aq", "--filter", label).stdout.split(), "all gone"
+    assert not stack.project_containers(), "every container of the project is gone"
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import yaml
 from control_plane.model import engine_cluster_name
 from frugal.cli.stack import ChildSpec
 from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, free_port, replicas, stack_config
+from tests.helpers.steady_load import eventually, steady_load
 
 pytestmark = STACK_MARKS
 
@@ -78,15 +79,6 @@ async def _status(stack: FrugalStack, url: str) -> dict[str, Any] | None:
     return status
 
 
-async def _eventually(check: Any, seconds: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.2)
-    return False
-
-
 async def _envoy_weights(stack: FrugalStack) -> dict[str, int]:
     """The route weights Envoy serves now for the model (its route config dump)."""
     async with httpx.AsyncClient(base_url=stack.envoy_admin) as envoy:
@@ -104,27 +96,6 @@ async def _envoy_weights(stack: FrugalStack) -> dict[str, int]:
     return weights
 
 
-async def _stream_ok(client: httpx.AsyncClient) -> bool:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "stream": True}
-    try:
-        response = await client.post("/v1/chat/completions", json=body)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200 and response.text.rstrip().endswith("data: [DONE]")
-
-
-async def _steady_load(stack: FrugalStack, stop: asyncio.Event, clients: int) -> list[bool]:
-    results: list[bool] = []
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth, timeout=60) as c:
-
-        async def loop() -> None:
-            while not stop.is_set():
-                results.append(await _stream_ok(c))
-
-        await asyncio.gather(*(loop() for _ in range(clients)))
-    return results
-
-
 async def test_one_leader_at_a_time(ha: HaStack) -> None:
     stack = ha.stack
 
@@ -137,8 +108,8 @@ async def test_one_leader_at_a_time(ha: HaStack) -> None:
             and [first["balancer_leader"], other["balancer_leader"]].count(True) == 1
         )
 
-    assert await _eventually(one_leader, 15)
-    assert await _eventually(lambda: _weights_are(stack, {"big": 100, "many": 0}), 10)
+    assert await eventually(one_leader, 15)
+    assert await eventually(lambda: _weights_are(stack, {"big": 100, "many": 0}), 10)
 
 
 async def _weights_are(stack: FrugalStack, expected: dict[str, int]) -> bool:
@@ -150,20 +121,20 @@ async def test_the_leader_dies_under_load_and_the_other_takes_over(ha: HaStack) 
     first = await _status(ha_stack, ha_stack.admin_url)
     assert first is not None and first["balancer_leader"], "the first replica leads"
     stop = asyncio.Event()
-    load = asyncio.create_task(_steady_load(ha_stack, stop, clients=10))
+    load = asyncio.create_task(steady_load(ha_stack, MODEL, stop, clients=10))
     try:
         # Above the threshold: the leader moves the traffic to the many replicas.
-        assert await _eventually(lambda: _weights_are(ha_stack, {"big": 0, "many": 100}), 15)
+        assert await eventually(lambda: _weights_are(ha_stack, {"big": 0, "many": 100}), 15)
         await ha_stack.supervisor.kill("control_plane")
 
         async def second_leads_with_envoy() -> bool:
             status = await _status(ha_stack, ha.second_admin_url)
             return status is not None and status["balancer_leader"] and status["envoy_connected"]
 
-        assert await _eventually(second_leads_with_envoy, 20)
+        assert await eventually(second_leads_with_envoy, 20)
     finally:
         stop.set()
         results = await load
     assert len(results) > 10 and all(results), f"{results.count(False)} of {len(results)} failed"
     # The load is gone: the new leader moves the traffic back, and Envoy has it.
-    assert await _eventually(lambda: _weights_are(ha_stack, {"big": 100, "many": 0}), 15)
+    assert await eventually(lambda: _weights_are(ha_stack, {"big": 100, "many": 0}), 15)

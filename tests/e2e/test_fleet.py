@@ -17,6 +17,7 @@ from frugal.cli.__main__ import main as cli_main
 from frugal.cli.stack import ChildSpec, engine_worker_specs
 from frugal.wire import engine_metrics_port
 from tests.helpers.stack import FAST, FrugalStack, free_port, replicas, stack_config
+from tests.helpers.steady_load import eventually, steady_load, stream_ok
 
 MODEL = "sim-fleet"
 STREAMING = {**FAST, "a_ms": 10.0, "output_tokens_min": 40, "output_tokens_max": 40}
@@ -56,42 +57,12 @@ async def _group(stack: FrugalStack, name: str) -> dict[str, Any]:
     return group
 
 
-async def _stream_ok(client: httpx.AsyncClient) -> bool:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "go"}], "stream": True}
-    try:
-        response = await client.post("/v1/chat/completions", json=body)
-    except httpx.HTTPError:
-        return False
-    return response.status_code == 200 and response.text.rstrip().endswith("data: [DONE]")
-
-
-async def _steady_load(stack: FrugalStack, stop: asyncio.Event, clients: int) -> list[bool]:
-    results: list[bool] = []
-    async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth, timeout=60) as c:
-
-        async def loop() -> None:
-            while not stop.is_set():
-                results.append(await _stream_ok(c))
-
-        await asyncio.gather(*(loop() for _ in range(clients)))
-    return results
-
-
-async def _eventually(check: Any, seconds: float) -> bool:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if await check():
-            return True
-        await asyncio.sleep(0.2)
-    return False
-
-
 async def test_the_fleet_is_listed_with_health(fleet_stack: FrugalStack) -> None:
     async def all_healthy() -> bool:
         group = await _group(fleet_stack, "a")
         return len(group["replicas"]) == 2 and all(r["healthy"] for r in group["replicas"])
 
-    assert await _eventually(all_healthy, 5)
+    assert await eventually(all_healthy, 5)
 
 
 async def test_invalid_changes_are_refused_naming_the_field(fleet_stack: FrugalStack) -> None:
@@ -127,13 +98,13 @@ async def test_a_registered_replica_gets_traffic(fleet_stack: FrugalStack) -> No
 
     async def extra_generates() -> bool:
         async with httpx.AsyncClient(base_url=fleet_stack.base_url, headers=fleet_stack.auth) as c:
-            await asyncio.gather(*(_stream_ok(c) for _ in range(4)))
+            await asyncio.gather(*(stream_ok(c, MODEL) for _ in range(4)))
         try:
             return await _tokens(engine_metrics_port(port)) > 0
         except httpx.ConnectError:  # the new worker's metrics endpoint is not up yet
             return False
 
-    assert await _eventually(extra_generates, 10)
+    assert await eventually(extra_generates, 10)
     async with _admin(fleet_stack) as admin:
         assert (await admin.patch(f"{groups}/a", json={"weight": 1})).status_code == 200
 
@@ -147,7 +118,7 @@ async def _tokens(metrics_port: int) -> float:
 
 async def test_drain_under_load_fails_nothing(fleet_stack: FrugalStack) -> None:
     stop = asyncio.Event()
-    load = asyncio.create_task(_steady_load(fleet_stack, stop, clients=8))
+    load = asyncio.create_task(steady_load(fleet_stack, MODEL, stop, clients=8))
     try:
         await asyncio.sleep(1.0)
         victim = (await _group(fleet_stack, "a"))["replicas"][0]["address"]
@@ -160,7 +131,7 @@ async def test_drain_under_load_fails_nothing(fleet_stack: FrugalStack) -> None:
             group = await _group(fleet_stack, "a")
             return victim not in {r["address"] for r in group["replicas"]}
 
-        assert await _eventually(removed, 15)
+        assert await eventually(removed, 15)
         await asyncio.sleep(1.0)
     finally:
         stop.set()
@@ -171,7 +142,7 @@ async def test_drain_under_load_fails_nothing(fleet_stack: FrugalStack) -> None:
 async def test_envoy_serves_through_a_control_plane_outage(fleet_stack: FrugalStack) -> None:
     spec = fleet_stack.supervisor.children["control_plane"].spec
     stop = asyncio.Event()
-    load = asyncio.create_task(_steady_load(fleet_stack, stop, clients=4))
+    load = asyncio.create_task(steady_load(fleet_stack, MODEL, stop, clients=4))
     try:
         await fleet_stack.supervisor.kill("control_plane")
         await asyncio.sleep(OUTAGE_S)
@@ -194,7 +165,7 @@ async def _control_plane_is_back(fleet_stack: FrugalStack) -> None:
         except httpx.HTTPError:
             return False
 
-    assert await _eventually(back, 20)
+    assert await eventually(back, 20)
     async with httpx.AsyncClient(base_url=fleet_stack.envoy_admin) as envoy:
 
         async def reconnected() -> bool:
@@ -203,7 +174,7 @@ async def _control_plane_is_back(fleet_stack: FrugalStack) -> None:
             ).text
             return "control_plane.connected_state: 1" in stats
 
-        assert await _eventually(reconnected, 20)
+        assert await eventually(reconnected, 20)
 
 
 async def test_concurrency_bands_follow_the_load(fleet_stack: FrugalStack) -> None:
@@ -221,16 +192,16 @@ async def test_concurrency_bands_follow_the_load(fleet_stack: FrugalStack) -> No
         weights: dict[str, int] = next(m for m in state if m["model"] == MODEL)["weights"]
         return weights == expected
 
-    assert await _eventually(lambda: weights_are({"a": 100, "b": 0}), 5)
+    assert await eventually(lambda: weights_are({"a": 100, "b": 0}), 5)
     stop = asyncio.Event()
-    load = asyncio.create_task(_steady_load(fleet_stack, stop, clients=12))
+    load = asyncio.create_task(steady_load(fleet_stack, MODEL, stop, clients=12))
     try:
-        assert await _eventually(lambda: weights_are({"a": 0, "b": 100}), 10)
+        assert await eventually(lambda: weights_are({"a": 0, "b": 100}), 10)
     finally:
         stop.set()
         results = await load
     assert all(results), f"{results.count(False)} of {len(results)} failed"
-    assert await _eventually(lambda: weights_are({"a": 100, "b": 0}), 10)
+    assert await eventually(lambda: weights_are({"a": 100, "b": 0}), 10)
     port = fleet_stack.config.control_plane.metrics_port
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text

@@ -21,7 +21,6 @@ from control_plane.dns_resolver import ReplicaResolver, system_resolve
 from control_plane.fleet import Fleet
 from control_plane.model import FrugalConfig
 from control_plane.server import ControlPlane
-from tests.helpers.redis_server import RedisServer
 
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 CONFIG = FrugalConfig.model_validate(
@@ -57,21 +56,14 @@ class StandInResolver:
 
 
 @pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    redis_server.flush()  # no fleet changes persisted by another test
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def control_plane() -> ControlPlane:
+async def control_plane() -> ControlPlane:
+    """Made on the event loop: its grpc.aio server binds to the running loop."""
     return ControlPlane(CONFIG)
 
 
 @pytest.fixture
-def fleet(redis: Redis, control_plane: ControlPlane) -> Fleet:
-    return Fleet(CONFIG, redis, control_plane)
+def fleet(clean_redis: Redis, control_plane: ControlPlane) -> Fleet:
+    return Fleet(CONFIG, clean_redis, control_plane)
 
 
 @contextlib.asynccontextmanager
@@ -135,12 +127,12 @@ async def test_a_failed_lookup_keeps_the_last_answer(fleet: Fleet) -> None:
 
 
 async def test_an_answer_that_takes_another_groups_replica_is_refused(
-    redis: Redis, caplog: pytest.LogCaptureFixture
+    clean_redis: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = CONFIG.model_dump()
     data["models"][0]["groups"][0]["replicas"] = ["10.0.0.1:50062"]
     config = FrugalConfig.model_validate(data)
-    fleet = Fleet(config, redis, ControlPlane(config))
+    fleet = Fleet(config, clean_redis, ControlPlane(config))
     resolve = StandInResolver()
     resolve.answer = ["10.0.0.1", "10.0.0.4"]
     async with resolving(fleet, resolve):

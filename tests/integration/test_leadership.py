@@ -4,27 +4,17 @@ given up on a clean stop, and no leader without Redis."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from control_plane.leadership import LeaderLease, replica_id
-from tests.helpers.redis_server import RedisServer, _free_port
+from tests.helpers.redis_server import _free_port
 
 TTL_S = 0.3
 
 
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    redis_server.flush()
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
-async def test_one_holder_at_a_time_and_renewing_keeps_it(redis: Redis) -> None:
-    first, second = LeaderLease(redis, "a", TTL_S), LeaderLease(redis, "b", TTL_S)
+async def test_one_holder_at_a_time_and_renewing_keeps_it(clean_redis: Redis) -> None:
+    first, second = LeaderLease(clean_redis, "a", TTL_S), LeaderLease(clean_redis, "b", TTL_S)
     assert await first.refresh()
     for _ in range(4):  # renewed well within the ttl, for longer than the ttl
         await asyncio.sleep(TTL_S / 3)
@@ -32,8 +22,10 @@ async def test_one_holder_at_a_time_and_renewing_keeps_it(redis: Redis) -> None:
         assert not await second.refresh()
 
 
-async def test_a_lease_not_renewed_is_taken_over_and_the_old_holder_stops(redis: Redis) -> None:
-    first, second = LeaderLease(redis, "a", TTL_S), LeaderLease(redis, "b", TTL_S)
+async def test_a_lease_not_renewed_is_taken_over_and_the_old_holder_stops(
+    clean_redis: Redis,
+) -> None:
+    first, second = LeaderLease(clean_redis, "a", TTL_S), LeaderLease(clean_redis, "b", TTL_S)
     assert await first.refresh()
     await asyncio.sleep(TTL_S * 1.5)  # the holder died, or lost Redis, for a while
     assert await second.refresh()
@@ -41,8 +33,8 @@ async def test_a_lease_not_renewed_is_taken_over_and_the_old_holder_stops(redis:
     assert second.leading and not first.leading
 
 
-async def test_a_clean_stop_hands_over_at_once(redis: Redis) -> None:
-    first, second = LeaderLease(redis, "a", 60), LeaderLease(redis, "b", 60)
+async def test_a_clean_stop_hands_over_at_once(clean_redis: Redis) -> None:
+    first, second = LeaderLease(clean_redis, "a", 60), LeaderLease(clean_redis, "b", 60)
     assert await first.refresh()
     await first.release()
     assert not first.leading
