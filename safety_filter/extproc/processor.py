@@ -102,6 +102,9 @@ RESPONSE_REMOVED = (
 )  # fmt: skip
 # Never forwarded as the client sent them: the key, and what only the gateway may set.
 CLIENT_HEADERS_REMOVED = (*CREDENTIAL_HEADERS, *wire.IDENTITY_HEADERS, wire.MODEL_HEADER)
+# Every header of this prefix is the gateway's to set: a client's copy never goes on, in
+# any configuration (e.g. an engine's usage header, or a key id to be counted under).
+GATEWAY_HEADER_PREFIX = "x-frugal-"
 # How long a stream that ended early waits for its replica to say what it generated.
 ENGINE_USAGE_WAIT_S = 2.0
 
@@ -170,6 +173,7 @@ class RequestProcessor:
         self._policy: ContentPolicy | None = None
         self._meter: UsageMeter | None = None
         self._standing: Headers = ()
+        self._client_gateway_headers: tuple[str, ...] = ()
         self._upstream = ""
         self._response_status = 0
         self._finished = False
@@ -184,6 +188,13 @@ class RequestProcessor:
         self._schema_path = base if base in SCHEMAS else None
         self._request_id = header_value(headers, wire.REQUEST_ID_HEADER)
         bind_request_id(self._request_id)
+        self._client_gateway_headers = tuple(
+            dict.fromkeys(
+                h.key
+                for h in headers.headers.headers
+                if h.key.startswith(GATEWAY_HEADER_PREFIX) and h.key not in CLIENT_HEADERS_REMOVED
+            )
+        )
         if self._schema_path:
             self._record = RequestRecord(started)
         enforcement = self._context.enforcement
@@ -198,8 +209,9 @@ class RequestProcessor:
         return []  # answered with the body's answer, once the body is in
 
     def _identity(self, *extra: tuple[str, str]) -> ext.HeaderMutation:
-        """What the request goes on with: none of the client's credentials or gateway
-        headers; with Envoy's rate limit filter, the key id and rpm it counts by."""
+        """What the request goes on with: none of the client's credentials, nor any header
+        of the gateway's prefix it sent; with Envoy's rate limit filter, the key id and rpm
+        it counts by."""
         to_set = [*extra]
         grant = self._grant
         enforcement = self._context.enforcement
@@ -208,9 +220,10 @@ class RequestProcessor:
             if grant.rpm is not None:
                 to_set.append((wire.KEY_RPM_HEADER, str(grant.rpm)))
         names = {name for name, _ in to_set}
+        removed = (*CLIENT_HEADERS_REMOVED, *self._client_gateway_headers)
         return ext.HeaderMutation(
             set_headers=[set_header(name, value) for name, value in to_set],
-            remove_headers=[name for name in CLIENT_HEADERS_REMOVED if name not in names],
+            remove_headers=[name for name in removed if name not in names],
         )
 
     async def on_request_body(self, body: ext.HttpBody) -> Responses:

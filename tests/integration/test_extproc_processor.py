@@ -210,6 +210,38 @@ async def test_another_path_is_answered_at_once(gateway: Gateway) -> None:
     assert list(mutation.remove_headers) == list(CLIENT_HEADERS_REMOVED)
 
 
+# Headers of the gateway's own prefix a client may try: an engine's usage, a finding, a key.
+SPOOFED = (
+    ("x-frugal-completion-tokens", "0"),
+    ("x-frugal-output-redacted", "none"),
+    ("x-frugal-something-new", "1"),
+)
+
+
+async def test_every_gateway_header_a_client_sends_is_removed(gateway: Gateway) -> None:
+    processor = gateway.processor()
+    answer = await send_request(processor, gateway.caller, chat(), *SPOOFED)
+    removed = set(answer.mutation.remove_headers)
+    assert {name for name, _ in SPOOFED} <= removed
+    assert set(CLIENT_HEADERS_REMOVED) - {wire.MODEL_HEADER} <= removed
+    await processor.close()
+    other = gateway.processor()
+    headers = request_headers("/v1/models", gateway.caller, *SPOOFED, end_of_stream=True)
+    response = only(await other.on_request_headers(headers))
+    mutation = response.request_headers.response.header_mutation
+    assert {name for name, _ in SPOOFED} <= set(mutation.remove_headers)
+
+
+async def test_without_enforcement_a_clients_key_id_and_gateway_headers_go_too() -> None:
+    """`enforce: false` trusts no client's gateway header either (nothing counts by them)."""
+    context = ProcessorContext(MODELS, 4096, PolicyBook(UNCHECKED, {}), enforcement=None)
+    processor = RequestProcessor(context)
+    spoofed = (*SPOOFED, (wire.KEY_ID_HEADER, "someone-else"))
+    answer = await send_request(processor, None, chat(), *spoofed)
+    assert {name for name, _ in spoofed} <= set(answer.mutation.remove_headers)
+    await processor.close()
+
+
 async def test_a_non_inference_body_passes_untouched(gateway: Gateway) -> None:
     processor = gateway.processor(max_body_bytes=16)
     only(await processor.on_request_headers(request_headers("/v1/foo", gateway.caller)))
