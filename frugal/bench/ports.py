@@ -16,7 +16,8 @@ def _ephemeral_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _is_free(port: int) -> bool:
+def is_free(port: int) -> bool:
+    """Whether a loopback port can be bound now."""
     if port > 65535:
         return False
     with socket.socket() as sock:
@@ -40,7 +41,7 @@ class PortPicker:
             wanted = [port, engine_metrics_port(port)] if engine else [port]
             if self._claimed.intersection(wanted):
                 continue
-            if engine and not _is_free(wanted[1]):
+            if engine and not is_free(wanted[1]):
                 continue
             self._claimed.update(wanted)
             return port
@@ -51,7 +52,7 @@ class PortPicker:
         for _ in range(_ATTEMPTS):
             first = _ephemeral_port()
             wanted = set(range(first, first + count))
-            if self._claimed & wanted or not all(_is_free(p) for p in wanted - {first}):
+            if self._claimed & wanted or not all(is_free(p) for p in wanted - {first}):
                 continue
             self._claimed.update(wanted)
             return first

@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+
+from frugal.bench.ports import is_free
 
 NODES = 6
 # Short, so a dead primary is failed over within seconds (Redis' default is 15 s).
@@ -31,21 +32,12 @@ BUS_OFFSET = 10000
 NODE_PORTS = range(20000, 32768 - BUS_OFFSET)
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def _free_ports(count: int) -> list[int]:
     """Ports free for a node and for its cluster bus (port + 10000)."""
     ports: list[int] = []
     while len(ports) < count:
         port = random.choice(NODE_PORTS)
-        if port not in ports and _free(port) and _free(port + BUS_OFFSET):
+        if port not in ports and is_free(port) and is_free(port + BUS_OFFSET):
             ports.append(port)
     return ports
 
