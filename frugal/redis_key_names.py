@@ -17,11 +17,16 @@ from frugal.policy_store import POLICY_PREFIX
 
 # (old prefix, today's prefix)
 RENAMED_PREFIXES = (("frugal:key:", KEY_PREFIX), ("frugal:policy:", POLICY_PREFIX))
+# Set once the rename is done, beside the key store's own keys: later starts skip the SCAN,
+# which reads the whole keyspace (the counters and the ledger included).
+RENAMED_KEY = f"{KEY_PREFIX}names-renamed"
 
 
 async def rename_old_keys(redis: Redis) -> int:
-    """Rename every key under an old prefix; a key that exists under both names keeps
-    today's (it is the newer). Returns how many keys were renamed."""
+    """Rename every key under an old prefix, once per Redis; a key that exists under both
+    names keeps today's (it is the newer). Returns how many keys were renamed."""
+    if await redis.exists(RENAMED_KEY):
+        return 0
     renamed = 0
     for old, new in RENAMED_PREFIXES:
         async for raw in redis.scan_iter(match=f"{old}*", count=500):
@@ -30,4 +35,5 @@ async def rename_old_keys(redis: Redis) -> int:
                 renamed += 1
             else:
                 await redis.delete(name)
+    await redis.set(RENAMED_KEY, 1)
     return renamed
