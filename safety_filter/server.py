@@ -115,8 +115,15 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     policies = NO_CHECKS
     refresher = None
     if settings.enforce:
-        policies = PolicyBook.from_config(settings.policies, PolicyStore(redis))
-        store = KeyStore(redis, peppers)
+        policies = PolicyBook.from_config(
+            settings.policies,
+            PolicyStore(redis),
+            settings.policy_cache_ttl_s,
+            settings.cache_entries,
+        )
+        store = KeyStore(
+            redis, peppers, settings.key_cache_ttl_s, cache_entries=settings.cache_entries
+        )
         refresher = asyncio.ensure_future(refresh_caches(store, policies))
         enforcement = Enforcement(
             KeyCheck(store, registry),

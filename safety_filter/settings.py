@@ -7,7 +7,9 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from frugal.keys.store import DEFAULT_CACHE_ENTRIES, MAX_CACHE_TTL_S
 from frugal.wire import DEFAULT_SAFETY_FILTER_PORT
+from safety_filter.extproc.policies import CACHE_TTL_S
 
 
 class SafetyFilterSettings(BaseSettings):
@@ -31,3 +33,12 @@ class SafetyFilterSettings(BaseSettings):
     rate_limit: Literal["inline", "envoy"] = "inline"
     admitting: int = Field(default=256, ge=1)
     admit_wait_s: float = Field(default=2.0, gt=0)
+    # Key records are cached this long at most: with the background refresh's round trip,
+    # a revocation is honoured within 1 s (tests/integration/test_cache_refresh.py).
+    key_cache_ttl_s: float = Field(default=MAX_CACHE_TTL_S, gt=0, le=MAX_CACHE_TTL_S)
+    # Policy overrides are cached this long at most: an admin change applies within ~1 s.
+    policy_cache_ttl_s: float = Field(default=CACHE_TTL_S, gt=0, le=CACHE_TTL_S)
+    # Entries of each cache (key records, policy overrides; least recently used evicted):
+    # about 1.7 KB per key record measured, so ~17 MB at the default. Keys in use beyond
+    # it cost a Redis round trip per lookup, never unbounded memory.
+    cache_entries: int = Field(default=DEFAULT_CACHE_ENTRIES, ge=1)

@@ -18,6 +18,12 @@ Each process caches records for at most `cache_ttl_s` (0.5 s), so a revocation
 made anywhere is honoured everywhere within that plus one Redis round trip. A record
 used in the second half of its life is reloaded in the background, so a key in steady
 use never waits for Redis on the hot path; the use stamp is written in the background too.
+
+Every per-process table is a bounded cachetools cache of `cache_entries` entries that
+evicts the least recently used one when full: a flood of random key ids costs one Redis
+round trip each (an unknown id is cached as unknown for `cache_ttl_s` like a record, so
+repeating one costs nothing more) and never grows memory past the bound nor pushes out
+at once the keys in use, which each lookup and refresh keeps most recent.
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from cachetools import TLRUCache, TTLCache
 from pydantic import ValidationError
 from redis.exceptions import RedisError, WatchError
 
@@ -44,9 +51,15 @@ from frugal.redis_connection import RedisClient
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "frugal:{key}:"
-MAX_CACHED = 100_000
+# Longest `cache_ttl_s`: a revoked key is then refused everywhere within 1 s (this plus
+# one refresh or round trip).
+MAX_CACHE_TTL_S = 0.5
+# Entries of each per-process table. A cached record is about 1.7 KB (tracemalloc, a
+# record naming two models; an unknown id's entry about 0.3 KB), so a full record cache
+# holds about 17 MB; more keys in use than this within ACTIVE_S only cost round trips.
+DEFAULT_CACHE_ENTRIES = 10_000
 # A key used within this long is kept fresh by `refresh_active` (the safety filter's
-# server calls it every quarter second), so its requests never wait for its record.
+# server calls it every 0.2 s), so its requests never wait for its record.
 ACTIVE_S = 60.0
 # HSET only if the record exists: a late touch or revoke never resurrects a partial hash.
 _UPDATE_IF_EXISTS = """
@@ -93,6 +106,12 @@ _STATUS_OUTCOMES = {
 }
 
 
+def _cached_until(_key: str, value: tuple[float, KeyRecord | None], _now: float) -> float:
+    """A cached record's end of life: the deadline it was stored with (from when its
+    read was sent, so the revocation bound holds however late the answer came)."""
+    return value[0]
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -126,20 +145,27 @@ class KeyStore:
         self,
         redis: RedisClient,
         peppers: Peppers,
-        cache_ttl_s: float = 0.5,
+        cache_ttl_s: float = MAX_CACHE_TTL_S,
         touch_interval_s: float = 10.0,
+        cache_entries: int = DEFAULT_CACHE_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if cache_ttl_s > 0.5:
+        if cache_ttl_s > MAX_CACHE_TTL_S:
             raise ValueError("cache_ttl_s above 0.5 s would let revoked keys live on for > 1 s")
         self._redis = redis
         self._peppers = peppers
         self._cache_ttl_s = cache_ttl_s
-        self._touch_interval_s = touch_interval_s
-        # id -> (monotonic deadline, record or None for "no such key")
-        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._clock = clock
+        # id -> (deadline on `clock`, record or None for "no such key")
+        self._cache: TLRUCache[str, tuple[float, KeyRecord | None]] = TLRUCache(
+            cache_entries, _cached_until, timer=clock
+        )
         self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
-        self._touched: dict[str, float] = {}
-        self._used: dict[str, float] = {}  # key id -> monotonic time of its last lookup
+        # Ids whose use was stamped within `touch_interval_s`.
+        self._touched: TTLCache[str, bool] = TTLCache(cache_entries, touch_interval_s, clock)
+        # Ids of records looked up within ACTIVE_S, which `refresh_active` keeps fresh;
+        # unknown ids are left out (a flood of them would make each refresh a flood).
+        self._used: TTLCache[str, bool] = TTLCache(cache_entries, ACTIVE_S, clock)
         self._touching: set[asyncio.Future[None]] = set()
         self._update_if_exists = redis.register_script(_UPDATE_IF_EXISTS)
 
@@ -298,23 +324,22 @@ class KeyStore:
         if not is_key_id(key_id):
             return None
         cached = self._cache.get(key_id)
-        now = time.monotonic()
-        if len(self._used) >= MAX_CACHED:
-            self._used.clear()
-        self._used[key_id] = now
-        if cached is not None and cached[0] > now:
-            if cached[0] - now < self._cache_ttl_s / 2:
+        if cached is None:
+            record = await asyncio.shield(self._loading_of(key_id))
+        else:
+            if cached[0] - self._clock() < self._cache_ttl_s / 2:
                 self._loading_of(key_id)  # refresh ahead; this request keeps the cached one
-            return cached[1]
-        return await asyncio.shield(self._loading_of(key_id))
+            record = cached[1]
+        if record is not None:
+            self._used[key_id] = True
+        return record
 
     async def refresh_active(self) -> None:
         """Reload every record looked up within ACTIVE_S, in one round trip (a pipeline).
         Each is cached as Redis held it when the pipeline was sent, so the revocation
         bound holds. Raises KeyStoreUnavailable when Redis does not answer."""
-        started = time.monotonic()
-        for key_id in [k for k, used in self._used.items() if started - used >= ACTIVE_S]:
-            del self._used[key_id]
+        started = self._clock()
+        self._used.expire(started)
         ids = list(self._used)
         if not ids:
             return
@@ -337,11 +362,10 @@ class KeyStore:
         return loading
 
     async def _load(self, key_id: str) -> KeyRecord | None:
+        started = self._clock()
         with _redis_errors():
             record = decode_record(await self._redis.hgetall(self.record_key(key_id)))
-        if len(self._cache) >= MAX_CACHED:
-            self._cache.clear()  # bounded memory under a flood of random ids
-        self._cache[key_id] = (time.monotonic() + self._cache_ttl_s, record)
+        self._cache[key_id] = (started + self._cache_ttl_s, record)
         return record
 
     def _loaded(self, key_id: str, done: asyncio.Future[KeyRecord | None]) -> None:
@@ -352,12 +376,9 @@ class KeyStore:
     def _touch_later(self, key_id: str) -> None:
         """Record use at most once per `touch_interval_s` per key and process, off the
         request's path."""
-        now = time.monotonic()
-        if now - self._touched.get(key_id, -self._touch_interval_s) < self._touch_interval_s:
+        if key_id in self._touched:
             return
-        if len(self._touched) >= MAX_CACHED:
-            self._touched.clear()
-        self._touched[key_id] = now
+        self._touched[key_id] = True
         task = asyncio.ensure_future(self._touch(key_id))
         self._touching.add(task)
         task.add_done_callback(self._touching.discard)
@@ -374,6 +395,10 @@ class KeyStore:
             )
         except RedisError as error:  # the request is authenticated; the stamp can wait
             log.warning("could not record use of key %s: %s", fingerprint(key_id), error)
+
+    def cached_count(self) -> int:
+        """How many ids the record cache holds (known and unknown; metrics, tests)."""
+        return len(self._cache)
 
     def forget_cached(self, key_id: str | None = None) -> None:
         """Drop cached records (one id, or all)."""
