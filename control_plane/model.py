@@ -136,6 +136,52 @@ class ListenerConfig(Frozen):
     stream_idle_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
 
 
+class StreamsConfig(Frozen):
+    """Streamed answers: keep-alive while no token has come, the time a replica has to show
+    it is alive before the request moves to another, and the longest a stream may last.
+
+    The engine worker sends its response headers `headers_after_s` after it took the
+    request (or with its first token, if that is sooner), and an SSE comment every
+    `keepalive_interval_s` until the first token. Envoy abandons an attempt that has no
+    response headers after `first_byte_timeout_s` (route `per_try_timeout`; Envoy ignores it
+    once anything went downstream, router/upstream_request.cc `onPerTryTimeout`) and retries
+    it on another replica: a frozen or black-holed one, never a live one with a long queue.
+    """
+
+    # SSE comments (`: keep-alive`, skipped by every SSE client: WHATWG HTML "event stream
+    # interpretation") while a stream waits for its first token, so no intermediary cuts
+    # it as idle: AWS ALB's idle timeout and nginx's proxy_read_timeout default to 60 s,
+    # many corporate proxies use 30 s; 10 s leaves a 3x margin under the shortest, and is
+    # far under Envoy's own stream_idle_timeout (listener.stream_idle_timeout_s, 300 s).
+    keepalive_interval_s: float = Field(default=10.0, gt=0, le=120)
+    # How long the worker holds its response headers back: an error the engine reports
+    # at once (not running, its upstream unreachable: gRPC UNAVAILABLE) still leaves as a
+    # headers-only gRPC status, which Envoy retries on another replica (retry_on
+    # unavailable); once headers are out, nothing is retried. Half a second covers a
+    # refused connection or a full queue with room to spare.
+    headers_after_s: float = Field(default=0.5, gt=0, le=30)
+    # Envoy's per-try timeout for streams: a replica that has sent no response headers this
+    # long after the whole request reached it is abandoned and the request retried on
+    # another (previous hosts excluded). A live worker sends them after headers_after_s,
+    # so 5 s is 10x that: time for a loaded worker's event loop, short enough that a
+    # client of a frozen replica waits seconds, not until the idle timeout. 0: off.
+    first_byte_timeout_s: float = Field(default=5.0, ge=0, le=600)
+    # Route max_stream_duration, for every inference request: nothing lives forever, even
+    # a stream that still trickles bytes (which no idle timeout ends). An answer of 16k
+    # tokens at a slow 10 tokens/s takes ~27 minutes, so an hour never cuts a real one.
+    # 0: unlimited.
+    max_stream_duration_s: float = Field(default=3600.0, ge=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _headers_before_the_timeout(self) -> StreamsConfig:
+        if self.first_byte_timeout_s and self.first_byte_timeout_s < 2 * self.headers_after_s:
+            raise ValueError(
+                "first_byte_timeout_s must be at least twice headers_after_s (a live replica"
+                " sends its headers after headers_after_s and must not be abandoned)"
+            )
+        return self
+
+
 class ControlPlaneConfig(Frozen):
     host: str = "127.0.0.1"
     xds_port: Port = 18000
@@ -251,6 +297,7 @@ class FrugalConfig(Frozen):
     admin: AdminConfig = AdminConfig()
     limits: LimitsConfig = LimitsConfig()
     access_log: AccessLogConfig = AccessLogConfig()
+    streams: StreamsConfig = StreamsConfig()
     # Engine parameters per named profile; opaque here, validated by the engine
     # backend that runs them (engine_workers), so the control plane stays engine-agnostic.
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
