@@ -33,6 +33,15 @@ ENVOY_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
+CHECKS_UNAVAILABLE = (
+    "The gateway's request checks (the safety filter) did not answer, so the request was"
+    " not served. Please retry."
+)
+# An access-log filter with no flags listed passes any response flag (envoy/api:
+# config/accesslog/v3 ResponseFlagFilter).
+_ANY_FLAG: dict[str, Any] = {"response_flag_filter": {}}
+
+
 def _error_body(error_type: str, code: str) -> dict[str, Any]:
     return {
         "json_format": {
@@ -75,10 +84,31 @@ def build_local_reply_config() -> dict[str, Any]:
         {"filter": _status_filter(status), "body_format_override": _error_body(kind, code)}
         for status, (kind, code) in ENVOY_ERRORS.items()
     ]
+    # Envoy's own 503s and 504s carry a response flag (UH no healthy upstream, UF connect
+    # failure, UT upstream timeout ...) and a body that says what failed; they keep it. A
+    # safety filter that cannot be reached (ext_proc's gRPC error: status_on_error) or does
+    # not answer within message_timeout (a frozen process: 504) gives neither. Both mean
+    # that nothing was checked and nothing reached an engine: one 503 that says so (a
+    # killed and a frozen safety filter measured in tests/e2e/test_fail_closed.py).
+    flagged = [
+        {
+            "filter": {"and_filter": {"filters": [_status_filter(status), _ANY_FLAG]}},
+            "body_format_override": _error_body(*ENVOY_ERRORS[status]),
+        }
+        for status in (503, 504)
+    ]
+    checks_unanswered = {
+        "filter": {"or_filter": {"filters": [_status_filter(503), _status_filter(504)]}},
+        "status_code": 503,
+        "body": {"inline_string": CHECKS_UNAVAILABLE},
+        "body_format_override": _error_body(*ENVOY_ERRORS[503]),
+    }
     any_other_error = {
         "filter": _status_filter(400, "GE"),
         "body_format_override": _error_body("server_error", "internal_error"),
     }
     # No top-level body_format: successful local replies (direct responses such as
     # /v1/models) keep their own body.
-    return {"mappers": [from_safety_filter, *by_status, any_other_error]}
+    return {
+        "mappers": [from_safety_filter, *flagged, checks_unanswered, *by_status, any_other_error]
+    }

@@ -107,8 +107,13 @@ def redis_spec(config: FrugalConfig, files: StackFiles) -> ChildSpec | None:
         "--port", str(url.port or 6379),
         "--bind", "127.0.0.1",
         "--dir", str(data_dir),
+        # API keys, policies and the usage ledger must survive a restart: an append-only
+        # file written on every change and fsynced once a second (Redis's persistence docs:
+        # "everysec" loses at most a second of writes on a crash, at almost no cost), with
+        # a snapshot every minute as well, as compose.yaml runs it.
+        "--appendonly", "yes",
+        "--appendfsync", "everysec",
         "--save", "60 1",
-        "--appendonly", "no",
         "--loglevel", "warning",
     )  # fmt: skip
     return ChildSpec("redis", argv, essential=True)
