@@ -3,8 +3,19 @@
 Pure layer. The safety filter parses the body and sets `x-frugal-model`; a route
 per model matches that header and splits traffic over one cluster per replica
 group (weights set by config today, by the balancer later). Retries happen only
-before the first byte: the retry conditions below are all failures that occur
-before a response starts, and Envoy never retries once one has.
+before the first byte: Envoy never retries once a response has started
+(router.cc `maybeRetryReset` returns at `downstream_response_started_`).
+
+Streams and unary calls get a route each. A stream's worker sends its response
+headers within `streams.headers_after_s` of taking the request, so a stream route
+has a per-try timeout (`streams.first_byte_timeout_s`): an attempt without headers
+by then is on a frozen or black-holed replica, and `reset` in its retry conditions
+retries it elsewhere (a per-try timeout is a local reset, retried by `reset`, `5xx`
+or `gateway-error` only: retry_state_impl.cc `wouldRetryFromReset`; `reset` is the
+narrowest). A unary answer's headers come with the whole answer, so a per-try
+timeout would cut every answer longer than it: the unary route has none, and keeps
+the retry conditions that never resend a request an engine may have started on.
+Both are bounded by `streams.max_stream_duration_s`.
 """
 
 from __future__ import annotations
@@ -12,14 +23,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from control_plane.model import FrugalConfig, Model, engine_cluster_name
+from control_plane.model import FrugalConfig, Model, StreamsConfig, engine_cluster_name
 from control_plane.translate import messages as m
 from control_plane.translate.gateway_overhead import microseconds_header
 from control_plane.translate.listener import PUBLIC_ROUTES
 from frugal import wire
 
 INFERENCE_PATHS = r"^/v1/(chat/)?completions(:stream)?$"
+STREAM_PATHS = r"^/v1/(chat/)?completions:stream$"
+UNARY_PATHS = r"^/v1/(chat/)?completions$"
 RETRY_ON = "connect-failure,refused-stream,unavailable,reset-before-request"
+# A stream also retries an attempt reset before its headers: a per-try timeout, or a
+# replica that died after taking the request but before its first byte (it sent
+# nothing, so nothing reaches the client twice).
+STREAM_RETRY_ON = RETRY_ON + ",reset"
 
 
 def _without_filters() -> dict[str, Any]:
@@ -67,34 +84,58 @@ def _method(name: str) -> dict[str, Any]:
     return {"name": ":method", "string_match": {"exact": name}}
 
 
-def _inference_route(model: Model) -> dict[str, Any]:
+def _seconds(value: float) -> str:
+    return f"{value:.3f}s"
+
+
+def _retry_policy(retry_on: str, per_try_timeout_s: float) -> dict[str, Any]:
+    policy: dict[str, Any] = {
+        "retry_on": retry_on,
+        "num_retries": 3,
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {"@type": m.PREVIOUS_HOSTS},
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+    }
+    if per_try_timeout_s:
+        policy["per_try_timeout"] = _seconds(per_try_timeout_s)
+    return policy
+
+
+def _inference_route(model: Model, streams: StreamsConfig, *, stream: bool) -> dict[str, Any]:
+    retry = (
+        _retry_policy(STREAM_RETRY_ON, streams.first_byte_timeout_s)
+        if stream
+        else _retry_policy(RETRY_ON, 0.0)
+    )
+    route: dict[str, Any] = {
+        "weighted_clusters": {
+            "clusters": [
+                {"name": engine_cluster_name(model.name, group.name), "weight": group.weight}
+                for group in model.groups
+            ]
+        },
+        # Streams last as long as generation does: no route timeout (the default 15 s
+        # would cut them); the HCM's stream idle timeout bounds a stalled one.
+        "timeout": "0s",
+        "retry_policy": retry,
+    }
+    if streams.max_stream_duration_s:
+        # Set, it also replaces `timeout` as the route's global timeout (Envoy's
+        # RouteAction.max_stream_duration). No grpc_timeout_header_max: clients call
+        # over HTTP/JSON, so a grpc-timeout header of theirs sets no duration.
+        route["max_stream_duration"] = {
+            "max_stream_duration": _seconds(streams.max_stream_duration_s)
+        }
     return {
         "match": {
-            "safe_regex": {"regex": INFERENCE_PATHS},
+            "safe_regex": {"regex": STREAM_PATHS if stream else UNARY_PATHS},
             "headers": [{"name": wire.MODEL_HEADER, "string_match": {"exact": model.name}}],
         },
-        "route": {
-            "weighted_clusters": {
-                "clusters": [
-                    {"name": engine_cluster_name(model.name, group.name), "weight": group.weight}
-                    for group in model.groups
-                ]
-            },
-            # Streams last as long as generation does; the HCM's stream idle timeout
-            # bounds a stalled one (the default 15 s route timeout would cut them).
-            "timeout": "0s",
-            "retry_policy": {
-                "retry_on": RETRY_ON,
-                "num_retries": 3,
-                "retry_host_predicate": [
-                    {
-                        "name": "envoy.retry_host_predicates.previous_hosts",
-                        "typed_config": {"@type": m.PREVIOUS_HOSTS},
-                    }
-                ],
-                "host_selection_retry_max_attempts": 5,
-            },
-        },
+        "route": route,
     }
 
 
@@ -113,7 +154,11 @@ def _unknown_model_route() -> dict[str, Any]:
 def build_route_configuration(config: FrugalConfig, created: int) -> m.RouteConfiguration:
     routes = [
         *_model_routes(config, created),
-        *(_inference_route(model) for model in config.models),
+        *(
+            _inference_route(model, config.streams, stream=stream)
+            for model in config.models
+            for stream in (True, False)
+        ),
         _unknown_model_route(),
     ]
     return m.parse(

@@ -267,16 +267,21 @@ def test_direct_responses_skip_ext_proc_and_the_transcoder() -> None:
             assert disabled.disabled is True
 
 
-def test_one_weighted_route_per_model_by_header() -> None:
+def test_two_weighted_routes_per_model_by_header() -> None:
+    """One for streams, one for unary calls (tests/unit/test_stream_routes.py: how they differ)."""
     routes = [r for r in routes_of(resources()) if r.HasField("route")]
-    assert len(routes) == 2
-    for route, model, clusters in (
-        (routes[0], "alpha", [("engine__alpha__big", 30), ("engine__alpha__small", 70)]),
-        (routes[1], "beta", [("engine__beta__e", 1)]),
+    assert len(routes) == 4
+    alpha = [("engine__alpha__big", 30), ("engine__alpha__small", 70)]
+    beta = [("engine__beta__e", 1)]
+    for route, model, clusters, paths in (
+        (routes[0], "alpha", alpha, r"^/v1/(chat/)?completions:stream$"),
+        (routes[1], "alpha", alpha, r"^/v1/(chat/)?completions$"),
+        (routes[2], "beta", beta, r"^/v1/(chat/)?completions:stream$"),
+        (routes[3], "beta", beta, r"^/v1/(chat/)?completions$"),
     ):
         (header,) = route.match.headers
         assert (header.name, header.string_match.exact) == (wire.MODEL_HEADER, model)
-        assert route.match.safe_regex.regex == r"^/v1/(chat/)?completions(:stream)?$"
+        assert route.match.safe_regex.regex == paths
         weighted = route.route.weighted_clusters.clusters
         assert [(c.name, c.weight.value) for c in weighted] == clusters
         assert route.route.HasField("timeout")
