@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from engine_workers.backends import build_backend
 from engine_workers.core import EngineCore
 from engine_workers.engine import EngineBackend
+from engine_workers.first_token_wait import WaitPlan
 from engine_workers.metrics import EngineMetrics
 from engine_workers.servicer import InferenceServicer
 from engine_workers.settings import EngineSettings
@@ -59,7 +60,10 @@ class EngineWorker:
         self.health = health.aio.HealthServicer()
         self._server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
         inference_pb2_grpc.add_InferenceServicer_to_server(
-            InferenceServicer(self.core), self._server
+            InferenceServicer(
+                self.core, WaitPlan(settings.headers_after_s, settings.keepalive_interval_s)
+            ),
+            self._server,
         )
         add_usage_servicer(self.usage, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

@@ -28,10 +28,12 @@ from engine_workers.answer_events import AnswerEvents
 from engine_workers.core import EngineCore, RequestTiming
 from engine_workers.engine import Delta, GenerationRequest, TokenUsage
 from engine_workers.errors import EngineError, InvalidRequestError
+from engine_workers.first_token_wait import Due, WaitPlan, until_first_event
 from engine_workers.output_guard import OutputGuard
 from engine_workers.prompt import ChatTurn, SamplingParams
 from engine_workers.sse_events import (
     DONE_EVENT,
+    KEEPALIVE_COMMENT,
     ChatChunks,
     ChunkFormat,
     CompletionChunks,
@@ -321,9 +323,15 @@ COMPLETION = _Endpoint(
 )
 
 
+# What a stream sends while it waits for its first token, when the worker is built
+# without a plan (tests): the defaults of frugal.yaml's `streams` section.
+DEFAULT_WAIT = WaitPlan(headers_after_s=0.5, keepalive_interval_s=10.0)
+
+
 class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
-    def __init__(self, core: EngineCore) -> None:
+    def __init__(self, core: EngineCore, wait: WaitPlan = DEFAULT_WAIT) -> None:
         self._core = core
+        self._wait = wait
 
     async def CreateChatCompletion(self, request: Any, context: Any) -> Any:
         return await self._unary(CHAT, request, context)
@@ -395,9 +403,13 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
 
     async def _events(self, endpoint: _Endpoint, request: Any, context: Any) -> AsyncIterator[Any]:
         """A streamed answer as SSE bytes: the chunk events, the engine's time, then
-        `[DONE]`, or the error event of a failure or of a blocked answer. A failure
-        before the first byte is a plain gRPC error, which the client gets as an HTTP
-        error status; after it, the error event goes out before the gRPC status."""
+        `[DONE]`, or the error event of a failure or of a blocked answer.
+
+        Until the first token, the wait plan sends the response headers (Envoy's sign
+        that this replica is alive; its transcoder holds them until the first message),
+        then keep-alive comments. A failure before the first byte is a plain gRPC error,
+        which the client gets as an HTTP error status; after it (a comment counts), the
+        error event goes out before the gRPC status."""
         request_id, timing = self._start(endpoint, context)
         chunks = endpoint.sse_chunks(request_id, int(time.time()), request.model)
         try:
@@ -406,11 +418,17 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         except Exception as exc:
             await _fail(context, exc, timing)
         answer = AnswerEvents(chunks, guard, include_usage=request.stream_options.include_usage)
+        events = answer.events(self._core.generate(generation, timing))
+        sent_any = False
         try:
-            async for data in answer.events(self._core.generate(generation, timing)):
-                yield _body(data)
+            async for event in until_first_event(events, self._wait):
+                if event is Due.HEADERS:
+                    await context.send_initial_metadata(())
+                    continue
+                sent_any = True
+                yield _body(KEEPALIVE_COMMENT if event is Due.KEEPALIVE else event)
         except Exception as exc:
-            if not answer.sent_any:
+            if not sent_any:
                 await _fail(context, exc, timing)
             error = _as_engine_error(exc)  # logs an unexpected one, once
             yield _body(_time_comment(timing) + _failure_event(error))

@@ -40,6 +40,10 @@ class EngineSettings(BaseSettings):
     # how long after each ended, for the gateway to ask about streams its client left.
     usage_records: int = Field(default=MAX_ENTRIES, ge=1)
     usage_record_seconds: float = Field(default=MAX_AGE_SECONDS, gt=0)
+    # While a stream has no token yet: its response headers after this long, then an SSE
+    # comment every interval (frugal.yaml `streams` says why; `frugal up` passes them).
+    headers_after_s: float = Field(default=0.5, gt=0)
+    keepalive_interval_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="before")
     @classmethod

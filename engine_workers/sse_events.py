@@ -6,7 +6,8 @@ order, absent optional fields left out), so clients cannot tell the two paths ap
 tests/unit/test_sse_events.py holds them side by side. The constant part of every
 event is built once per stream: a token costs one `json.dumps` of its text.
 A stream ends with an SSE comment holding the worker's own time, which SSE clients
-skip (WHATWG HTML, "event stream interpretation"), then `data: [DONE]` or an error event.
+skip (WHATWG HTML, "event stream interpretation"), then `data: [DONE]` or an error event;
+keep-alive comments may precede its first event.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from engine_workers.engine import TokenUsage
 from frugal import wire
 
 DONE_EVENT = b"data: [DONE]\n\n"
+# Sent while a stream waits for its first token (engine_workers.first_token_wait): a
+# comment, which SSE clients skip, so it is never output (no output check sees it).
+KEEPALIVE_COMMENT = b": keep-alive\n\n"
 ENGINE_MS_COMMENT = wire.ENGINE_MS_COMMENT.encode()
 _CHAT_ROLE = b'"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
 _CHAT_FINAL = b'"choices":[{"index":0,"delta":{},"finish_reason":'

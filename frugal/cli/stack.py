@@ -62,6 +62,9 @@ def engine_worker_specs(config: FrugalConfig) -> list[ChildSpec]:
                     "FRUGAL_ENGINE_ECHO": str(model.echo).lower(),
                     "FRUGAL_ENGINE_PROFILE": group.profile,
                     "FRUGAL_ENGINE_PARAMETERS": parameters,
+                    # What a stream sends before its first token (frugal.yaml `streams`).
+                    "FRUGAL_ENGINE_HEADERS_AFTER_S": str(config.streams.headers_after_s),
+                    "FRUGAL_ENGINE_KEEPALIVE_INTERVAL_S": str(config.streams.keepalive_interval_s),
                 }
                 name = f"engine:{model.name}/{group.name}/{index}"
                 specs.append(ChildSpec(name, _python_module("engine_workers"), env))
