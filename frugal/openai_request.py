@@ -10,12 +10,18 @@ once to its own error type.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset(get_args(Role))
 MAX_STOP_STRINGS = 4
+# The proto's integer types (proto/frugal/v1/inference.proto): a value outside them cannot
+# travel to an engine at all (Envoy's transcoder refuses it), so it is refused up front.
+UINT32_MAX = 2**32 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class OpenAIRequestError(ValueError):
@@ -27,7 +33,54 @@ class OpenAIRequestError(ValueError):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class NumberRange:
+    """The values a number field takes (both ends included); JSON null means absent."""
+
+    low: int | float
+    high: int | float
+    integer: bool = False
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        return f"must be {kind} from {_number(self.low)} to {_number(self.high)}"
+
+    def check(self, field: str, value: object) -> int | float | None:
+        """`value` as the field holds it (a float field takes integers too), or None."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise OpenAIRequestError(field, self.describe())
+        if not (math.isfinite(value) and self.low <= value <= self.high):
+            raise OpenAIRequestError(field, self.describe())
+        if not self.integer:
+            return float(value)
+        # JSON has one number type: 4.0 is the integer 4 (as JSON Schema and protobuf's
+        # JSON parser, which the transcoder uses, both read it).
+        if isinstance(value, float) and not value.is_integer():
+            raise OpenAIRequestError(field, self.describe())
+        return int(value)
+
+
+def _number(value: int | float) -> str:
+    return str(int(value)) if isinstance(value, int) or value.is_integer() else str(value)
+
+
+# OpenAI's API reference gives the sampling ranges; the integer bounds are the proto's.
+NUMBER_RANGES: dict[str, NumberRange] = {
+    "max_tokens": NumberRange(1, UINT32_MAX, integer=True),
+    "max_completion_tokens": NumberRange(1, UINT32_MAX, integer=True),
+    "n": NumberRange(1, UINT32_MAX, integer=True),
+    "seed": NumberRange(INT64_MIN, INT64_MAX, integer=True),
+    "temperature": NumberRange(0, 2),
+    "top_p": NumberRange(0, 1),
+    "presence_penalty": NumberRange(-2, 2),
+    "frequency_penalty": NumberRange(-2, 2),
+}
+
+
 def check_n(n: int | None) -> None:
+    NUMBER_RANGES["n"].check("n", n)
     if n is not None and n != 1:
         raise OpenAIRequestError("n", "only n=1 is supported")
 
@@ -39,8 +92,7 @@ def output_token_limit(max_tokens: int | None, max_completion_tokens: int | None
         ("max_tokens", max_tokens),
         ("max_completion_tokens", max_completion_tokens),
     ):
-        if value is not None and value < 1:
-            raise OpenAIRequestError(field, "must be at least 1")
+        NUMBER_RANGES[field].check(field, value)
     return max_completion_tokens if max_completion_tokens is not None else max_tokens
 
 

@@ -32,6 +32,16 @@ def invalid_request(message: str, code: str = "invalid_request") -> ApiError:
     return ApiError(400, "invalid_request_error", code, message)
 
 
+def method_not_allowed(method: str, path: str) -> ApiError:
+    return ApiError(
+        405,
+        "invalid_request_error",
+        "method_not_allowed",
+        f"{path} takes POST with a JSON body, not {method}.",
+        (("allow", "POST"),),
+    )
+
+
 def model_not_found(model: str) -> ApiError:
     return ApiError(
         404,

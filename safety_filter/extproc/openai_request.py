@@ -1,8 +1,12 @@
 """Parsing and validating an OpenAI request body, once, before it reaches an engine.
 
 Pure layer. Field rules follow OpenAI's API reference; a refusal names the field. The
-fields' types and ranges are checked here (pydantic, strict); the rules the engines apply
-too (roles, content parts, stop, n, max_tokens, prompt) come from frugal.openai_request.
+fields' types are checked here (pydantic, strict), their ranges and the rules the engines
+apply too (roles, content parts, stop, n, max_tokens, prompt) come from
+frugal.openai_request. Whatever passes here must pass Envoy's transcoder too (it parses
+the body again into the proto), so a bad request is refused here, with a message that says
+what is wrong, and never reaches a later stage that would answer it less clearly (or with
+a 5xx: a max_tokens beyond the proto's uint32 once reached the Redis admission script).
 Only what the gateway needs comes back (model, stream); the body itself goes on
 unchanged to Envoy's transcoder.
 """
@@ -10,12 +14,21 @@ unchanged to Envoy's transcoder.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from frugal.openai_request import (
+    NUMBER_RANGES,
     OpenAIRequestError,
     chat_texts,
     check_n,
@@ -25,8 +38,11 @@ from frugal.openai_request import (
 )
 from safety_filter.errors import ApiError, invalid_request
 
-Probability = Annotated[float, Field(ge=0, le=1)]
-Penalty = Annotated[float, Field(ge=-2, le=2)]
+# Envoy's transcoder parses the body again with protobuf's JSON parser, which refuses
+# nesting of 100 levels (measured on Envoy 1.40: 99 arrays inside the body passed, 100
+# did not), and orjson writes at most 254 (the processor rewrites some bodies). No OpenAI
+# request nests more than a few levels (a tool's JSON schema perhaps a dozen).
+MAX_JSON_DEPTH = 64
 
 
 class _Lenient(BaseModel):
@@ -48,22 +64,27 @@ class StreamOptions(_Lenient):
 class _Sampling(_Lenient):
     model: str = Field(min_length=1)
     max_tokens: int | None = None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Probability | None = None
+    temperature: float | None = None
+    top_p: float | None = None
     n: int | None = None
     stop: Any = None  # frugal.openai_request.parse_stop's rules
     seed: int | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
-    presence_penalty: Penalty | None = None
-    frequency_penalty: Penalty | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     user: str | None = None
 
-    @field_validator("temperature", "top_p", "presence_penalty", "frequency_penalty", mode="before")
+    # Every number field's type and range, in one rule each (a float field takes an
+    # integer: JSON has one number type); check_fields: max_completion_tokens is chat's.
+    @field_validator(*NUMBER_RANGES, mode="before", check_fields=False)
     @classmethod
-    def _int_is_a_number(cls, value: Any) -> Any:
-        # Strict mode refuses 1 for a float field; JSON has one number type.
-        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        assert info.field_name is not None
+        try:
+            return NUMBER_RANGES[info.field_name].check(info.field_name, value)
+        except OpenAIRequestError as exc:
+            raise PydanticCustomError("number_range", exc.reason) from exc
 
     def check_shared_rules(self) -> int | None:
         """The rules the engines apply too (frugal.openai_request); returns the most the
@@ -122,6 +143,12 @@ def parse_inference_request(path: str, body: bytes) -> InferenceRequest:
         ) from exc
     if not isinstance(data, dict):
         raise invalid_request("The request body must be a JSON object.", "invalid_json")
+    if _nested_deeper_than(data, MAX_JSON_DEPTH):
+        raise invalid_request(
+            f"The request body nests arrays and objects more than {MAX_JSON_DEPTH} levels "
+            "deep; no OpenAI request needs that many.",
+            "json_too_deep",
+        )
     try:
         request = SCHEMAS[path].model_validate(data)
         max_output = request.check_shared_rules()
@@ -133,6 +160,19 @@ def parse_inference_request(path: str, body: bytes) -> InferenceRequest:
         raise invalid_request("stream_options: only allowed when 'stream' is true", "invalid_value")
     include_usage = bool(request.stream_options and request.stream_options.include_usage)
     return InferenceRequest(request.model, bool(request.stream), include_usage, max_output, data)
+
+
+def _nested_deeper_than(data: dict[str, Any], limit: int) -> bool:
+    """Whether `data` has arrays or objects more than `limit` levels deep (itself is 1);
+    iterative, so no depth of input can exhaust the stack."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        pending += ((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _describe(exc: ValidationError) -> ApiError:

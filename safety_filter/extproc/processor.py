@@ -50,6 +50,7 @@ from safety_filter.errors import (
     ApiError,
     body_too_large,
     invalid_request,
+    method_not_allowed,
     model_not_allowed,
     model_not_found,
     upstream_error,
@@ -204,6 +205,8 @@ class RequestProcessor:
                 self._record.key_id, self._record.tenant = self._grant.key_id, self._grant.tenant
         if self._schema_path is None:  # not ours to check: on at once
             return [_headers_answer(ext.CommonResponse(header_mutation=self._identity()))]
+        if (method := header_value(headers, ":method")) != "POST":
+            raise method_not_allowed(method, self._schema_path)
         if headers.end_of_stream:
             raise invalid_request("The request has no body; send a JSON object.", "invalid_json")
         return []  # answered with the body's answer, once the body is in

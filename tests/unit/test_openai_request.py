@@ -7,7 +7,11 @@ import json
 import pytest
 
 from safety_filter.errors import ApiError
-from safety_filter.extproc.openai_request import InferenceRequest, parse_inference_request
+from safety_filter.extproc.openai_request import (
+    MAX_JSON_DEPTH,
+    InferenceRequest,
+    parse_inference_request,
+)
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -230,3 +234,62 @@ def test_a_completion_without_prompt_is_refused() -> None:
 def test_a_chat_body_is_not_a_completion() -> None:
     error = refused(COMPLETIONS, chat())
     assert error.message.startswith("prompt:")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "rule"),
+    [
+        ("max_tokens", 2**32, "an integer from 1 to 4294967295"),
+        ("max_tokens", 2**62, "an integer from 1 to 4294967295"),
+        ("max_tokens", -1, "an integer from 1 to 4294967295"),
+        ("max_tokens", 1e300, "an integer from 1 to 4294967295"),
+        ("max_completion_tokens", 2**64 - 1, "an integer from 1 to 4294967295"),
+        ("n", 10**30, "an integer from 1 to 4294967295"),
+        ("seed", 2**63, "an integer from -9223372036854775808 to 9223372036854775807"),
+        ("temperature", "NaN", "a number from 0 to 2"),
+        ("temperature", 1e39, "a number from 0 to 2"),
+        ("top_p", -1e-9, "a number from 0 to 1"),
+        ("presence_penalty", False, "a number from -2 to 2"),
+    ],
+)
+def test_a_number_out_of_the_proto_or_openai_range_names_the_field_and_the_range(
+    field: str, value: object, rule: str
+) -> None:
+    error = refused(CHAT, chat(**{field: value}))
+    assert error.code == "invalid_value"
+    assert error.message == f"{field}: must be {rule}"
+
+
+def test_the_largest_numbers_the_proto_carries_are_accepted() -> None:
+    body = chat(max_tokens=2**32 - 1, seed=-(2**63), temperature=2, top_p=0)
+    assert parse_inference_request(CHAT, body).max_output_tokens == 2**32 - 1
+    assert parse_inference_request(CHAT, chat(seed=2**63 - 1)).model == "sim-echo"
+
+
+def _nested(depth: int) -> str:
+    """A value `depth` levels of arrays deep."""
+    return "[" * depth + "]" * depth
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    # The body is level 1, the unknown field's arrays the levels below it.
+    body = b'{"model": "sim-echo", "messages": [{"role": "user", "content": "x"}], "x": '
+    limit = MAX_JSON_DEPTH
+    assert parse_inference_request(CHAT, body + _nested(limit - 1).encode() + b"}")
+    error = refused(CHAT, body + _nested(limit).encode() + b"}")
+    assert error.code == "json_too_deep"
+    assert f"more than {limit} levels" in error.message
+
+
+@pytest.mark.parametrize("opening", ["[", '{"a":'])
+def test_nesting_far_beyond_any_parser_is_a_400_naming_the_depth(opening: str) -> None:
+    closing = "]" if opening == "[" else "}"
+    deep = opening * 10_000 + ("1" if opening != "[" else "") + closing * 10_000
+    error = refused(CHAT, ('{"model": "sim-echo", "x": ' + deep + "}").encode())
+    assert "depth" in error.message
+
+
+def test_an_integer_written_with_a_fraction_point_is_an_integer() -> None:
+    # JSON has one number type; JSON Schema and protobuf's JSON parser read 4.0 as 4.
+    assert parse_inference_request(CHAT, chat(max_tokens=4.0)).max_output_tokens == 4
+    assert refused(CHAT, chat(max_tokens=4.5)).message.startswith("max_tokens: must be an integer")

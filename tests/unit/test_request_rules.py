@@ -75,8 +75,11 @@ def test_one_choice_and_a_positive_token_limit() -> None:
     assert output_token_limit(None, None) is None
     assert output_token_limit(9, 4) == 4
     assert output_token_limit(9, None) == 9
-    assert refusal(output_token_limit, 0, None) == "max_tokens: must be at least 1"
-    assert refusal(output_token_limit, 5, 0) == "max_completion_tokens: must be at least 1"
+    limit = "must be an integer from 1 to 4294967295"
+    assert refusal(output_token_limit, 0, None) == f"max_tokens: {limit}"
+    assert refusal(output_token_limit, 5, 0) == f"max_completion_tokens: {limit}"
+    assert refusal(output_token_limit, 2**32, None) == f"max_tokens: {limit}"
+    assert refusal(check_n, 0) == f"n: {limit}"
 
 
 def test_a_prompt_is_a_string_or_one_string_in_a_list() -> None:
@@ -107,6 +110,7 @@ def _engine_says_of_chat(body: dict[str, object]) -> str:
         {"n": 2},
         {"max_tokens": 0},
         {"max_completion_tokens": 0},
+        {"n": 0},
         {"stop": ["a", "b", "c", "d", "e"]},
         {"stop": [1]},
         {"messages": []},
