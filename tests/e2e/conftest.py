@@ -69,6 +69,17 @@ async def stack(
     await running.stop()
 
 
+E2E_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test here runs the real Envoy, and the `e2e` marker says so (`-m "not e2e"`
+    leaves them out); a test elsewhere that needs Envoy belongs here."""
+    for item in items:
+        if item.path.is_relative_to(E2E_TESTS):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
