@@ -130,10 +130,54 @@ class Model(Frozen):
 
 
 class ListenerConfig(Frozen):
+    """The public listener's edge limits (control_plane/translate/listener.py, edge_limits.py).
+
+    Defaults follow Envoy's edge best practices (configuration/best_practices/edge) where
+    they fit an LLM API; each field says why where it does not.
+    """
+
+    # Loopback unless a deployment publishes it on purpose (compose, Kubernetes: 0.0.0.0).
     host: str = "127.0.0.1"
     port: Port = 8080
+    # The body cap: a larger body gets 413 with an OpenAI error body, at the headers when
+    # Content-Length says so (Expect: 100-continue gets it at once), else as its chunks come
+    # in. 1 MiB holds a prompt of ~250k tokens of English, above the context of the models
+    # served; Envoy's per-connection buffer is sized from it (buffer_limit_bytes).
     max_request_bytes: int = Field(default=1 << 20, gt=0, le=64 << 20)
+    # Request header bytes (names + values, as Envoy counts them) above which a request gets
+    # 431 with an OpenAI error body. OpenAI SDKs send < 2 KiB; 60 KiB is Envoy's default.
+    max_request_headers_kb: int = Field(default=60, ge=1, le=4096)
+    # Header count above which a request gets 431: the SDKs send ~15; 100 is Envoy's default.
+    max_headers_count: int = Field(default=100, ge=1, le=4096)
+    # A client must finish sending its headers within this (bounds slowloris connections);
+    # an honest client sends them in one packet.
+    request_headers_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # A stream with no bytes either way for this long is ended: bounds a stalled engine or
+    # a client that stopped reading, far above the gap between two tokens.
     stream_idle_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    # A connection with no request for this long is closed (edge doc: 1 h); clients that
+    # pool connections reconnect transparently.
+    idle_timeout_s: float = Field(default=3600.0, gt=0, le=86_400)
+    # HTTP/2 streams one client connection may have open at once (edge doc: 100): a client
+    # that wants more concurrency opens more connections, which spread over Envoy's workers.
+    max_concurrent_streams: int = Field(default=100, ge=1, le=2_147_483_647)
+    # HTTP/2 flow-control windows (edge doc: 64 KiB per stream, 1 MiB per connection): how
+    # much a client may send before Envoy asks for more, bounding what one stream can push
+    # into Envoy's buffers ahead of the safety filter.
+    initial_stream_window_size: int = Field(default=64 << 10, ge=65_535, le=2_147_483_647)
+    initial_connection_window_size: int = Field(default=1 << 20, ge=65_535, le=2_147_483_647)
+    # Open client connections to this listener; above it new ones are closed at accept
+    # (envoy.filters.network.connection_limit). The bootstrap's
+    # envoy.max_downstream_connections bounds all listeners together.
+    max_connections: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    @property
+    def buffer_limit_bytes(self) -> int:
+        """Envoy's per-connection (and transcoder) buffer: the whole body of the largest
+        allowed prompt is held while the safety filter reads it, plus 64 KiB for a prompt
+        its redactions lengthen. Bigger than the edge doc's 32 KiB on purpose: a smaller
+        buffer would refuse prompts under the cap."""
+        return self.max_request_bytes + (64 << 10)
 
 
 class StreamsConfig(Frozen):
@@ -201,6 +245,16 @@ class EnvoyConfig(Frozen):
     # host:port of every control-plane replica Envoy may dial for xDS; empty: the one at
     # control_plane.host and xds_port. (A DNS name that resolves to every replica works too.)
     xds_addresses: tuple[str, ...] = ()
+    # The overload manager's heap bound (envoy.resource_monitors.fixed_heap, tcmalloc's
+    # heap as /memory reports it): above 95 % of it Envoy frees cached memory and stops
+    # keeping connections alive, above 98 % it answers new requests with 503 instead of
+    # growing until the kernel kills it. 2 GiB is the edge doc's example; an idle Envoy
+    # here holds a 10 MiB heap, so it is far above normal use and within what a
+    # container of a few GiB allows.
+    max_heap_bytes: int = Field(default=2 << 30, ge=64 << 20, le=1 << 40)
+    # Open client connections over every listener (the overload manager's
+    # global_downstream_max_connections), so a flood cannot exhaust file descriptors.
+    max_downstream_connections: int = Field(default=50_000, ge=1, le=10_000_000)
 
     @field_validator("xds_addresses")
     @classmethod
@@ -259,6 +313,7 @@ class RedisConfig(Frozen):
 class AdminConfig(Frozen):
     """The control plane's admin REST; never exposed through the public listener."""
 
+    # Loopback: its bearer token (compared in constant time) is the only other guard.
     host: str = "127.0.0.1"
     port: Port = 8081
 

@@ -2,6 +2,15 @@
 
 Pure layer. Filter order matters (ENVOY_NOTES): ext_proc sits before the
 transcoder so it sees the client's JSON on the way in and SSE on the way out.
+The HCM's edge settings follow Envoy's edge best practices
+(configuration/best_practices/edge); their values come from ListenerConfig, where
+each says why. Header sanitising (configuration/http/http_conn_man/header_sanitizing):
+every client is external (no internal addresses, no trusted hops), so Envoy removes
+every x-envoy-* header a client sends (retry, timeout, trace and address headers
+alike) and makes x-request-id itself; a client's x-forwarded-for is removed before
+Envoy appends the peer's address, so the engine sees only the address Envoy saw
+(all verified on Envoy 1.40 by tests/e2e/test_edge_limits.py). x-frugal-* headers are
+the safety filter's to remove (it does, in every configuration).
 """
 
 from __future__ import annotations
@@ -9,10 +18,19 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from control_plane.model import FrugalConfig
+# Imported for json_format.ParseDict of the `@type`s below (messages.py says why).
+import envoy.extensions.filters.network.connection_limit.v3.connection_limit_pb2
+import envoy.extensions.http.early_header_mutation.header_mutation.v3.header_mutation_pb2  # noqa: F401
+
+from control_plane.model import FrugalConfig, ListenerConfig
 from control_plane.translate import gateway_overhead
 from control_plane.translate import messages as m
 from control_plane.translate.access_log import build_access_logs
+from control_plane.translate.edge_limits import (
+    codec_headers_count,
+    codec_headers_kb,
+    edge_limits_filter,
+)
 from control_plane.translate.engine_errors import engine_errors_filter
 from control_plane.translate.local_replies import build_local_reply_config
 from control_plane.translate.policy_filters import (
@@ -26,6 +44,10 @@ PUBLIC_LISTENER = "public"
 PUBLIC_ROUTES = "public"
 INFERENCE_SERVICE = "frugal.v1.Inference"
 ADS: dict[str, Any] = {"ads": {}, "resource_api_version": "V3"}
+CONNECTION_LIMIT = m.TYPE + "envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit"
+EARLY_HEADER_MUTATION = (
+    m.TYPE + "envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation"
+)
 
 
 def _ext_proc_filter() -> dict[str, Any]:
@@ -78,12 +100,16 @@ def _ext_proc_filter() -> dict[str, Any]:
     }
 
 
-def _transcoder_filter(descriptor: bytes) -> dict[str, Any]:
+def _transcoder_filter(descriptor: bytes, buffer_limit: int) -> dict[str, Any]:
     return {
         "name": m.TRANSCODER_FILTER,
         "typed_config": {
             "@type": m.TRANSCODER,
             "proto_descriptor_bin": base64.b64encode(descriptor).decode(),
+            # The transcoder holds a unary body whole; at the connection buffer's size
+            # (its default) a body of exactly max_request_bytes was refused with 413
+            # over HTTP/1.1 (verified on 1.40), so both get the cap plus headroom.
+            "max_request_body_size": buffer_limit,
             "services": [INFERENCE_SERVICE],
             "match_incoming_request_route": True,
             "convert_grpc_status": True,
@@ -106,28 +132,88 @@ def _policy_filters(config: FrugalConfig, ext_proc: dict[str, Any]) -> list[dict
     return filters
 
 
+def _client_headers_sanitised() -> dict[str, Any]:
+    """Who the client is comes from the connection alone (module docstring)."""
+    return {
+        "use_remote_address": True,
+        "xff_num_trusted_hops": 0,
+        # No address is internal (Envoy 1.40's default when unset; explicit so a change
+        # of default cannot make loopback or RFC 1918 clients trusted).
+        "internal_address_config": {"unix_sockets": False, "cidr_ranges": []},
+        "early_header_mutation_extensions": [
+            {
+                "name": "envoy.http.early_header_mutation.header_mutation",
+                "typed_config": {
+                    "@type": EARLY_HEADER_MUTATION,
+                    # Before the HCM appends the peer: nothing a client wrote survives.
+                    "mutations": [{"remove": "x-forwarded-for"}],
+                },
+            }
+        ],
+        "generate_request_id": True,
+        "preserve_external_request_id": False,
+        # Clients get the id the access log and the usage ledger know the request by.
+        "always_set_request_id_in_response": True,
+    }
+
+
+def _edge_timeouts_and_limits(listener: ListenerConfig) -> dict[str, Any]:
+    """Timeouts and codec limits; ListenerConfig says why each value."""
+    return {
+        "request_headers_timeout": m.duration(listener.request_headers_timeout_s),
+        "stream_idle_timeout": m.duration(listener.stream_idle_timeout_s),
+        # 0: no bound on a whole request. A stream lasts as long as generation does; the
+        # route's max_stream_duration bounds it, the idle timeout a stalled one.
+        "request_timeout": "0s",
+        # Hard codec limits above the configured ones, which edge_limits.py answers with
+        # 431 (the codecs' own refusal reaches the client as a reset or empty reply).
+        "max_request_headers_kb": codec_headers_kb(listener),
+        "common_http_protocol_options": {
+            "max_headers_count": codec_headers_count(listener),
+            "idle_timeout": m.duration(listener.idle_timeout_s),
+            # Envoy's edge doc suggests REJECT_REQUEST, but that is a codec error here,
+            # which a client reads as an empty reply (edge_limits.py); dropping such a
+            # header protects the same upstreams that treat '_' and '-' alike.
+            "headers_with_underscores_action": "DROP_HEADER",
+        },
+        "http2_protocol_options": {
+            "max_concurrent_streams": listener.max_concurrent_streams,
+            "initial_stream_window_size": listener.initial_stream_window_size,
+            "initial_connection_window_size": listener.initial_connection_window_size,
+        },
+        # Envoy answers `Expect: 100-continue` itself, so a refusal of the headers
+        # (edge_limits' 413 for a Content-Length over the cap) follows at once.
+        "proxy_100_continue": False,
+    }
+
+
+def _connection_limit(listener: ListenerConfig) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.network.connection_limit",
+        "typed_config": {
+            "@type": CONNECTION_LIMIT,
+            "stat_prefix": "public",
+            "max_connections": listener.max_connections,
+        },
+    }
+
+
 def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener:
     listener = config.listener
     hcm = {
         "@type": m.HCM,
         "stat_prefix": "public",
         "codec_type": "AUTO",
-        "use_remote_address": True,
-        "generate_request_id": True,
-        # Clients get the id the access log and the usage ledger know the request by.
-        "always_set_request_id_in_response": True,
-        "stream_idle_timeout": m.duration(listener.stream_idle_timeout_s),
-        "request_headers_timeout": "10s",
-        "max_request_headers_kb": 60,
-        "common_http_protocol_options": {"max_headers_count": 100},
-        "http2_protocol_options": {"max_concurrent_streams": 1024},
+        **_client_headers_sanitised(),
+        **_edge_timeouts_and_limits(listener),
         "rds": {"route_config_name": PUBLIC_ROUTES, "config_source": ADS},
         "local_reply_config": build_local_reply_config(),
         "access_log": build_access_logs(config.access_log),
         "http_filters": [
+            edge_limits_filter(listener),
             *_policy_filters(config, _ext_proc_filter()),
             engine_errors_filter(),
-            _transcoder_filter(descriptor),
+            _transcoder_filter(descriptor, listener.buffer_limit_bytes),
             gateway_overhead.overhead_filter(),
             {"name": "envoy.filters.http.router", "typed_config": {"@type": m.ROUTER}},
         ],
@@ -136,16 +222,17 @@ def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener
         {
             "name": PUBLIC_LISTENER,
             "address": {"socket_address": {"address": listener.host, "port_value": listener.port}},
-            # Envoy's buffer per connection (flow control); the processor refuses bodies
-            # above the cap with 413 as their chunks come in.
-            "per_connection_buffer_limit_bytes": listener.max_request_bytes,
+            # Envoy's buffer per connection (flow control): it holds the largest allowed
+            # body while the processor reads it (ListenerConfig.buffer_limit_bytes).
+            "per_connection_buffer_limit_bytes": listener.buffer_limit_bytes,
             "filter_chains": [
                 {
                     "filters": [
+                        _connection_limit(listener),
                         {
                             "name": "envoy.filters.network.http_connection_manager",
                             "typed_config": hcm,
-                        }
+                        },
                     ]
                 }
             ],

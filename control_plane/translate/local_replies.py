@@ -41,6 +41,8 @@ CHECKS_UNAVAILABLE = (
 # config/accesslog/v3 ResponseFlagFilter).
 _ANY_FLAG: dict[str, Any] = {"response_flag_filter": {}}
 
+OVERLOADED_MESSAGE = "The gateway is overloaded (its memory is near its limit); retry later."
+
 
 def _error_body(error_type: str, code: str) -> dict[str, Any]:
     return {
@@ -80,6 +82,13 @@ def build_local_reply_config() -> dict[str, Any]:
             f"%DYNAMIC_METADATA({wire.ERROR_METADATA_NAMESPACE}:{wire.ERROR_CODE_KEY})%",
         ),
     }
+    # The overload manager's stop_accepting_requests (bootstrap): Envoy's own body is
+    # "envoy overloaded"; the client learns it may retry.
+    overloaded = {
+        "filter": {"response_flag_filter": {"flags": ["OM"]}},
+        "body": {"inline_string": OVERLOADED_MESSAGE},
+        "body_format_override": _error_body("server_error", "overloaded"),
+    }
     by_status = [
         {"filter": _status_filter(status), "body_format_override": _error_body(kind, code)}
         for status, (kind, code) in ENVOY_ERRORS.items()
@@ -110,5 +119,12 @@ def build_local_reply_config() -> dict[str, Any]:
     # No top-level body_format: successful local replies (direct responses such as
     # /v1/models) keep their own body.
     return {
-        "mappers": [from_safety_filter, *flagged, checks_unanswered, *by_status, any_other_error]
+        "mappers": [
+            from_safety_filter,
+            overloaded,
+            *flagged,
+            checks_unanswered,
+            *by_status,
+            any_other_error,
+        ]
     }

@@ -1,4 +1,8 @@
-"""Filling in Envoy's bootstrap template (envoy/bootstrap.yaml); pure apart from reading it."""
+"""Filling in Envoy's bootstrap template (envoy/bootstrap.yaml); pure apart from reading it.
+
+The bootstrap holds what cannot come over xDS: the node, the admin address (loopback
+unless `envoy.admin_host` says otherwise), the control plane, and the overload manager
+(its heap and connection bounds from `envoy`)."""
 
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ def render_bootstrap(config: FrugalConfig, xds_port: int | None = None) -> str:
         node_id=config.envoy.node_id,
         admin_host=config.envoy.admin_host,
         admin_port=config.envoy.admin_port,
+        max_heap_bytes=config.envoy.max_heap_bytes,
+        max_downstream_connections=config.envoy.max_downstream_connections,
         xds_endpoints=json.dumps(endpoints),  # JSON is YAML's flow style
     )
 

@@ -75,7 +75,7 @@ def resources(config: FrugalConfig | None = None) -> EnvoyResources:
 def hcm_of(envoy: EnvoyResources) -> Any:
     (listener,) = envoy.listeners
     (chain,) = listener.filter_chains
-    (network_filter,) = chain.filters
+    network_filter = chain.filters[-1]
     hcm = HCM()
     assert network_filter.typed_config.Unpack(hcm)
     return hcm
@@ -104,7 +104,8 @@ def test_one_public_listener_on_the_configured_address() -> None:
     assert listener.name == "public"
     assert listener.address.socket_address.address == "0.0.0.0"
     assert listener.address.socket_address.port_value == 18080
-    assert listener.per_connection_buffer_limit_bytes.value == 4096
+    # The body cap plus headroom (tests/unit/test_edge_config.py).
+    assert listener.per_connection_buffer_limit_bytes.value == 4096 + (64 << 10)
     hcm = hcm_of(envoy)
     assert hcm.rds.route_config_name == "public"
     assert hcm.rds.config_source.HasField("ads")
@@ -121,6 +122,8 @@ def test_http_filters_in_order() -> None:
     are all in the request processor; the local rate limit sheds floods before it."""
     hcm = hcm_of(resources())
     assert [f.name for f in hcm.http_filters] == [
+        # Header and declared body sizes, answered with 431 / 413 (edge_limits.py).
+        "envoy.filters.http.lua.edge_limits",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.ext_proc",
         # Sees the transcoder's error bodies on the way back (engine_errors.py).
