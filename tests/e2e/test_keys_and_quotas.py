@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.stack import FrugalStack
 
@@ -59,12 +60,38 @@ async def test_every_bad_key_gets_the_same_401(stack: FrugalStack) -> None:
     assert len(bodies) == 1, bodies
 
 
+async def _secret_detections(stack: FrugalStack, direction: str) -> float:
+    """The safety filter's count of SECRET findings redacted in `direction`: "output" ones
+    are those the engine's own output check found in what it generated."""
+    port = stack.config.safety_filter.metrics_port
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "frugal_content_detections_total" and labels == {
+                "action": "redact", "category": "SECRET", "direction": direction,
+            }:  # fmt: skip
+                return sample.value
+    return 0.0
+
+
 async def test_x_api_key_works_and_the_secret_does_not_reach_the_engine(
     stack: FrugalStack,
 ) -> None:
-    response = await _chat(stack, {"x-api-key": stack.api_key})
-    assert response.status_code == 200
-    assert response.json()["choices"][0]["message"]["content"] == "one two three"
+    """The echo engine answers what it was given: a prompt carrying the caller's own key
+    comes back redacted, and the engine's output check (which would have found the key in
+    an echo of it) found nothing, so the engine never held it."""
+    key, _ = await _create_key(stack)
+    prompt = {**CHAT, "messages": [{"role": "user", "content": f"my key is {key} ok"}]}
+    before = [await _secret_detections(stack, d) for d in ("prompt", "output")]
+    response = await _chat(stack, {"x-api-key": key}, prompt)
+    assert response.status_code == 200, response.text
+    answer = response.json()["choices"][0]["message"]["content"]
+    assert answer == "my key is [REDACTED:SECRET] ok"
+    assert key not in response.text
+    after = [await _secret_detections(stack, d) for d in ("prompt", "output")]
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 0)
 
 
 async def test_a_model_outside_the_keys_scope_is_403(stack: FrugalStack) -> None:
