@@ -16,6 +16,11 @@ narrowest). A unary answer's headers come with the whole answer, so a per-try
 timeout would cut every answer longer than it: the unary route has none, and keeps
 the retry conditions that never resend a request an engine may have started on.
 Both are bounded by `streams.max_stream_duration_s`.
+
+Envoy counts what the first-byte timeout does, per replica group:
+`cluster.<engine cluster>.upstream_rq_per_try_timeout` (attempts abandoned) and
+`upstream_rq_retry` (retries sent), on its admin /stats, and in Prometheus as
+`envoy_cluster_upstream_rq_per_try_timeout{envoy_cluster_name=...}`.
 """
 
 from __future__ import annotations
