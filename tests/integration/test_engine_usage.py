@@ -258,52 +258,73 @@ async def test_records_expire(usage: EngineUsageClient) -> None:
         assert await usage.request_usage(brief.address, request_id, wait_s=0) is None
 
 
+@contextlib.asynccontextmanager
+async def deadline_only_wait(worker: EngineWorker, usage: EngineUsageClient) -> AsyncIterator[Any]:
+    """A 2 s usage wait on a stream that does not end before it is cancelled, so the wait
+    can end only at its deadline: a wait begun after it that ends while it is still open
+    ended on its own request's end, however slow the machine."""
+    request_id = new_id()
+    async with inference_stub(worker.address) as stub:
+        call, texts = await stream_texts(stub, "StreamChatCompletion", chat(), request_id)
+        await anext(texts)
+        waiting = asyncio.create_task(usage.request_usage(worker.address, request_id, wait_s=2.0))
+        try:
+            yield waiting
+        finally:
+            call.cancel()
+            await waiting
+
+
 async def test_a_wait_ends_when_the_request_finishes(
     long_worker: EngineWorker, usage: EngineUsageClient
 ) -> None:
     request_id = new_id()
-    async with inference_stub(long_worker.address) as stub:
+    async with (
+        deadline_only_wait(long_worker, usage) as deadline_only,
+        inference_stub(long_worker.address) as stub,
+    ):
         call, texts = await stream_texts(
             stub, "StreamChatCompletion", chat(max_tokens=40), request_id
         )
         first = await anext(texts)
-        asked = time.monotonic()
         waiting = asyncio.create_task(
             usage.request_usage(long_worker.address, request_id, wait_s=2.0)
         )
         rest = [text async for text in texts]
-        ended = time.monotonic()
         recorded = await waiting
-        answered = time.monotonic()
+        assert not deadline_only.done()  # it ended with the stream, not at its deadline
     assert [first, *rest] and len(rest) + 1 == 40
     assert recorded == trailer_usage(await call.trailing_metadata())
+    # Final counts: it did wait for the stream's end.
     assert recorded is not None and recorded.finished and recorded.completion_tokens == 40
-    assert ended - asked > 0.1  # it did wait for the stream
-    assert answered - ended < 0.2  # and no longer
 
 
 async def test_a_wait_ends_when_the_client_cancels(
     long_worker: EngineWorker, usage: EngineUsageClient
 ) -> None:
     request_id = new_id()
-    async with inference_stub(long_worker.address) as stub:
+    async with (
+        deadline_only_wait(long_worker, usage) as deadline_only,
+        inference_stub(long_worker.address) as stub,
+    ):
         call, texts = await stream_texts(stub, "StreamChatCompletion", chat(), request_id)
         for _ in range(3):
             await anext(texts)
         waiting = asyncio.create_task(
             usage.request_usage(long_worker.address, request_id, wait_s=2.0)
         )
-        await asyncio.sleep(0.3)
-        assert not waiting.done()
-        cancelled = time.monotonic()
+        await anext(texts)
+        assert not waiting.done()  # the stream runs on: nothing to answer yet
         call.cancel()
         recorded = await waiting
-        answered = time.monotonic()
+        assert not deadline_only.done()  # it ended with the cancel, not at its deadline
     assert recorded is not None and recorded.finished and recorded.completion_tokens >= 3
-    assert answered - cancelled < 0.2
 
 
 async def test_a_wait_is_bounded(long_worker: EngineWorker, usage: EngineUsageClient) -> None:
+    """A wait on a stream that runs on ends at its deadline with the running counts. The
+    lower bounds below cannot flake (a deadline is never early); nothing bounds a wait
+    from above but its answer: a running request's counts, before the caller's timeout."""
     request_id = new_id()
     async with (
         inference_stub(long_worker.address) as stub,
@@ -313,22 +334,21 @@ async def test_a_wait_is_bounded(long_worker: EngineWorker, usage: EngineUsageCl
         await anext(texts)
         started = time.monotonic()
         running = await usage.request_usage(long_worker.address, request_id, wait_s=0.3)
-        waited = time.monotonic() - started
+        assert time.monotonic() - started >= 0.3
         assert running is not None and not running.finished
         assert running.prompt_tokens == prompt_tokens() and running.completion_tokens >= 1
-        assert 0.3 <= waited < 1.0
-        # The worker caps what it is asked for (2 s), whatever the caller's deadline.
+        # The worker caps what it is asked for (2 s), whatever the caller's deadline: the
+        # answer comes, the stream still running, long before the 60 s asked.
         raw = usage_stub(channel)
         started = time.monotonic()
         reply = await raw.RequestUsage(
             engine_usage_pb2.RequestUsageRequest(request_id=request_id, wait_ms=60_000),
-            timeout=10,
+            timeout=30,
         )
-        waited = time.monotonic() - started
+        assert time.monotonic() - started >= 2.0
         call.cancel()
     assert reply.found and not reply.finished
     assert reply.completion_tokens > running.completion_tokens
-    assert 2.0 <= waited < 3.0
 
 
 def _free_port() -> int:
@@ -340,10 +360,11 @@ def _free_port() -> int:
 async def test_an_unreachable_worker_is_none_within_the_deadline() -> None:
     client = EngineUsageClient()
     try:
-        started = time.monotonic()
         address = f"127.0.0.1:{_free_port()}"
-        assert await client.request_usage(address, new_id(), wait_s=0.2) is None
-        assert time.monotonic() - started < 0.2 + 0.5 + 0.3
+        # No hang: the answer comes, None, well before a generous guard (the client's own
+        # bound is the wait plus its connect timeout).
+        async with asyncio.timeout(10):
+            assert await client.request_usage(address, new_id(), wait_s=0.2) is None
     finally:
         await client.close()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
 import pytest
@@ -139,13 +139,24 @@ def test_frugal_up_tells_the_services_and_starts_no_redis(
 async def test_a_bounded_client_waits_for_a_connection_on_one_instance_not_on_a_cluster(
     cluster: RedisCluster, redis_server: RedisServer
 ) -> None:
-    bounds = PoolBounds(max_connections=1, wait_s=2.0, connect_timeout_s=0.5)
-    # Two callers that each hold a connection for 0.3 s, over one connection (per node).
+    bounds = PoolBounds(max_connections=1, wait_s=5.0, connect_timeout_s=0.5)
+    # The first caller holds the one connection (blocked in Redis, seen there); the second
+    # waits for it and is answered only after the first's command ends.
     single = redis_client(redis_server.url, cluster=False, bounds=bounds)
-    started = time.monotonic()
-    await asyncio.gather(*(single.blpop(["frugal-test:empty"], timeout=0.3) for _ in range(2)))
-    assert time.monotonic() - started >= 0.55  # the second waited for the first
+    watcher = redis_client(redis_server.url, cluster=False, bounds=BOUNDS)
+    ended: list[str] = []
+
+    async def call(name: str, command: Awaitable[object]) -> None:
+        await command
+        ended.append(name)
+
+    holding = asyncio.create_task(call("first", single.blpop(["frugal-test:empty"], timeout=1)))
+    while (await watcher.info("clients"))["blocked_clients"] < 1:
+        await asyncio.sleep(0.01)
+    await asyncio.gather(holding, call("second", single.ping()))
+    assert ended == ["first", "second"]  # the second waited for the first's connection
     await single.aclose()
+    await watcher.aclose()
     many = redis_client(cluster.url, cluster=True, bounds=bounds)
     with pytest.raises(MaxConnectionsError):
         await asyncio.gather(*(many.blpop(["frugal-test:empty"], timeout=0.3) for _ in range(2)))
