@@ -4,13 +4,15 @@ Pure layer. Filter order matters (ENVOY_NOTES): ext_proc sits before the
 transcoder so it sees the client's JSON on the way in and SSE on the way out.
 The HCM's edge settings follow Envoy's edge best practices
 (configuration/best_practices/edge); their values come from ListenerConfig, where
-each says why. Header sanitising (configuration/http/http_conn_man/header_sanitizing):
-every client is external (no internal addresses, no trusted hops), so Envoy removes
-every x-envoy-* header a client sends (retry, timeout, trace and address headers
-alike) and makes x-request-id itself; a client's x-forwarded-for is removed before
-Envoy appends the peer's address, so the engine sees only the address Envoy saw
-(all verified on Envoy 1.40 by tests/e2e/test_edge_limits.py). x-frugal-* headers are
-the safety filter's to remove (it does, in every configuration).
+each says why. Header sanitising: every client is external (no internal addresses, no trusted
+hops), so Envoy's own sanitising (configuration/http/http_conn_man/header_sanitizing)
+drops the retry, timeout, trace and address headers a client sends and makes
+x-request-id itself; and before the HCM looks at a request (early header mutation)
+every x-envoy-* header and x-forwarded-for a client sent is removed, so none is
+believed whatever Envoy decides is internal. Envoy then appends the peer's address to
+x-forwarded-for: the engine sees only what Envoy saw (tests/e2e/test_edge_limits.py
+checks what reaches it). x-frugal-* headers are the safety filter's to remove (it
+does, in every configuration).
 """
 
 from __future__ import annotations
@@ -137,16 +139,23 @@ def _client_headers_sanitised() -> dict[str, Any]:
     return {
         "use_remote_address": True,
         "xff_num_trusted_hops": 0,
-        # No address is internal (Envoy 1.40's default when unset; explicit so a change
-        # of default cannot make loopback or RFC 1918 clients trusted).
-        "internal_address_config": {"unix_sockets": False, "cidr_ranges": []},
+        # internal_address_config stays unset: on Envoy 1.40 that makes no address
+        # internal, while a config with no ranges made loopback and RFC 1918 internal
+        # again (their x-envoy-* timeouts and x-request-id were believed: verified).
         "early_header_mutation_extensions": [
             {
                 "name": "envoy.http.early_header_mutation.header_mutation",
                 "typed_config": {
                     "@type": EARLY_HEADER_MUTATION,
-                    # Before the HCM appends the peer: nothing a client wrote survives.
-                    "mutations": [{"remove": "x-forwarded-for"}],
+                    # Before the HCM reads them or appends the peer to XFF.
+                    "mutations": [
+                        {"remove": "x-forwarded-for"},
+                        {
+                            "remove_on_match": {
+                                "key_matcher": {"prefix": "x-envoy-", "ignore_case": True}
+                            }
+                        },
+                    ],
                 },
             }
         ],

@@ -128,18 +128,20 @@ def test_connections_are_limited_before_http() -> None:
     assert limit.max_connections.value == 1234
 
 
-def test_every_client_is_external_and_its_forwarding_headers_are_dropped() -> None:
+def test_every_client_is_external_and_its_envoy_and_forwarding_headers_are_dropped() -> None:
     hcm = hcm_of(config())
     assert hcm.use_remote_address.value is True
     assert hcm.xff_num_trusted_hops == 0
-    assert hcm.HasField("internal_address_config")
-    assert list(hcm.internal_address_config.cidr_ranges) == []
-    assert hcm.internal_address_config.unix_sockets is False
+    # Unset: no address is internal (set without ranges, loopback would be).
+    assert not hcm.HasField("internal_address_config")
     assert hcm.preserve_external_request_id is False
     (early,) = hcm.early_header_mutation_extensions
     mutation = header_mutation_pb2.HeaderMutation()
     assert early.typed_config.Unpack(mutation)
-    assert [m.remove for m in mutation.mutations] == ["x-forwarded-for"]
+    removed, envoy_headers = mutation.mutations
+    assert removed.remove == "x-forwarded-for"
+    assert envoy_headers.remove_on_match.key_matcher.prefix == "x-envoy-"
+    assert envoy_headers.remove_on_match.key_matcher.ignore_case is True
 
 
 def test_an_overloaded_envoy_answers_with_an_openai_error() -> None:
