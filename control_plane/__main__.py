@@ -30,6 +30,7 @@ from control_plane.model import FrugalConfig
 from control_plane.server import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.shared_state import SharedWeights, shared_created
+from frugal.asyncio_metrics import watch_asyncio_tasks
 from frugal.keys import KeyStore
 from frugal.keys.admin_token import AdminTokenError, load_admin_token
 from frugal.keys.hashing import PepperError, load_peppers
@@ -83,6 +84,7 @@ async def run(settings: ControlPlaneSettings) -> None:
     await admin.start()
     if config.control_plane.metrics_port:
         metrics_host = settings.bind_host or config.control_plane.host
+        watch_asyncio_tasks(registry, asyncio.get_running_loop())
         start_http_server(config.control_plane.metrics_port, metrics_host, registry)
     tasks = [asyncio.create_task(balancer.run())]
     resolver = ReplicaResolver(fleet)

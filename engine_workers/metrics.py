@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from engine_workers.engine import LoadSnapshot
+from frugal.asyncio_metrics import watch_asyncio_tasks
 
 LABELS = ("model_name", "group")
 
@@ -132,7 +133,9 @@ class EngineMetrics:
         self._request_generation_tokens.observe(timing.completion_tokens)
 
     def serve_http(self, host: str, port: int) -> int:
-        """Serve /metrics on a thread of prometheus_client's; return the bound port."""
+        """Serve /metrics on a thread of prometheus_client's; return the bound port.
+        Called on the worker's event loop, whose tasks it counts too."""
+        watch_asyncio_tasks(self.registry, asyncio.get_running_loop())
         self._http = start_http_server(port, addr=host, registry=self.registry)
         return int(self._http[0].server_port)
 

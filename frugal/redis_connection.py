@@ -21,6 +21,7 @@ from typing import TypeAlias
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 RedisClient: TypeAlias = Redis | RedisCluster
 
@@ -34,6 +35,13 @@ CONTROL_PLANE_CLIENT = "frugal-control-plane"
 # apart from this, and the scripts and settles are idempotent per request id, so a retry
 # after a lost answer changes nothing.
 CLUSTER_RETRIES = 1
+# One instance: a pooled connection whose Redis restarted is dead but looks connected, and
+# fails its first command (measured: after a restart, the first request on each such
+# connection was refused with 503, tests/e2e/test_redis_restart.py). One retry on a fresh
+# connection, for connection errors only: a Redis that is gone refuses it at once (still
+# failing closed at once), and a read timeout (a frozen Redis) is never retried, so a
+# caller's wait stays one `wait_s`. The scripts and settles are idempotent per request id.
+STALE_CONNECTION_RETRIES = 1
 
 
 @dataclass(frozen=True)
@@ -50,8 +58,9 @@ def redis_client(
 ) -> RedisClient:
     """A client for `url` (with `cluster`, any node of the cluster); connects on first use.
 
-    Without `bounds`: redis-py's defaults. With them, on one instance a command is never
-    retried (a Redis that is gone fails the caller at once, who fails closed); on a cluster
+    On one instance a command is retried once after a connection error only
+    (STALE_CONNECTION_RETRIES; a Redis that is gone still fails the caller at once, who
+    fails closed). Without `bounds`: redis-py's pool defaults. With them, on a cluster
     it is retried `CLUSTER_RETRIES` times, over a fresh slot map. `name` is each
     connection's CLIENT SETNAME, so `CLIENT LIST` and MONITOR tell the services apart.
     """
@@ -67,7 +76,7 @@ def redis_client(
             retry=Retry(NoBackoff(), CLUSTER_RETRIES),
         )
     if bounds is None:
-        return Redis.from_url(url, client_name=name)
+        return Redis.from_url(url, client_name=name, retry=_stale_connection_retry())
     pool = BlockingConnectionPool.from_url(
         url,
         client_name=name,
@@ -75,6 +84,10 @@ def redis_client(
         timeout=bounds.wait_s,
         socket_timeout=bounds.wait_s,
         socket_connect_timeout=bounds.connect_timeout_s,
-        retry=Retry(NoBackoff(), 0),
+        retry=_stale_connection_retry(),
     )
     return Redis(connection_pool=pool)
+
+
+def _stale_connection_retry() -> Retry:
+    return Retry(NoBackoff(), STALE_CONNECTION_RETRIES, supported_errors=(RedisConnectionError,))

@@ -11,6 +11,7 @@ import sys
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
+from frugal.asyncio_metrics import watch_asyncio_tasks
 from frugal.keys.hashing import PepperError, load_peppers
 from frugal.request_log import configure_logging
 from safety_filter.server import start_server
@@ -22,6 +23,7 @@ log = logging.getLogger("safety_filter")
 async def run(settings: SafetyFilterSettings) -> None:
     running = await start_server(settings, load_peppers())
     if settings.metrics_port:
+        watch_asyncio_tasks(running.registry, asyncio.get_running_loop())
         start_http_server(settings.metrics_port, settings.host, registry=running.registry)
     log.info(
         "safety filter (ext_proc: keys, limits, content checks) on %s:%d for models %s",

@@ -28,12 +28,20 @@ class RedisServer:
             raise FileNotFoundError("redis-server is not installed: run `make setup`")
         self.port = _free_port()
         self._dir = tempfile.mkdtemp(prefix="frugal-redis-")
-        self._process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self._dir],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self._argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no", "--dir", self._dir]  # fmt: skip
+        self._process = self._spawn()
+        self._wait_ready()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def restart(self) -> None:
+        """SIGTERM, then a new server on the same port (empty: no persistence here), so
+        that every connection a client had open is dead."""
+        self._process.terminate()
+        self._process.wait(10)
+        self._process = self._spawn()
         self._wait_ready()
 
     @property
