@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -184,9 +185,9 @@ async def test_a_storm_of_disconnects_leaves_nothing_behind(storm_stack: FrugalS
     assert held, f"held after the storm: {after} (before: {before})"
 
 
-async def _until_settled(stack: FrugalStack, key_id: str, requests: int) -> list[dict[str, int]]:
+async def _until_settled(stack: FrugalStack, key_id: str, requests: int) -> list[dict[str, Any]]:
     async def settled() -> bool:
-        return sum(r["requests"] for r in await usage_rows(stack, key_id)) >= requests
+        return sum(int(r["requests"]) for r in await usage_rows(stack, key_id)) >= requests
 
     assert await eventually(settled, 60), await usage_rows(stack, key_id)
     rows = await usage_rows(stack, key_id)
