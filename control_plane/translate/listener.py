@@ -32,6 +32,7 @@ from control_plane.translate.edge_limits import (
     codec_headers_count,
     codec_headers_kb,
     edge_limits_filter,
+    skipped_for_unparsed_requests,
 )
 from control_plane.translate.engine_errors import engine_errors_filter
 from control_plane.translate.local_replies import build_local_reply_config
@@ -220,7 +221,7 @@ def build_public_listener(config: FrugalConfig, descriptor: bytes) -> m.Listener
         "access_log": build_access_logs(config.access_log),
         "http_filters": [
             edge_limits_filter(listener),
-            *_policy_filters(config, _ext_proc_filter()),
+            *_policy_filters(config, skipped_for_unparsed_requests(_ext_proc_filter())),
             engine_errors_filter(),
             _transcoder_filter(descriptor, listener.buffer_limit_bytes),
             gateway_overhead.overhead_filter(),

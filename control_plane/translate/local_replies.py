@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from control_plane.translate.edge_limits import UNPARSED_REQUEST_HEADER
 from frugal import wire
 
 # status -> (OpenAI error type, code) for replies Envoy makes without the safety filter.
@@ -41,6 +42,8 @@ CHECKS_UNAVAILABLE = (
 # config/accesslog/v3 ResponseFlagFilter).
 _ANY_FLAG: dict[str, Any] = {"response_flag_filter": {}}
 
+# What Envoy answers a request it could not parse with (its codecs and HCM).
+CODEC_ERRORS = (400, 408, 413, 431)
 OVERLOADED_MESSAGE = "The gateway is overloaded (its memory is near its limit); retry later."
 
 
@@ -89,6 +92,29 @@ def build_local_reply_config() -> dict[str, Any]:
         "body": {"inline_string": OVERLOADED_MESSAGE},
         "body_format_override": _error_body("server_error", "overloaded"),
     }
+    # A codec error's reply (malformed HTTP, headers past the codec's limits, headers not
+    # in by request_headers_timeout): there are no request headers. It is marked so that
+    # the request processor skips it (edge_limits.py says why).
+    unparsed = [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        {"header_filter": {"header": {"name": ":method", "present_match": False}}},
+                        _status_filter(status),
+                    ]
+                }
+            },
+            "headers_to_add": [
+                {
+                    "header": {"key": UNPARSED_REQUEST_HEADER, "value": "true"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+            "body_format_override": _error_body(*ENVOY_ERRORS[status]),
+        }
+        for status in CODEC_ERRORS
+    ]
     by_status = [
         {"filter": _status_filter(status), "body_format_override": _error_body(kind, code)}
         for status, (kind, code) in ENVOY_ERRORS.items()
@@ -121,6 +147,7 @@ def build_local_reply_config() -> dict[str, Any]:
     return {
         "mappers": [
             from_safety_filter,
+            *unparsed,
             overloaded,
             *flagged,
             checks_unanswered,

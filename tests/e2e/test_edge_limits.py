@@ -182,19 +182,41 @@ async def test_more_headers_than_the_limit_get_431(edge: EdgeStack, protocol: st
     assert f"the limit is {HEADERS}" in message
 
 
-@pytest.mark.parametrize(
-    ("protocol", "curl_exit"),
-    # What a client sees past the codecs' hard limit (twice the configured one): HTTP/1
-    # an empty reply (curl 52: Envoy's own 431 waits in ext_proc while the connection
-    # closes), HTTP/2 a reset stream (curl 92 or 56). Never a hang.
-    [("--http1.1", {52, 56}), ("--http2-prior-knowledge", {56, 92})],
-)
-async def test_headers_past_the_codec_limit_are_cut_at_once(
-    edge: EdgeStack, protocol: str, curl_exit: set[int]
+async def test_http1_headers_past_the_codec_limit_get_envoys_431_with_an_openai_body(
+    edge: EdgeStack,
 ) -> None:
+    """Past twice the limit the codec refuses the request itself (edge_limits.py)."""
     huge = "x-big: " + "a" * (2 * HEADER_KB * 1024 + 1024)
-    code, status, _ = await _curl(*_chat_args(edge.stack, protocol, huge))
-    assert (code, status) in {(c, 0) for c in curl_exit}
+    _, status, body = await _curl(*_chat_args(edge.stack, "--http1.1", huge))
+    _openai_error(status, body, 431, "headers_too_large")
+
+
+async def test_http2_headers_past_the_codec_limit_get_a_reset_at_once(edge: EdgeStack) -> None:
+    """The one case with no answer to send: HTTP/2's codec resets the stream (curl 92
+    or 56), at once."""
+    huge = "x-big: " + "a" * (2 * HEADER_KB * 1024 + 1024)
+    code, status, _ = await _curl(*_chat_args(edge.stack, "--http2-prior-knowledge", huge))
+    assert (code, status) in {(92, 0), (56, 0)}
+
+
+async def _raw_http1(stack: FrugalStack, request: bytes) -> bytes:
+    """Everything Envoy answers one raw request with, until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.config.listener.port)
+    writer.write(request)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), CLIENT_TIMEOUT_S)
+    finally:
+        writer.close()
+
+
+async def test_malformed_http1_gets_400_with_an_openai_body(edge: EdgeStack) -> None:
+    answer = await _raw_http1(
+        edge.stack, b"POST /v1/chat/completions HTTP/1.1\r\nbad header\r\n\r\n"
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    _openai_error(400, body, 400, "invalid_request")
 
 
 def _body_of(size: int) -> bytes:
@@ -228,19 +250,13 @@ async def test_expect_100_continue_over_the_cap_gets_413_before_the_body(
     """A client that waits for `100 Continue`, then for an answer, before sending."""
     stack = edge.stack
     cap = stack.config.listener.max_request_bytes
-    reader, writer = await asyncio.open_connection("127.0.0.1", stack.config.listener.port)
     head = (
         "POST /v1/chat/completions HTTP/1.1\r\nhost: frugal\r\n"
         f"authorization: Bearer {stack.api_key}\r\ncontent-type: application/json\r\n"
         f"expect: 100-continue\r\ncontent-length: {cap * 10}\r\n\r\n"
     )
-    writer.write(head.encode())
-    await writer.drain()
-    try:
-        # Envoy closes the connection after its answer (the body was never read).
-        answer = await asyncio.wait_for(reader.read(), CLIENT_TIMEOUT_S)
-    finally:
-        writer.close()
+    # No body is sent: Envoy answers and closes the connection.
+    answer = await _raw_http1(stack, head.encode())
     continued, _, rest = answer.partition(b"\r\n\r\n")
     assert continued == b"HTTP/1.1 100 Continue"
     head_413, _, body = rest.partition(b"\r\n\r\n")

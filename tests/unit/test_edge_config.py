@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 import yaml
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2
+from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
 from envoy.extensions.filters.http.grpc_json_transcoder.v3 import transcoder_pb2
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
 from envoy.extensions.filters.network.connection_limit.v3 import connection_limit_pb2
@@ -13,13 +15,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2,
 )
 from envoy.extensions.http.early_header_mutation.header_mutation.v3 import header_mutation_pb2
+from envoy.type.matcher.v3 import http_inputs_pb2
 from pydantic import ValidationError
 
 from control_plane.model import FrugalConfig
 from control_plane.server import api_descriptor
 from control_plane.translate import translate
-from control_plane.translate.edge_limits import EDGE_LIMITS_FILTER
-from control_plane.translate.local_replies import OVERLOADED_MESSAGE
+from control_plane.translate.edge_limits import EDGE_LIMITS_FILTER, UNPARSED_REQUEST_HEADER
+from control_plane.translate.local_replies import CODEC_ERRORS, OVERLOADED_MESSAGE
 from frugal.cli.envoy_bootstrap import render_bootstrap
 
 HCM = http_connection_manager_pb2.HttpConnectionManager
@@ -144,6 +147,17 @@ def test_every_client_is_external_and_its_envoy_and_forwarding_headers_are_dropp
     assert envoy_headers.remove_on_match.key_matcher.ignore_case is True
 
 
+def _statuses(access_log_filter: Any) -> set[int]:
+    """The statuses a mapper's filter compares with, through and/or filters."""
+    kind = access_log_filter.WhichOneof("filter_specifier")
+    if kind == "status_code_filter":
+        return {access_log_filter.status_code_filter.comparison.value.default_value}
+    if kind in ("and_filter", "or_filter"):
+        inner = getattr(access_log_filter, kind).filters
+        return set().union(*(_statuses(f) for f in inner))
+    return set()
+
+
 def test_an_overloaded_envoy_answers_with_an_openai_error() -> None:
     mappers = hcm_of(config()).local_reply_config.mappers
     (index,) = [
@@ -155,12 +169,8 @@ def test_an_overloaded_envoy_answers_with_an_openai_error() -> None:
     assert error["code"].string_value == "overloaded"
     assert error["message"].string_value == "%LOCAL_REPLY_BODY%"
     # Before the mappers that keep the body of any flagged 503 ("envoy overloaded").
-    later_503s = [
-        i
-        for i, m in enumerate(mappers)
-        if m.filter.WhichOneof("filter_specifier") in ("and_filter", "or_filter")
-    ]
-    assert all(index < i for i in later_503s)
+    later_503s = [i for i, m in enumerate(mappers) if _statuses(m.filter) & {503, 504}]
+    assert later_503s and all(index < i for i in later_503s)
 
 
 def test_the_bootstrap_bounds_heap_and_connections_from_the_config() -> None:
@@ -211,3 +221,31 @@ def test_every_port_but_the_public_one_listens_on_loopback_by_default() -> None:
 def test_values_out_of_bounds_are_refused_by_name(section: str, field: str, value: int) -> None:
     with pytest.raises(ValidationError, match=field):
         config(**{section: {field: value}})
+
+
+def test_the_processor_skips_replies_to_requests_whose_headers_never_parsed() -> None:
+    hcm = hcm_of(config())
+    (ext_proc,) = [f for f in hcm.http_filters if f.name == "envoy.filters.http.ext_proc"]
+    wrapped = extension_matcher_pb2.ExtensionWithMatcher()
+    assert ext_proc.typed_config.Unpack(wrapped)
+    assert wrapped.extension_config.name == "envoy.filters.http.ext_proc"
+    (matcher,) = wrapped.xds_matcher.matcher_list.matchers
+    header_input = http_inputs_pb2.HttpResponseHeaderMatchInput()
+    assert matcher.predicate.single_predicate.input.typed_config.Unpack(header_input)
+    assert header_input.header_name == UNPARSED_REQUEST_HEADER
+    assert matcher.predicate.single_predicate.value_match.exact == "true"
+    assert matcher.on_match.action.typed_config.Is(skip_action_pb2.SkipFilter.DESCRIPTOR)
+    # The local replies that carry the mark: codec errors, with no request headers.
+    marked = [
+        m
+        for m in hcm.local_reply_config.mappers
+        if [h.header.key for h in m.headers_to_add] == [UNPARSED_REQUEST_HEADER]
+    ]
+    assert {next(iter(_statuses(m.filter))) for m in marked} == set(CODEC_ERRORS)
+    for mapper in marked:
+        method = mapper.filter.and_filter.filters[0].header_filter.header
+        assert (method.name, method.present_match) == (":method", False)
+    # The edge filter drops the mark before the client sees it.
+    lua = lua_pb2.Lua()
+    assert hcm.http_filters[0].typed_config.Unpack(lua)
+    assert f'remove("{UNPARSED_REQUEST_HEADER}")' in lua.default_source_code.inline_string

@@ -8,6 +8,7 @@ from typing import Any
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.http.grpc_json_transcoder.v3 import transcoder_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
@@ -83,7 +84,12 @@ def hcm_of(envoy: EnvoyResources) -> Any:
 
 def http_filter(hcm: Any, name: str, message: Message) -> Any:
     (found,) = [f for f in hcm.http_filters if f.name == name]
-    assert found.typed_config.Unpack(message)
+    config = found.typed_config
+    # A filter wrapped to skip codec errors' replies (edge_limits.py): the filter inside.
+    wrapped = extension_matcher_pb2.ExtensionWithMatcher()
+    if config.Unpack(wrapped):
+        config = wrapped.extension_config.typed_config
+    assert config.Unpack(message)
     return message
 
 
