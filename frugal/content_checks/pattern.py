@@ -10,7 +10,9 @@ Two rules keep streamed and whole-text results identical (see stream.py):
   next search starts at `candidate.start + 1`), so where the search resumes
   depends only on accepted matches, never on where a chunk happened to end;
 - every quantifier is bounded and no sub-pattern (lookarounds included)
-  consumes a character outside `alphabet`, so an attempt at position `s` reads
+  consumes a character outside `alphabet` (where `re` reads more than the alphabet
+  names, `_consumable` says so: any script's digit for `\\d`, ASCII look-alikes
+  ignoring case), so an attempt at position `s` reads
   at most `max_length + peek` characters and never past a character outside
   the alphabet. `unsettled_from` follows from that: attempts before the last
   such character, or more than `max_length + peek` from the end, are final.
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from frugal.content_checks.match import Match
-from frugal.content_checks.shape import Trigger, shape_ascii, shape_of
+from frugal.content_checks.shape import ASCII_LOOKALIKES, Trigger, shape_ascii, shape_of
 
 # (text, start, end) of a regex candidate -> the end of the accepted match
 # (possibly shorter, never <= start) or None to reject it.
@@ -124,11 +126,24 @@ class PatternSpec:
         n = len(text)
         lowest = max(start, n - self.max_read + 1)
         run_start = n
-        while run_start > lowest and text[run_start - 1] in self.alphabet:
+        while run_start > lowest and self._consumable(text[run_start - 1]):
             run_start -= 1
         if not self.prefixes:
             return run_start
         return self._first_prefix(text, run_start)
+
+    def _consumable(self, char: str) -> bool:
+        """A match may consume `char`: it is in the alphabet, or `re` reads it as one of
+        the alphabet's characters (`\\d` matches a digit of any script; ignoring case,
+        an ASCII look-alike matches its letter). Found by a property test: a card ending
+        in an Arabic-Indic digit at a chunk's end was taken as settled there, redacted,
+        though the next chunk's digit made the whole text no card."""
+        if char in self.alphabet:
+            return True
+        if char.isdecimal():
+            return not self.alphabet.isdisjoint("0123456789")
+        letter = ASCII_LOOKALIKES.get(char)
+        return letter is not None and not self.alphabet.isdisjoint((letter, letter.upper()))
 
     def _first_prefix(self, text: str, lowest: int) -> int:
         """The first position >= lowest where a prefix occurs or the text ends in part of one."""
