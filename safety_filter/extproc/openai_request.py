@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -49,6 +50,15 @@ class _Lenient(BaseModel):
     # Unknown fields (tools, response_format, logit_bias...) are accepted and
     # ignored, as by most OpenAI-compatible servers; the engine never sees them.
     model_config = ConfigDict(extra="ignore", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_fields(cls, data: Any) -> Any:
+        # Each of these objects is a proto message to the transcoder, whose JSON parser
+        # refuses a field without a name ("Proto fields must have a name.").
+        if isinstance(data, dict) and "" in data:
+            raise PydanticCustomError("empty_field_name", "a field name must not be empty")
+        return data
 
 
 class Message(_Lenient):

@@ -293,3 +293,23 @@ def test_an_integer_written_with_a_fraction_point_is_an_integer() -> None:
     # JSON has one number type; JSON Schema and protobuf's JSON parser read 4.0 as 4.
     assert parse_inference_request(CHAT, chat(max_tokens=4.0)).max_output_tokens == 4
     assert refused(CHAT, chat(max_tokens=4.5)).message.startswith("max_tokens: must be an integer")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (chat(**{"": 1}), "body"),
+        (chat(messages=[{"role": "user", "content": "x", "": 1}]), "messages.0"),
+        (chat(stream=True, stream_options={"": True}), "stream_options"),
+        (completion(**{"": None}), "body"),
+    ],
+)
+def test_an_empty_field_name_in_a_request_object_is_refused(body: bytes, field: str) -> None:
+    # The transcoder refuses it there; inside a free-form value (content parts) it is fine.
+    path = COMPLETIONS if b"prompt" in body else CHAT
+    assert refused(path, body).message == f"{field}: a field name must not be empty"
+
+
+def test_an_empty_field_name_inside_a_content_part_is_fine() -> None:
+    parts = [{"type": "text", "text": "a", "": 1}]
+    assert parse_inference_request(CHAT, chat(messages=[{"role": "user", "content": parts}]))
