@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from control_plane.admin.errors import invalid_admin_token
 from frugal.keys.admin_token import (
@@ -21,7 +22,12 @@ from frugal.keys.admin_token import (
     load_admin_token,
 )
 
-__all__ = ["ensure_admin_token_file", "load_admin_token", "require_admin_token"]
+__all__ = [
+    "ensure_admin_token_file",
+    "load_admin_token",
+    "require_admin_token",
+    "token_matcher",
+]
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -30,17 +36,29 @@ _bearer = HTTPBearer(
 )
 
 
-def require_admin_token(token: str) -> Callable[..., Awaitable[None]]:
-    """A FastAPI dependency refusing (401) any request without `Authorization: Bearer <token>`."""
+def token_matcher(token: str) -> Callable[[str | None], bool]:
+    """Whether an `Authorization` header value is `Bearer <token>`, compared in constant time."""
     if len(token) < MIN_TOKEN_LENGTH:
         raise ValueError(f"the admin token must be at least {MIN_TOKEN_LENGTH} characters")
     expected = token.encode("utf-8")
 
+    def matches(authorization: str | None) -> bool:
+        scheme, credentials = get_authorization_scheme_param(authorization)
+        presented = credentials.encode("utf-8") if scheme.lower() == "bearer" else b""
+        return hmac.compare_digest(presented, expected)
+
+    return matches
+
+
+def require_admin_token(token: str) -> Callable[..., Awaitable[None]]:
+    """A FastAPI dependency refusing (401) any request without `Authorization: Bearer <token>`
+    (it also puts the scheme in the OpenAPI document)."""
+    matches = token_matcher(token)
+
     async def check(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     ) -> None:
-        presented = b"" if credentials is None else credentials.credentials.encode("utf-8")
-        if not hmac.compare_digest(presented, expected):
+        if credentials is None or not matches(f"Bearer {credentials.credentials}"):
             raise invalid_admin_token()
 
     return check

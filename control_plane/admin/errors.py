@@ -53,8 +53,10 @@ def key_not_found(key_id: str) -> AdminError:
     )
 
 
-# Starlette's own errors (unknown path, wrong method) -> OpenAI type and code.
+# Starlette's own errors (a body that is not JSON, unknown path, wrong method) -> OpenAI
+# type and code.
 _HTTP_ERRORS = {
+    400: ("invalid_request_error", "invalid_json"),
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
 }
@@ -68,11 +70,20 @@ def _field(loc: Sequence[Any]) -> str:
     return ".".join(parts)
 
 
+def _reason(error: Any) -> str:
+    reason = str(error.get("msg", "invalid"))
+    detail = (error.get("ctx") or {}).get("error")
+    return f"{reason} ({detail})" if error.get("type") == "json_invalid" and detail else reason
+
+
 def validation_error(errors: Sequence[Any]) -> AdminError:
-    fields = [_field(error.get("loc", ())) for error in errors]
+    # A body that is not JSON is located at ("body", <offset>): name the body, not "0".
+    fields = [
+        "body" if error.get("type") == "json_invalid" else _field(error.get("loc", ()))
+        for error in errors
+    ]
     message = "; ".join(
-        f"{field}: {error.get('msg', 'invalid')}"
-        for field, error in zip(fields, errors, strict=True)
+        f"{field}: {_reason(error)}" for field, error in zip(fields, errors, strict=True)
     )
     return AdminError(422, "invalid_request_error", "invalid_value", message, fields[0] or None)
 
