@@ -29,11 +29,13 @@ from frugal.cli.up import start_stack
 from frugal.wire import engine_metrics_port
 from tests.helpers.envoy_process import EnvoyProcess
 from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, free_port, stack_config
+from tests.helpers.steady_load import eventually
 
 pytestmark = STACK_MARKS
 
 HEADER_KB = 8
 HEADERS = 40
+CONNECTIONS = 20
 CLIENT_TIMEOUT_S = 30.0
 CHAT = {"model": "sim-echo", "max_tokens": 4, "messages": [{"role": "user", "content": "a b"}]}
 # Every request header Envoy's sanitising is meant to take from an external client
@@ -116,7 +118,11 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EdgeSt
         }
     ]
     data = stack_config(models, {"fast": FAST})
-    data["listener"] |= {"max_request_headers_kb": HEADER_KB, "max_headers_count": HEADERS}
+    data["listener"] |= {
+        "max_request_headers_kb": HEADER_KB,
+        "max_headers_count": HEADERS,
+        "max_connections": CONNECTIONS,
+    }
     stack = FrugalStack(Path(tmp_path_factory.mktemp("edge")), data)
     try:
         stack.api_key = await start_stack(
@@ -302,6 +308,58 @@ async def test_spoofed_envoy_and_forwarding_headers_never_reach_the_engine(
     assert seen["x-request-id"] == [response.headers["x-request-id"]]
     # Nothing was retried: the engine got this request once.
     assert len(edge.tap.calls) == before + 1
+
+
+async def _models_on_new_connection(stack: FrugalStack) -> tuple[Any, Any, bytes]:
+    """A connection with one keep-alive GET /v1/models on it, and what came back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.config.listener.port)
+    request = f"GET /v1/models HTTP/1.1\r\nhost: frugal\r\nauthorization: Bearer {stack.api_key}"
+    writer.write((request + "\r\n\r\n").encode())
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(1 << 16), CLIENT_TIMEOUT_S)
+    except ConnectionError:
+        answer = b""
+    return reader, writer, answer
+
+
+async def test_connections_past_the_listeners_limit_are_closed_at_once(edge: EdgeStack) -> None:
+    stack = edge.stack
+    stat = "connection_limit.public.active_connections"
+    admin = EnvoyAdmin(stack.envoy_admin)
+    # Connections of earlier tests are gone first (Envoy counts them until it sees them close).
+    assert await eventually(lambda: admin.gauge_is(stat, 0), 30), await admin.gauge(stat)
+    held = [await _models_on_new_connection(stack) for _ in range(CONNECTIONS)]
+    try:
+        assert all(answer.startswith(b"HTTP/1.1 200 ") for _, _, answer in held)
+        _, writer, answer = await _models_on_new_connection(stack)
+        writer.close()
+        # Closed without an answer: the connection is refused before any HTTP is read.
+        assert answer == b""
+    finally:
+        for _, held_writer, _ in held:
+            held_writer.close()
+
+    async def served_again() -> bool:
+        _, writer, answer = await _models_on_new_connection(stack)
+        writer.close()
+        return answer.startswith(b"HTTP/1.1 200 ")
+
+    assert await eventually(served_again, 30)
+
+
+class EnvoyAdmin:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def gauge(self, name: str) -> int | None:
+        async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S) as client:
+            response = await client.get(f"{self.url}/stats?format=json&filter=^{name}$")
+        values = [s["value"] for s in response.json()["stats"] if s.get("name") == name]
+        return int(values[0]) if values else None
+
+    async def gauge_is(self, name: str, value: int) -> bool:
+        return await self.gauge(name) == value
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
