@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# Imported for json_format.ParseDict of the `@type` below (messages.py says why).
+import envoy.extensions.access_loggers.filters.cel.v3.cel_pb2  # noqa: F401
+
 from control_plane.translate.edge_limits import UNPARSED_REQUEST_HEADER
+from control_plane.translate.messages import TYPE
 from frugal import wire
 
 # status -> (OpenAI error type, code) for replies Envoy makes without the safety filter.
@@ -42,6 +46,7 @@ CHECKS_UNAVAILABLE = (
 # config/accesslog/v3 ResponseFlagFilter).
 _ANY_FLAG: dict[str, Any] = {"response_flag_filter": {}}
 
+CEL_FILTER = TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 # What Envoy answers a request it could not parse with (its codecs and HCM).
 CODEC_ERRORS = (400, 408, 413, 431)
 OVERLOADED_MESSAGE = "The gateway is overloaded (its memory is near its limit); retry later."
@@ -86,9 +91,18 @@ def build_local_reply_config() -> dict[str, Any]:
         ),
     }
     # The overload manager's stop_accepting_requests (bootstrap): Envoy's own body is
-    # "envoy overloaded"; the client learns it may retry.
+    # "envoy overloaded"; the client learns it may retry. Known by its response code
+    # details: its OM flag is not set yet when the reply is mapped (verified on 1.40).
     overloaded = {
-        "filter": {"response_flag_filter": {"flags": ["OM"]}},
+        "filter": {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": CEL_FILTER,
+                    "expression": "response.code_details == 'overload'",
+                },
+            }
+        },
         "body": {"inline_string": OVERLOADED_MESSAGE},
         "body_format_override": _error_body("server_error", "overloaded"),
     }

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import yaml
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
 from envoy.extensions.filters.http.grpc_json_transcoder.v3 import transcoder_pb2
@@ -161,9 +162,14 @@ def _statuses(access_log_filter: Any) -> set[int]:
 def test_an_overloaded_envoy_answers_with_an_openai_error() -> None:
     mappers = hcm_of(config()).local_reply_config.mappers
     (index,) = [
-        i for i, m in enumerate(mappers) if list(m.filter.response_flag_filter.flags) == ["OM"]
+        i
+        for i, m in enumerate(mappers)
+        if m.filter.extension_filter.name == "envoy.access_loggers.extension_filters.cel"
     ]
     overloaded = mappers[index]
+    expression = cel_pb2.ExpressionFilter()
+    assert overloaded.filter.extension_filter.typed_config.Unpack(expression)
+    assert expression.expression == "response.code_details == 'overload'"
     assert overloaded.body.inline_string == OVERLOADED_MESSAGE
     error = overloaded.body_format_override.json_format.fields["error"].struct_value.fields
     assert error["code"].string_value == "overloaded"
