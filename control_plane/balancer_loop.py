@@ -33,6 +33,7 @@ from control_plane.balancer.load import (
     step_sample,
 )
 from control_plane.balancer.policy import BalancerPolicy, build_policy
+from control_plane.balancer.weights import available
 from control_plane.fleet import Fleet
 from control_plane.leadership import LeaderLease
 from control_plane.load_sampler import HostState, LoadSampler
@@ -197,8 +198,20 @@ class BalancerLoop:
         for group in groups:
             self._in_flight.labels(model.name, group.group).set(group.in_flight)
         if model.balancer.type == "static":
-            balance.published = {g.name: g.weight for g in model.groups}
-            self._control_plane.clear_live_weights(model.name)
+            # The configured weights stand while every group can answer; a group left
+            # without a healthy replica gets none of them (StaticPolicy) until one is back.
+            # Before, the configured split stayed, and Envoy kept sending that group's
+            # share to no healthy upstream (503) for as long as it was down
+            # (tests/e2e/test_replica_failure.py, a whole group killed).
+            if len(available(groups)) == len(groups):
+                balance.published = {g.name: g.weight for g in model.groups}
+                self._control_plane.clear_live_weights(model.name)
+            elif balance.published != balance.decision.weights:
+                balance.published = dict(balance.decision.weights)
+                self._control_plane.set_live_weights(model.name, balance.published)
+                log.info(
+                    "%s weights %s: %s", model.name, balance.published, balance.decision.reason
+                )
         elif not self.leading:
             balance.published = self._control_plane.live_weights.get(model.name)
         elif balance.gate.offer(balance.published, balance.decision.weights, loop.time()):

@@ -63,11 +63,15 @@ async def stream_outcome(client: httpx.AsyncClient, model: str) -> StreamOutcome
 
 
 class SteadyLoad:
-    """`clients` closed loops of streams, started on entry and stopped on exit; `outcomes`
-    fills as they end, so a test can watch it while a fault is on."""
+    """`clients` closed loops of streams (with the stack's demo key, or `key`), started on
+    entry and stopped on exit; `outcomes` fills as they end, so a test can watch it while a
+    fault is on."""
 
-    def __init__(self, stack: FrugalStack, model: str, clients: int) -> None:
+    def __init__(
+        self, stack: FrugalStack, model: str, clients: int, key: str | None = None
+    ) -> None:
         self._stack = stack
+        self._headers = {"authorization": f"Bearer {key}"} if key else stack.auth
         self._model = model
         self._clients = clients
         self._stop = asyncio.Event()
@@ -86,7 +90,7 @@ class SteadyLoad:
     async def _run(self) -> None:
         limits = httpx.Limits(max_connections=self._clients * 2)
         async with httpx.AsyncClient(
-            base_url=self._stack.base_url, headers=self._stack.auth, timeout=60, limits=limits
+            base_url=self._stack.base_url, headers=self._headers, timeout=60, limits=limits
         ) as client:
 
             async def loop() -> None:
