@@ -9,7 +9,8 @@ version and nonce sent. Rules (https://www.envoyproxy.io/docs/envoy/latest/api-d
 - the last nonce without error_detail: an ACK; answer only if the subscribed names changed
   (answering every ACK would loop forever);
 - the last nonce with error_detail: a NACK; Envoy keeps its last good config; log, count, and do
-  not resend the refused version;
+  not resend the refused version, unless the NACK changes the names subscribed (answered then,
+  like an ACK that changes them: a property test found the change otherwise lost);
 - a new snapshot: answer every subscribed type whose version differs from the last one sent.
 """
 
@@ -89,10 +90,13 @@ class SotwStream:
         subscription.names = names
         if request.HasField("error_detail"):
             self._on_nack(request, subscription)
-            return []
-        stats.acks += 1
-        stats.last_acked_version = request.version_info
+        else:
+            stats.acks += 1
+            stats.last_acked_version = request.version_info
         if names_changed:
+            # A NACK carries the client's subscription too: a change in it is answered
+            # (go-control-plane does the same); an unchanged one is not, so the refused
+            # version is not sent again for the same names.
             return self._respond(type_url, subscription, snapshot)
         return []
 
