@@ -14,10 +14,14 @@ from frugal.accounting.token_budget import tpm_key
 from tests.helpers.stack import FrugalStack
 
 
-async def create_key(stack: FrugalStack, **spec: Any) -> tuple[str, str]:
-    """A new API key (its secret, its id) made through the admin REST."""
+async def create_key(
+    stack: FrugalStack, admin_url: str | None = None, **spec: Any
+) -> tuple[str, str]:
+    """A new API key (its secret, its id) made through the admin REST (the stack's, or
+    another control plane's at `admin_url`)."""
     body = {"name": "chaos", "tenant": "acme", **spec}
-    async with httpx.AsyncClient(base_url=stack.admin_url, headers=stack.admin_headers) as admin:
+    base = admin_url or stack.admin_url
+    async with httpx.AsyncClient(base_url=base, headers=stack.admin_headers) as admin:
         response = await admin.post("/admin/v1/keys", json=body)
     assert response.status_code == 201, response.text
     created = response.json()
