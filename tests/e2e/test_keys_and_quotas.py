@@ -110,9 +110,16 @@ async def test_revocation_takes_effect_within_a_second(stack: FrugalStack) -> No
     async with httpx.AsyncClient(base_url=stack.admin_url, headers=stack.admin_headers) as admin:
         assert (await admin.post(f"/admin/v1/keys/{key_id}/revoke")).status_code == 200
     revoked_at = time.monotonic()
-    while (await _chat(stack, headers)).status_code == 200:
-        assert time.monotonic() - revoked_at < 1.0, "a revoked key still worked after 1 s"
+    # The bound is on when a request starts, not on how long a busy machine takes to
+    # answer it: one started 1 s after the revocation must be refused.
+    while True:
+        started = time.monotonic() - revoked_at
+        status = (await _chat(stack, headers)).status_code
+        if status != 200:
+            break
+        assert started < 1.0, "a request started 1 s after the revocation still worked"
         await asyncio.sleep(0.05)
+    assert status == 401
     assert (await _chat(stack, headers)).status_code == 401
 
 

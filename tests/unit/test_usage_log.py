@@ -94,6 +94,5 @@ async def test_wait_returns_at_the_end_or_after_the_timeout() -> None:
     assert await log.wait("r", 0.05) == RequestUsage(False, 3, 2)
     assert time.monotonic() - started >= 0.05
     asyncio.get_running_loop().call_later(0.05, record.end)
-    started = time.monotonic()
-    assert await log.wait("r", 5.0) == RequestUsage(True, 3, 2)
-    assert time.monotonic() - started < 1.0
+    # A wait far longer than any test run: only the end can have returned it.
+    assert await log.wait("r", 3600.0) == RequestUsage(True, 3, 2)
