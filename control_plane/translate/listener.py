@@ -181,9 +181,10 @@ def _edge_timeouts_and_limits(listener: ListenerConfig) -> dict[str, Any]:
         "common_http_protocol_options": {
             "max_headers_count": codec_headers_count(listener),
             "idle_timeout": m.duration(listener.idle_timeout_s),
-            # Envoy's edge doc suggests REJECT_REQUEST, but that is a codec error here,
-            # which a client reads as an empty reply (edge_limits.py); dropping such a
-            # header protects the same upstreams that treat '_' and '-' alike.
+            # Envoy's edge doc suggests REJECT_REQUEST: a codec error, 400 over HTTP/1
+            # but a stream reset with no answer over HTTP/2 (edge_limits.py).
+            # Dropping such a header protects the same upstreams (that treat '_' and
+            # '-' alike) and serves the request.
             "headers_with_underscores_action": "DROP_HEADER",
         },
         "http2_protocol_options": {

@@ -57,6 +57,8 @@ SPOOFED = {
     "x-envoy-expected-rq-timeout-ms": "1",
     "x-forwarded-for": "203.0.113.9",
     "x-request-id": "spoofed-request-id",
+    # Dropped (headers_with_underscores_action), never taken for x-forwarded-for.
+    "x_forwarded_for": "203.0.113.9",
 }
 # Of those, the ones Envoy itself sets on the way to the engine (its own values).
 ENVOY_SETS = {
