@@ -19,16 +19,11 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-import yaml
 
-from control_plane.model import FrugalConfig
-from control_plane.translate.local_replies import OVERLOADED_MESSAGE, build_local_reply_config
 from engine_workers.server import EngineWorker
 from engine_workers.settings import EngineSettings
-from frugal.cli.envoy_bootstrap import render_bootstrap
 from frugal.cli.up import start_stack
 from frugal.wire import engine_metrics_port
-from tests.helpers.envoy_process import EnvoyProcess
 from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, free_port, stack_config
 from tests.helpers.steady_load import eventually
 
@@ -387,80 +382,3 @@ async def test_the_admin_port_refuses_a_missing_or_wrong_token(edge: EdgeStack) 
         assert (await admin.get("/admin/v1/keys", headers=stack.admin_headers)).status_code == 200
         for headers in ({}, {"authorization": token[:-1]}, {"authorization": "Bearer wrong"}):
             assert (await admin.get("/admin/v1/keys", headers=headers)).status_code == 401
-
-
-def _listener_with_our_local_replies(port: int) -> dict[str, Any]:
-    """A static listener answering 200 itself, with the public listener's local replies."""
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network."
-        "http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "overload_probe",
-        "route_config": {
-            "virtual_hosts": [
-                {
-                    "name": "all",
-                    "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200}}],
-                }
-            ]
-        },
-        "local_reply_config": build_local_reply_config(),
-        "http_filters": [
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            }
-        ],
-    }
-    return {
-        "name": "overload_probe",
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                          "typed_config": hcm}]}
-        ],
-    }  # fmt: skip
-
-
-async def test_the_bootstraps_heap_monitor_runs_and_stops_requests_above_its_limit() -> None:
-    """The real binary accepts the rendered bootstrap, reads its heap (a tcmalloc build)
-    and, with a limit below what it holds, turns on stop_accepting_requests: requests
-    get 503 with the OpenAI error body of local_replies.py."""
-    models = [{"name": "m", "groups": [{"name": "g", "profile": "p", "replicas": ["1.2.3.4:1"]}]}]
-    base = FrugalConfig.model_validate({"profiles": {"p": {}}, "models": models})
-    pressure_stat = "overload.envoy.resource_monitors.fixed_heap.pressure"
-    active_stat = "overload.envoy.overload_actions.stop_accepting_requests.active"
-    for heap, stopped in ((base.envoy.max_heap_bytes, 0), (1 << 20, 1)):
-        # 1 MiB is below the schema's floor on purpose (model_copy does not validate).
-        envoy_config = base.envoy.model_copy(update={"max_heap_bytes": heap, "admin_port": 0})
-        bootstrap = yaml.safe_load(
-            render_bootstrap(base.model_copy(update={"envoy": envoy_config}))
-        )
-        port = free_port()
-        # No control plane here: a static listener instead of ADS (which would hold the
-        # listeners back until its initial fetch timed out).
-        del bootstrap["dynamic_resources"]
-        bootstrap["static_resources"]["listeners"] = [_listener_with_our_local_replies(port)]
-        envoy = EnvoyProcess()
-        try:
-            envoy.start(bootstrap)
-            pressure = active = None
-            for _ in range(200):
-                pressure = await envoy.stat(pressure_stat)
-                active = await envoy.stat(active_stat)
-                if pressure is not None and active == stopped:
-                    break
-                await asyncio.sleep(0.1)
-            assert pressure is not None, envoy.log_text()
-            assert active == stopped, (heap, pressure, active)
-            async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S) as client:
-                response = await client.get(f"http://127.0.0.1:{port}/")
-            if stopped:
-                message = _openai_error(response.status_code, response.content, 503, "overloaded")
-                assert message == OVERLOADED_MESSAGE
-            else:
-                assert response.status_code == 200
-        finally:
-            envoy.stop()
