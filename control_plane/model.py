@@ -152,6 +152,11 @@ class ListenerConfig(Frozen):
     # A client must finish sending its headers within this (bounds slowloris connections);
     # an honest client sends them in one packet.
     request_headers_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # The whole request (headers and body) must be in by then: bounds a client that
+    # trickles its body a byte at a time, which the idle timeout never cuts (408). Envoy
+    # disarms it once the request has gone upstream or the answer has begun, so it never
+    # bounds generation (HCM docs, request_timeout). 60 s: 1 MiB at ~17 KiB/s.
+    request_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     # A stream with no bytes either way for this long is ended: bounds a stalled engine or
     # a client that stopped reading, far above the gap between two tokens.
     stream_idle_timeout_s: float = Field(default=300.0, gt=0, le=86_400)

@@ -172,9 +172,10 @@ def _edge_timeouts_and_limits(listener: ListenerConfig) -> dict[str, Any]:
     return {
         "request_headers_timeout": m.duration(listener.request_headers_timeout_s),
         "stream_idle_timeout": m.duration(listener.stream_idle_timeout_s),
-        # 0: no bound on a whole request. A stream lasts as long as generation does; the
-        # route's max_stream_duration bounds it, the idle timeout a stalled one.
-        "request_timeout": "0s",
+        # Bounds receiving the request only (disarmed once it is upstream or the answer
+        # began); the route's max_stream_duration bounds a stream, the idle timeout a
+        # stalled one.
+        "request_timeout": m.duration(listener.request_timeout_s),
         # Hard codec limits above the configured ones, which edge_limits.py answers with
         # 431 (the codecs' own refusal reaches the client as a reset or empty reply).
         "max_request_headers_kb": codec_headers_kb(listener),

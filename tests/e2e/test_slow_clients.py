@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,14 @@ import pytest
 
 from control_plane.model import engine_cluster_name
 from frugal.bench.process_tree import reading
-from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, replicas, stack_config
+from tests.helpers.stack import (
+    FAST,
+    STACK_MARKS,
+    FrugalStack,
+    free_port,
+    replicas,
+    stack_config,
+)
 from tests.helpers.steady_load import eventually, stream_ok
 
 pytestmark = STACK_MARKS
@@ -26,6 +34,12 @@ MIB = 1 << 20
 # Envoy's RSS may grow by this much while the slow clients hold their connections: their
 # buffers are bounded by the listener's per-connection limit (64 KiB in this stack).
 MEMORY_BOUND_MIB = 64
+# Short edge timeouts so the test sees them fire; the body cap as stack_config's.
+LISTENER = {
+    "port": free_port(), "max_request_bytes": 64 * 1024,
+    "request_headers_timeout_s": 3, "request_timeout_s": 3,
+}  # fmt: skip
+PACED_TOKENS = 1000
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +49,19 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Frugal
          "groups": [{"name": "echo", "profile": "fast", "replicas": replicas(1)}]},
         {"name": "sim-long",
          "groups": [{"name": "long", "profile": "long", "replicas": replicas(1)}]},
+        {"name": "sim-paced",
+         "groups": [{"name": "paced", "profile": "paced", "replicas": replicas(1)}]},
     ]  # fmt: skip
     profiles = {
         "fast": FAST,
         "long": {**FAST, "output_tokens_min": 2000, "output_tokens_max": 2000},
-    }
-    running = FrugalStack(Path(tmp_path_factory.mktemp("edge")), stack_config(models, profiles))
+        # At least PACED_TOKENS x 5 ms: longer than the request timeout below.
+        "paced": {**FAST, "a_ms": 5.0, "output_tokens_min": PACED_TOKENS,
+                  "output_tokens_max": PACED_TOKENS},
+    }  # fmt: skip
+    running = FrugalStack(
+        Path(tmp_path_factory.mktemp("edge")), stack_config(models, profiles, listener=LISTENER)
+    )
     try:
         await running.start()
         yield running
@@ -109,7 +130,7 @@ async def test_slowloris_headers_are_cut_by_the_headers_timeout(edge: FrugalStac
         assert await _active_connections(edge) >= before_cx + SLOW_CLIENTS
         during_mib = _envoy_mib(edge)
         assert await _served_meanwhile(edge)
-        # request_headers_timeout (10 s) cuts every one although bytes keep coming.
+        # request_headers_timeout cuts every one although bytes keep coming.
         assert await eventually(lambda: _all_closed(sockets), 60)
     finally:
         trickling.cancel()
@@ -164,3 +185,37 @@ async def test_streams_never_read_hold_bounded_memory(edge: FrugalStack) -> None
     assert await eventually(lambda: _back_to(edge, before_cx), 30)
     print(f"never read: Envoy {before_mib:.1f} -> {during_mib:.1f} MiB, {len(sockets)} streams")
     assert during_mib - before_mib < MEMORY_BOUND_MIB
+
+
+async def test_a_trickled_body_is_cut_with_408(edge: FrugalStack) -> None:
+    body = '{"model":"sim-echo","messages":[{"role":"user","content":"' + "x" * 1000 + '"}]}'
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {edge.api_key}"
+        f"\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock = await _open(edge, head.encode())
+    loop = asyncio.get_running_loop()
+    try:
+        for byte in body[:200]:  # a byte every 0.1 s: never idle, never done
+            with contextlib.suppress(OSError):
+                sock.send(byte.encode())
+            if _closed_by_envoy(sock):
+                break
+            await asyncio.sleep(0.1)
+        answer = await asyncio.wait_for(loop.sock_recv(sock, 65536), 30)
+    finally:
+        sock.close()
+    status_line, _, rest = answer.decode(errors="replace").partition("\r\n")
+    assert " 408 " in status_line
+    error = json.loads(rest.partition("\r\n\r\n")[2])["error"]
+    assert error["type"] == "timeout_error" and error["message"]
+
+
+async def test_the_request_timeout_never_cuts_a_stream_that_outlives_it(edge: FrugalStack) -> None:
+    body = {"model": "sim-paced", "stream": True, "max_tokens": PACED_TOKENS,
+            "messages": [{"role": "user", "content": "go"}]}  # fmt: skip
+    async with httpx.AsyncClient(base_url=edge.base_url, headers=edge.auth, timeout=120) as c:
+        response = await c.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200
+    assert response.text.rstrip().endswith("data: [DONE]")
+    assert response.text.count('"content"') >= PACED_TOKENS  # every token, then [DONE]

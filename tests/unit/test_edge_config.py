@@ -33,6 +33,7 @@ EDGE = {
     "max_request_headers_kb": 8,
     "max_headers_count": 40,
     "request_headers_timeout_s": 7,
+    "request_timeout_s": 45,
     "stream_idle_timeout_s": 90,
     "idle_timeout_s": 600,
     "max_concurrent_streams": 50,
@@ -65,8 +66,8 @@ def test_timeouts_windows_and_stream_limits_come_from_the_config() -> None:
     assert hcm.request_headers_timeout.seconds == 7
     assert hcm.stream_idle_timeout.seconds == 90
     assert hcm.common_http_protocol_options.idle_timeout.seconds == 600
-    # Streams last as long as generation: no whole-request bound at the HCM.
-    assert hcm.request_timeout.ToNanoseconds() == 0
+    # Receiving the request is bounded; Envoy disarms it before generation starts.
+    assert hcm.request_timeout.seconds == 45
     h2 = hcm.http2_protocol_options
     assert h2.max_concurrent_streams.value == 50
     assert h2.initial_stream_window_size.value == 131_072
@@ -85,6 +86,7 @@ def test_the_defaults_are_the_edge_best_practices() -> None:
     assert hcm.common_http_protocol_options.idle_timeout.seconds == 3600
     assert hcm.stream_idle_timeout.seconds == 300
     assert hcm.request_headers_timeout.seconds == 10
+    assert hcm.request_timeout.seconds == 60
 
 
 def test_the_codecs_limits_are_twice_the_configured_ones_which_the_edge_filter_answers() -> None:
