@@ -485,3 +485,13 @@ def test_the_grafana_dashboard_is_a_configmap_of_the_dashboard_file(
     dashboard = generated(rendered["observability"], "ConfigMap", "frugal-grafana-dashboard-")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["frugal.json"]) == json.loads(DASHBOARD.read_text())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_redis_keeps_an_append_only_file_on_its_volume(
+    rendered: dict[str, list[Obj]], variant: str
+) -> None:
+    args = container(named(rendered[variant], "StatefulSet", "redis"))["args"]
+    assert args[args.index("--dir") + 1] == "/data"
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendfsync") + 1] == "everysec"
