@@ -56,8 +56,10 @@ class NumberRange:
         if not self.integer:
             return float(value)
         # JSON has one number type: 4.0 is the integer 4 (as JSON Schema and protobuf's
-        # JSON parser, which the transcoder uses, both read it).
-        if isinstance(value, float) and not value.is_integer():
+        # JSON parser, which the transcoder uses, both read it). Beyond 2**53 a float holds
+        # no exact integer, and orjson reads an integer written outside 64 bits as one
+        # (-9223372036854775809 would round into the int64 range).
+        if isinstance(value, float) and not (value.is_integer() and abs(value) <= 2**53):
             raise OpenAIRequestError(field, self.describe())
         return int(value)
 

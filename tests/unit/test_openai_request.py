@@ -246,6 +246,7 @@ def test_a_chat_body_is_not_a_completion() -> None:
         ("max_completion_tokens", 2**64 - 1, "an integer from 1 to 4294967295"),
         ("n", 10**30, "an integer from 1 to 4294967295"),
         ("seed", 2**63, "an integer from -9223372036854775808 to 9223372036854775807"),
+        ("seed", -(2**63) - 1, "an integer from -9223372036854775808 to 9223372036854775807"),
         ("temperature", "NaN", "a number from 0 to 2"),
         ("temperature", 1e39, "a number from 0 to 2"),
         ("top_p", -1e-9, "a number from 0 to 1"),
