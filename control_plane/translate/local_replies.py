@@ -42,10 +42,6 @@ CHECKS_UNAVAILABLE = (
     "The gateway's request checks (the safety filter) did not answer, so the request was"
     " not served. Please retry."
 )
-# An access-log filter with no flags listed passes any response flag (envoy/api:
-# config/accesslog/v3 ResponseFlagFilter).
-_ANY_FLAG: dict[str, Any] = {"response_flag_filter": {}}
-
 CEL_FILTER = TYPE + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"
 # What Envoy answers a request it could not parse with (its codecs and HCM).
 CODEC_ERRORS = (400, 408, 413, 431)
@@ -133,21 +129,23 @@ def build_local_reply_config() -> dict[str, Any]:
         {"filter": _status_filter(status), "body_format_override": _error_body(kind, code)}
         for status, (kind, code) in ENVOY_ERRORS.items()
     ]
-    # Envoy's own 503s and 504s carry a response flag (UH no healthy upstream, UF connect
-    # failure, UT upstream timeout ...) and a body that says what failed; they keep it. A
-    # safety filter that cannot be reached (ext_proc's gRPC error: status_on_error) or does
-    # not answer within message_timeout (a frozen process: 504) gives neither. Both mean
-    # that nothing was checked and nothing reached an engine: one 503 that says so (a
-    # killed and a frozen safety filter measured in tests/e2e/test_fail_closed.py).
-    flagged = [
-        {
-            "filter": {"and_filter": {"filters": [_status_filter(status), _ANY_FLAG]}},
-            "body_format_override": _error_body(*ENVOY_ERRORS[status]),
-        }
-        for status in (503, 504)
-    ]
+    # A safety filter that cannot be reached (ext_proc's gRPC error: status_on_error) or
+    # does not answer within message_timeout (a frozen process: 504) replies with code
+    # details `ext_proc_error_...` (envoy: source/extensions/filters/http/ext_proc) and
+    # an empty body. Both mean that nothing was checked and nothing reached an engine: one
+    # 503 that says so (a killed and a frozen safety filter measured in
+    # tests/e2e/test_fail_closed.py). Envoy's other 503s and 504s (no healthy upstream,
+    # upstream timeout, max stream duration ...) keep the body that says what failed.
     checks_unanswered = {
-        "filter": {"or_filter": {"filters": [_status_filter(503), _status_filter(504)]}},
+        "filter": {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": CEL_FILTER,
+                    "expression": "response.code_details.startsWith('ext_proc_error')",
+                },
+            }
+        },
         "status_code": 503,
         "body": {"inline_string": CHECKS_UNAVAILABLE},
         "body_format_override": _error_body(*ENVOY_ERRORS[503]),
@@ -163,7 +161,6 @@ def build_local_reply_config() -> dict[str, Any]:
             from_safety_filter,
             *unparsed,
             overloaded,
-            *flagged,
             checks_unanswered,
             *by_status,
             any_other_error,

@@ -23,7 +23,11 @@ from control_plane.model import FrugalConfig
 from control_plane.server import api_descriptor
 from control_plane.translate import translate
 from control_plane.translate.edge_limits import EDGE_LIMITS_FILTER, UNPARSED_REQUEST_HEADER
-from control_plane.translate.local_replies import CODEC_ERRORS, OVERLOADED_MESSAGE
+from control_plane.translate.local_replies import (
+    CHECKS_UNAVAILABLE,
+    CODEC_ERRORS,
+    OVERLOADED_MESSAGE,
+)
 from frugal.cli.envoy_bootstrap import render_bootstrap
 
 HCM = http_connection_manager_pb2.HttpConnectionManager
@@ -161,22 +165,26 @@ def _statuses(access_log_filter: Any) -> set[int]:
     return set()
 
 
+def _cel_mappers(mappers: Any) -> dict[str, int]:
+    """CEL expression -> index of its mapper."""
+    found = {}
+    for i, mapper in enumerate(mappers):
+        if mapper.filter.extension_filter.name == "envoy.access_loggers.extension_filters.cel":
+            expression = cel_pb2.ExpressionFilter()
+            assert mapper.filter.extension_filter.typed_config.Unpack(expression)
+            found[expression.expression] = i
+    return found
+
+
 def test_an_overloaded_envoy_answers_with_an_openai_error() -> None:
     mappers = hcm_of(config()).local_reply_config.mappers
-    (index,) = [
-        i
-        for i, m in enumerate(mappers)
-        if m.filter.extension_filter.name == "envoy.access_loggers.extension_filters.cel"
-    ]
+    index = _cel_mappers(mappers)["response.code_details == 'overload'"]
     overloaded = mappers[index]
-    expression = cel_pb2.ExpressionFilter()
-    assert overloaded.filter.extension_filter.typed_config.Unpack(expression)
-    assert expression.expression == "response.code_details == 'overload'"
     assert overloaded.body.inline_string == OVERLOADED_MESSAGE
     error = overloaded.body_format_override.json_format.fields["error"].struct_value.fields
     assert error["code"].string_value == "overloaded"
     assert error["message"].string_value == "%LOCAL_REPLY_BODY%"
-    # Before the mappers that keep the body of any flagged 503 ("envoy overloaded").
+    # Before the mappers that keep Envoy's body of a 503 ("envoy overloaded").
     later_503s = [i for i, m in enumerate(mappers) if _statuses(m.filter) & {503, 504}]
     assert later_503s and all(index < i for i in later_503s)
 
@@ -257,3 +265,16 @@ def test_the_processor_skips_replies_to_requests_whose_headers_never_parsed() ->
     lua = lua_pb2.Lua()
     assert hcm.http_filters[0].typed_config.Unpack(lua)
     assert f'remove("{UNPARSED_REQUEST_HEADER}")' in lua.default_source_code.inline_string
+
+
+def test_only_an_unanswered_safety_filter_reads_as_unchecked() -> None:
+    mappers = hcm_of(config()).local_reply_config.mappers
+    index = _cel_mappers(mappers)["response.code_details.startsWith('ext_proc_error')"]
+    unanswered = mappers[index]
+    assert unanswered.status_code.value == 503
+    assert unanswered.body.inline_string == CHECKS_UNAVAILABLE
+    # Envoy's other 503s and 504s (no healthy upstream, max stream duration) keep their
+    # own body under their status's mapper, after this one.
+    later = [i for i, m in enumerate(mappers) if _statuses(m.filter) & {503, 504}]
+    assert later and all(index < i for i in later)
+    assert all(not mappers[i].HasField("body") for i in later)
