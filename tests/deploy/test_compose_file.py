@@ -416,6 +416,8 @@ def test_the_committed_bootstrap_is_the_rendered_one() -> None:
     }
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("stack_binaries")
 @pytest.mark.parametrize("path", [BOOTSTRAP, ADMIN_PROXY], ids=lambda p: p.name)
 def test_the_real_envoy_accepts_the_static_configs(path: Path) -> None:
     result = subprocess.run(
@@ -690,6 +692,8 @@ def test_envoy_writes_the_access_log_the_control_plane_rotates() -> None:
     assert f"chown frugal:frugal {log.parent}" in instruction(stages, "control-plane", "RUN")
 
 
+@pytest.mark.e2e
+@pytest.mark.usefixtures("stack_binaries")
 async def test_the_envoy_health_check_passes_once_envoy_is_live(tmp_path: Path) -> None:
     """compose.yaml's health check of the admin proxy, run as compose runs it (bash, no
     curl), against a real Envoy on the proxy's own config (on free ports here)."""
