@@ -9,7 +9,8 @@ message; a valid request is answered 200, an invalid body or a missing key is re
 a 4xx; a stream ends with `data: [DONE]` or an error event.
 
 FRUGAL_FUZZ_EXAMPLES sets how many requests (1,000 by default, what CI runs); the long run:
-`FRUGAL_FUZZ_EXAMPLES=10000 .venv/bin/python -m pytest tests/fuzz -k fuzz -s`.
+`FRUGAL_FUZZ_EXAMPLES=10000 .venv/bin/python -m pytest tests/fuzz/test_public_api_fuzz.py -s`
+(the admin fuzz scales with the same variable).
 """
 
 from __future__ import annotations
