@@ -8,11 +8,12 @@ each says why. Header sanitising: every client is external (no internal addresse
 hops), so Envoy's own sanitising (configuration/http/http_conn_man/header_sanitizing)
 drops the retry, timeout, trace and address headers a client sends and makes
 x-request-id itself; and before the HCM looks at a request (early header mutation)
-every x-envoy-* header and x-forwarded-for a client sent is removed, so none is
-believed whatever Envoy decides is internal. Envoy then appends the peer's address to
-x-forwarded-for: the engine sees only what Envoy saw (tests/e2e/test_edge_limits.py
-checks what reaches it). x-frugal-* headers are the safety filter's to remove (it
-does, in every configuration).
+every x-envoy-* header, x-forwarded-for and grpc-timeout a client sent is removed, so
+none is believed whatever Envoy decides is internal (grpc-timeout would reach the engine
+through the transcoder as its call's deadline: gRPC's internals are not the client's to
+set). Envoy then appends the peer's address to x-forwarded-for: the engine sees only
+what Envoy saw (tests/e2e/test_edge_limits.py checks what reaches it). x-frugal-*
+headers are the safety filter's to remove (it does, in every configuration).
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def _client_headers_sanitised() -> dict[str, Any]:
                     # Before the HCM reads them or appends the peer to XFF.
                     "mutations": [
                         {"remove": "x-forwarded-for"},
+                        {"remove": "grpc-timeout"},
                         {
                             "remove_on_match": {
                                 "key_matcher": {"prefix": "x-envoy-", "ignore_case": True}

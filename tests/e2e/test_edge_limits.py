@@ -308,6 +308,29 @@ async def test_spoofed_envoy_and_forwarding_headers_never_reach_the_engine(
     assert len(edge.tap.calls) == before + 1
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_clients_grpc_timeout_never_reaches_the_engine(
+    edge: EdgeStack, stream: bool
+) -> None:
+    # One nanosecond: a deadline the worker would have hit before answering anything.
+    stack = edge.stack
+    before = len(edge.tap.calls)
+    headers = {**stack.auth, "grpc-timeout": "1n"}
+    async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S) as client:
+        response = await client.post(
+            stack.base_url + "/v1/chat/completions",
+            json={**CHAT, "stream": stream},
+            headers=headers,
+        )
+    assert response.status_code == 200, response.text
+    if stream:
+        assert response.text.rstrip().endswith("data: [DONE]"), response.text
+    else:
+        assert response.json()["choices"][0]["message"]["content"] == "a b"
+    (seen,) = edge.tap.calls[before:]
+    assert "grpc-timeout" not in seen, seen["grpc-timeout"]
+
+
 async def _models_on_new_connection(stack: FrugalStack) -> tuple[Any, Any, bytes]:
     """A connection with one keep-alive GET /v1/models on it, and what came back."""
     reader, writer = await asyncio.open_connection("127.0.0.1", stack.config.listener.port)

@@ -138,7 +138,7 @@ def test_connections_are_limited_before_http() -> None:
     assert limit.max_connections.value == 1234
 
 
-def test_every_client_is_external_and_its_envoy_and_forwarding_headers_are_dropped() -> None:
+def test_every_client_is_external_and_its_envoy_forwarding_and_grpc_timeout_headers_go() -> None:
     hcm = hcm_of(config())
     assert hcm.use_remote_address.value is True
     assert hcm.xff_num_trusted_hops == 0
@@ -148,8 +148,9 @@ def test_every_client_is_external_and_its_envoy_and_forwarding_headers_are_dropp
     (early,) = hcm.early_header_mutation_extensions
     mutation = header_mutation_pb2.HeaderMutation()
     assert early.typed_config.Unpack(mutation)
-    removed, envoy_headers = mutation.mutations
+    removed, grpc_timeout, envoy_headers = mutation.mutations
     assert removed.remove == "x-forwarded-for"
+    assert grpc_timeout.remove == "grpc-timeout"
     assert envoy_headers.remove_on_match.key_matcher.prefix == "x-envoy-"
     assert envoy_headers.remove_on_match.key_matcher.ignore_case is True
 
