@@ -5,18 +5,20 @@ It times each request (arrival -> first token -> last token), feeds the metrics,
 the usage log (engine_workers.usage_log) that answers what a request generated after its
 client went away.
 
-A request's completion tokens are counted once, here, as the engine's deltas arrive and
-before any output check sees them: the trailers, the metrics and the usage log all report
-this count. So a request cut short counts what the engine had handed over when it ended,
-text an output check held back and text still on its way to the client included (the
-engine generated it; it is the cost); a finished one counts the engine's own usage.
+A request's completion tokens are counted once, here, as the engine generates them (its
+`GenerationRequest.on_generated`; a backend that does not call it is counted as its deltas
+arrive), before any output check sees them: the trailers, the metrics and the usage log
+all report this count. So a request cut short counts every token the engine made for it,
+those still queued for a handler that stopped taking them (its client left), text an
+output check held back and text on its way to the client included (the engine generated
+it; it is the cost); a finished one counts the engine's own usage.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engine_workers.engine import Delta, EngineBackend, GenerationRequest, PromptInput
 from engine_workers.metrics import EngineMetrics, RequestTimes
@@ -43,6 +45,13 @@ class RequestTiming:
     completion_tokens: int = 0
     # Its entry in the usage log, when the gateway gave the request an id.
     usage: UsageRecord | None = None
+    # The engine counts the request's tokens as it makes them (then deltas are not counted).
+    engine_counts: bool = False
+
+    def generated(self, completion_tokens: int) -> None:
+        """The engine's count of the tokens it has made for the request so far."""
+        self.completion_tokens = completion_tokens
+        self.engine_counts = True
 
     def engine_ms(self) -> float | None:
         return None if self.last_token is None else (self.last_token - self.arrival) * 1000.0
@@ -124,27 +133,28 @@ class EngineCore:
         """Run the sequence; however the caller leaves (done, error, cancelled), abort it."""
         self.metrics.observe_prompt(request.prompt_tokens)
         timing.prompt_tokens = request.prompt_tokens
-        deltas = self.backend.generate(request)
+        deltas = self.backend.generate(replace(request, on_generated=timing.generated))
         try:
             async for delta in deltas:
                 now = time.perf_counter()
                 if timing.first_token is None:
                     timing.first_token = now
                 timing.last_token = now
-                timing.completion_tokens += 1 if delta.text else 0
+                if delta.text and not timing.engine_counts:
+                    timing.completion_tokens += 1
                 if delta.usage is not None:
                     timing.prompt_tokens = delta.usage.prompt_tokens
                     timing.completion_tokens = delta.usage.completion_tokens
                 yield delta
         finally:
-            # No more tokens are counted: the record is final before the trailers leave.
-            if timing.usage is not None:
-                timing.usage.end()
             # Async generators are only closed by the garbage collector unless told to.
             aclose = getattr(deltas, "aclose", None)
             if aclose is not None:
                 await aclose()
             self.backend.abort(request.request_id)
+            # The engine makes no more tokens: the record is final before the trailers leave.
+            if timing.usage is not None:
+                timing.usage.end()
             if timing.last_token is not None:
                 ttft = None if timing.first_token is None else timing.first_token - timing.arrival
                 self.metrics.observe_request(

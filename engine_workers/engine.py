@@ -8,7 +8,7 @@ streams `Delta`s for each, and reports its load. Backends are registered by name
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -56,6 +56,11 @@ class GenerationRequest:
     top_p: float | None = None
     # Set only in echo mode: the text the engine streams back instead of generating.
     echo_text: str | None = None
+    # Told the sequence's count of generated tokens at each step that makes one, before
+    # the step's delta is handed over: a caller that stops taking deltas (its client
+    # left) still knows every token made for it. Backends that count no further than
+    # their deltas never call it.
+    on_generated: Callable[[int], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -409,7 +409,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         that this replica is alive; its transcoder holds them until the first message),
         then keep-alive comments. A failure before the first byte is a plain gRPC error,
         which the client gets as an HTTP error status; after it (a comment counts), the
-        error event goes out before the gRPC status."""
+        error event goes out before the gRPC status. The trailers leave once the sequence
+        has stopped, so they carry every token the engine made for the request."""
         request_id, timing = self._start(endpoint, context)
         chunks = endpoint.sse_chunks(request_id, int(time.time()), request.model)
         try:
@@ -428,11 +429,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
                 sent_any = True
                 yield _body(KEEPALIVE_COMMENT if event is Due.KEEPALIVE else event)
         except Exception as exc:
+            self._core.end(request_id, timing)
             if not sent_any:
                 await _fail(context, exc, timing)
             error = _as_engine_error(exc)  # logs an unexpected one, once
             yield _body(_time_comment(timing) + _failure_event(error))
             await _fail(context, error, timing, _output_trailers(answer, guard))
+        # A blocked answer left its sequence running: stopped, its count is final.
+        self._core.end(request_id, timing)
         ending = answer.closing + _time_comment(timing)
         if answer.blocked is None:
             ending += DONE_EVENT

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from engine_workers.backends.sim_batch import BatchScheduler, DecodeOutput
@@ -53,6 +53,8 @@ class SimBackend:
         self._rng = random.Random(profile.seed)
         self._batch = BatchScheduler(profile)
         self._queues: dict[str, asyncio.Queue[_Event]] = {}
+        # Each sequence's GenerationRequest.on_generated, told at the step that makes a token.
+        self._counters: dict[str, Callable[[int], None]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -73,6 +75,7 @@ class SimBackend:
         for request_id in self._batch.abort_all():
             self._deliver(request_id, EngineUnavailableError("engine stopped"))
         self._queues.clear()
+        self._counters.clear()
 
     def render_prompt(self, prompt: PromptInput) -> RenderedPrompt:
         return render_role_tagged(prompt)
@@ -102,6 +105,7 @@ class SimBackend:
         if self._batch.abort(request_id):
             logger.debug("aborted sequence %s", request_id)
         self._queues.pop(request_id, None)
+        self._counters.pop(request_id, None)
 
     def _enqueue(self, request: GenerationRequest) -> asyncio.Queue[_Event]:
         if self._task is None:
@@ -122,6 +126,8 @@ class SimBackend:
             )
         queue: asyncio.Queue[_Event] = asyncio.Queue()
         self._queues[request.request_id] = queue
+        if request.on_generated is not None:
+            self._counters[request.request_id] = request.on_generated
         self._batch.submit(request.request_id, request.prompt_tokens, state)
         self._wake.set()
         return queue
@@ -146,6 +152,9 @@ class SimBackend:
                 self._publish(output)
 
     def _publish(self, output: DecodeOutput) -> None:
+        counter = self._counters.get(output.request_id)
+        if counter is not None:
+            counter(output.completion_tokens)
         step = output.step
         if step.fault:
             error = EngineFaultError(f"engine fault after {output.completion_tokens} tokens")
