@@ -81,7 +81,7 @@ class ExtProcMetrics:
         )
         self.ttft_seconds = Histogram(
             "frugal_request_ttft_seconds",
-            "Request headers to the first forwarded chunk with generated text (unary: the body).",
+            "Request headers to the first token at the gateway (unary: the body).",
             [MODEL],
             buckets=TTFT_BUCKETS,
             registry=self.registry,

@@ -105,6 +105,45 @@ async def test_comments_come_before_the_first_token_of_a_long_prefill(
     assert lines[-1] == "data: [DONE]"
 
 
+def _model_sample(text: str, name: str, model: str) -> float:
+    """The value of `name` for one model_name in a /metrics text (0 before any)."""
+    found = re.findall(rf'^{name}\{{[^}}]*model_name="{model}"[^}}]*\}} (\S+)$', text, re.M)
+    return sum(float(value) for value in found)
+
+
+async def _ttft_sums(stack: FrugalStack, model: str) -> tuple[float, float]:
+    """(the gateway's, the engines') TTFT sums for `model`: seconds over all its requests."""
+    ports = [stack.config.safety_filter.metrics_port, *_replica_ports(stack, model).values()]
+    names = ["frugal_request_ttft_seconds_sum", "frugal_engine_time_to_first_token_seconds_sum"]
+    sums = []
+    async with httpx.AsyncClient(timeout=5) as client:
+        for port, name in zip(ports, names, strict=True):
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            sums.append(_model_sample(text, name, model))
+    return sums[0], sums[1]
+
+
+async def test_the_gateways_ttft_is_the_first_tokens_not_the_first_comments(
+    live_stack: FrugalStack,
+) -> None:
+    # The first comment goes out at 1 s, the first token after a ~3 s prefill: the
+    # gateway's TTFT holds the engine's, and more (its own time and Envoy's).
+    gateway_before, engine_before = await _ttft_sums(live_stack, "sim-queued")
+    async with _client(live_stack) as client:
+        lines = await _lines(client, "sim-queued", PROMPT)
+    assert lines[0] == ": keep-alive" and lines[-1] == "data: [DONE]", lines[:2]
+
+    async def observed() -> bool:
+        return (await _ttft_sums(live_stack, "sim-queued"))[0] > gateway_before
+
+    await _eventually(observed, "the gateway observed no TTFT", 10)
+    gateway_after, engine_after = await _ttft_sums(live_stack, "sim-queued")
+    engine_ttft = engine_after - engine_before
+    print(f"TTFT: gateway {gateway_after - gateway_before:.3f} s, engine {engine_ttft:.3f} s")
+    assert engine_ttft > live_stack.config.streams.keepalive_interval_s
+    assert gateway_after - gateway_before >= engine_ttft
+
+
 async def test_the_openai_sdk_skips_the_comments(live_stack: FrugalStack) -> None:
     client = openai.AsyncOpenAI(
         base_url=live_stack.base_url + "/v1", api_key=live_stack.api_key, max_retries=0

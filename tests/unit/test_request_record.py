@@ -43,6 +43,19 @@ def test_a_streamed_record_derives_ttft_tpot_and_e2e() -> None:
     assert record.tpot_s() == pytest.approx(0.75 / 3)
 
 
+def test_a_streams_first_token_is_its_end_less_the_engines_decode_time() -> None:
+    # Headers at 0.25 s came with a keep-alive comment; the engine's first token came
+    # 0.5 s before its last (engine 0.7 s, of which 0.2 s to the first token).
+    record = streamed_record(engine_ms=700.0, engine_ttft_ms=200.0)
+    assert record.ttft_s() == pytest.approx(0.5)
+    assert record.tpot_s() == pytest.approx(0.5 / 3)
+
+
+def test_a_first_token_never_precedes_the_headers_it_came_with() -> None:
+    record = streamed_record(engine_ms=1000.0, engine_ttft_ms=0.0)
+    assert record.ttft_s() == pytest.approx(0.25)
+
+
 @pytest.mark.parametrize(
     "fields",
     [
@@ -66,13 +79,13 @@ def test_a_record_without_times_has_none() -> None:
 
 def test_metadata_has_what_is_known_only() -> None:
     assert RequestRecord(1.0).metadata() == {"model": UNKNOWN_MODEL}
-    record = streamed_record(engine_ms=12.5, engine_ttft_ms=3.25, error="engine_error")
+    record = streamed_record(engine_ms=753.25, engine_ttft_ms=3.25, error="engine_error")
     assert record.metadata() == {
         "model": "m",
         "prompt_tokens": 7,
         "completion_tokens": 4,
         "ttft_ms": 250.0,
-        "engine_ms": 12.5,
+        "engine_ms": 753.25,
         "engine_ttft_ms": 3.25,
         "error": "engine_error",
     }
