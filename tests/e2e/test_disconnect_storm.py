@@ -22,8 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
+from frugal.redis_connection import CONTROL_PLANE_CLIENT, SAFETY_FILTER_CLIENT
 from frugal.wire import engine_metrics_port
+from safety_filter.server import OTHER_CONNECTIONS
 from tests.helpers.process_probe import metric_sum, open_fds, stack_pids
 from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, replicas, stack_config
 from tests.helpers.steady_load import eventually
@@ -79,6 +82,31 @@ def _service_metric_ports(stack: FrugalStack) -> dict[str, int]:
 class Holdings:
     fds: dict[str, int]
     tasks: dict[str, float]
+    # Redis connections open, by the child that holds them ("redis": all of them).
+    redis_connections: dict[str, int]
+
+    def unexplained_fds(self, before: Holdings) -> dict[str, int]:
+        """Descriptors each process gained that its Redis pool's growth does not explain
+        (a bounded pool may open connections under a storm it did not need before)."""
+        return {
+            name: count - before.fds[name]
+            - (self.redis_connections.get(name, 0) - before.redis_connections.get(name, 0))
+            for name, count in self.fds.items()
+        }  # fmt: skip
+
+
+async def _redis_connections(stack: FrugalStack) -> dict[str, int]:
+    redis = Redis.from_url(stack.config.redis.url)
+    try:
+        clients = await redis.client_list()
+    finally:
+        await redis.aclose()
+    names = {SAFETY_FILTER_CLIENT: "safety_filter", CONTROL_PLANE_CLIENT: "control_plane"}
+    found = {"redis": len(clients) - 1}  # less this one
+    for client in clients:
+        if (child := names.get(client.get("name", ""))) is not None:
+            found[child] = found.get(child, 0) + 1
+    return found
 
 
 async def _holdings(stack: FrugalStack) -> Holdings:
@@ -87,7 +115,8 @@ async def _holdings(stack: FrugalStack) -> Holdings:
         name: await metric_sum(port, "frugal_asyncio_tasks")
         for name, port in _service_metric_ports(stack).items()
     }
-    return Holdings({name: open_fds(pid) for name, pid in pids.items()}, tasks)
+    fds = {name: open_fds(pid) for name, pid in pids.items()}
+    return Holdings(fds, tasks, await _redis_connections(stack))
 
 
 async def _engines(stack: FrugalStack, name: str) -> float:
@@ -171,7 +200,7 @@ async def test_a_storm_of_disconnects_leaves_nothing_behind(storm_stack: FrugalS
     async def nothing_held() -> bool:
         nonlocal after
         after = await _holdings(stack)
-        return all(after.fds[n] <= before.fds[n] + FD_SLACK for n in before.fds) and all(
+        return all(gained <= FD_SLACK for gained in after.unexplained_fds(before).values()) and all(
             after.tasks[n] <= before.tasks[n] + TASK_SLACK for n in before.tasks
         )
 
@@ -181,7 +210,11 @@ async def test_a_storm_of_disconnects_leaves_nothing_behind(storm_stack: FrugalS
         if name in before.tasks:
             tasks = f"; asyncio tasks {before.tasks[name]:.0f} -> {after.tasks[name]:.0f}"
         print(f"{name}: open fds {before.fds[name]} -> {after.fds[name]}{tasks}")
+    print(f"Redis connections {before.redis_connections} -> {after.redis_connections}")
     assert held, f"held after the storm: {after} (before: {before})"
+    # The safety filter's pool is bounded (safety_filter/server.py): what it may grow to.
+    pool = stack.config.safety_filter.admitting + OTHER_CONNECTIONS
+    assert after.redis_connections.get("safety_filter", 0) <= pool
 
 
 async def _until_settled(stack: FrugalStack, key_id: str, requests: int) -> list[dict[str, Any]]:
