@@ -38,12 +38,15 @@ def data_events(text: str) -> list[str]:
     return payloads
 
 
-def assert_stream_finished(text: str) -> None:
-    """A stream ends with `[DONE]` after chunks, or with an error event, nothing after it."""
+def assert_stream_finished(text: str, context: str = "") -> None:
+    """A stream ends with `[DONE]` after chunks, or with an error event, nothing after it
+    (`context` says what was sent, for the failure's message)."""
     payloads = data_events(text)
-    assert payloads, text
+    assert payloads, f"{text!r} ({context})"
     last = payloads[-1]
     if last != "[DONE]":
-        assert set(json.loads(last)["error"]) >= {"message", "type", "code"}, text
+        error = json.loads(last).get("error")
+        assert isinstance(error, dict), f"no [DONE] nor error event: {text[-600:]!r} ({context})"
+        assert set(error) >= {"message", "type", "code"}, text
     for payload in payloads[:-1]:
         assert "error" not in json.loads(payload), text

@@ -74,7 +74,9 @@ def check_answer(case: Any, response: Any, mode: GenerationMode) -> None:
     if status >= 400:
         openai_error(response)
     elif response.headers.get("content-type", [""])[0].startswith("text/event-stream"):
-        assert_stream_finished(response.text)
+        # SSE is UTF-8 (a text/* body without a charset would be read as Latin-1).
+        events = response.content.decode()
+        assert_stream_finished(events, f"{response.elapsed:.2f} s, for {sent}")
     if mode == POSITIVE:
         assert status == 200, f"{response.text} for {sent}"
     elif _auth_broken(case) and case.operation.method.upper() == "POST":
