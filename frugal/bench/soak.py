@@ -85,12 +85,19 @@ class SoakResult:
             f"requests {s.requests}, errors {s.errors} (rate {rate:.4%}), "
             f"{s.duration_s:.0f} s, {s.throughput_tok_s:.0f} tok/s, "
             f"TTFT p50 {_ms(s.ttft_p50_ms)} p99 {_ms(s.ttft_p99_ms)}",
-            f"ledger equals engines: {matches}",
+            *([f"errors by reason: {s.error_reasons}"] if s.error_reasons else []),
+            f"ledger equals engines: {matches} ({_totals(self.ledger)})",
             f"{len(self.samples)} samples of every process; trends after the first "
             f"{self.warmup_s:g} s:",
             *render(self.trends),
             "PASS" if self.passed else "FAIL",
         ]
+
+
+def _totals(ledger: dict[str, Any] | None) -> str:
+    if ledger is None:
+        return "no ledger"
+    return f"ledger {ledger.get('ledger')}, engines {ledger.get('engines')}"
 
 
 def _ms(value: float | None) -> str:
