@@ -97,6 +97,10 @@ class StackProbe:
             await self._redis.aclose()
 
     @property
+    def redis_url(self) -> str:
+        return self._at.redis_url
+
+    @property
     def charges(self) -> bool:
         return self._at.key_id is not None
 

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from frugal.bench.compare import check_stack, shared_engines
 from frugal.bench.compare_fleet import FULL
@@ -104,24 +105,27 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
-async def _sample(samples: list[MemorySample], started: float, interval_s: float) -> None:
+async def _sample(
+    samples: list[MemorySample], started: float, interval_s: float, redis_port: int | None
+) -> None:
     while True:
-        readings = await asyncio.to_thread(stack_readings)
+        readings = await asyncio.to_thread(stack_readings, None, redis_port)
         samples.append(MemorySample(time.monotonic() - started, readings))
         await asyncio.sleep(interval_s)
 
 
 @contextlib.asynccontextmanager
-async def _sampling(interval_s: float) -> AsyncIterator[list[MemorySample]]:
+async def _sampling(interval_s: float, redis_port: int | None) -> AsyncIterator[list[MemorySample]]:
     samples: list[MemorySample] = []
-    task = asyncio.create_task(_sample(samples, time.monotonic(), interval_s))
+    task = asyncio.create_task(_sample(samples, time.monotonic(), interval_s, redis_port))
     try:
         yield samples
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        samples.append(MemorySample(samples[-1].at_s if samples else 0.0, stack_readings()))
+        last = samples[-1].at_s if samples else 0.0
+        samples.append(MemorySample(last, stack_readings(None, redis_port)))
 
 
 async def _load(plan: SoakPlan, compare: ComparePlan, run: SystemRun) -> SoakResult:
@@ -131,7 +135,9 @@ async def _load(plan: SoakPlan, compare: ComparePlan, run: SystemRun) -> SoakRes
         await warm_up(driver, WARMUP_REQUESTS)
     prompt = compare.prompt()
     progress = ProgressBar(f"soak c={plan.concurrency}", 0)
-    async with run.make_driver(plan.concurrency) as driver, _sampling(plan.interval_s) as samples:
+    redis_port = urlsplit(run.probe.redis_url).port if run.probe is not None else None
+    sampling = _sampling(plan.interval_s, redis_port)
+    async with run.make_driver(plan.concurrency) as driver, sampling as samples:
         found, duration = await closed_loop(
             driver, plan.concurrency,
             lambda index: BenchRequest(prompt, plan.max_tokens, index),

@@ -46,3 +46,14 @@ def test_a_process_seen_in_fewer_than_three_samples_has_no_trend() -> None:
     samples = _series([100.0] * 5)
     samples[0].processes["envoy 2"] = ProcessReading(MIB, 1)
     assert [t.process for t in trends(samples, warmup_s=0)] == ["engine 1"]
+
+
+def test_redis_connections_a_pool_opens_are_not_a_descriptor_leak() -> None:
+    samples = [
+        MemorySample(i * 10.0, {"safety_filter 1": ProcessReading(100 * MIB, 40 + 3 * i, 3 * i)})
+        for i in range(30)
+    ]
+    (found,) = trends(samples, warmup_s=0)
+    assert not found.leaks_fds
+    assert (found.fds_first, found.fds_last) == (40, 40)
+    assert (found.redis_first, found.redis_last) == (0, 87)
