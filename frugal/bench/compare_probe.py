@@ -100,6 +100,13 @@ class StackProbe:
     def redis_url(self) -> str:
         return self._at.redis_url
 
+    async def redis_keys(self) -> int | None:
+        """How many keys Redis holds (DBSIZE); None when it cannot be asked."""
+        try:
+            return int(await self._redis.dbsize())
+        except (RedisError, OSError):
+            return None
+
     @property
     def charges(self) -> bool:
         return self._at.key_id is not None

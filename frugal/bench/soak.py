@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from frugal.accounting.token_budget import SETTLED_TTL_S
 from frugal.bench.compare import check_stack, shared_engines
 from frugal.bench.compare_fleet import FULL
 from frugal.bench.compare_plan import ComparePlan
@@ -67,6 +68,9 @@ class SoakResult:
     trends: list[ProcessTrend]
     ledger: dict[str, Any] | None
     warmup_s: float
+    # Redis's keys before and after the load: what its memory grew by is mostly keys
+    # that expire (a settled request's marker lives SETTLED_TTL_S, an hour).
+    redis_keys: tuple[int | None, int | None] = (None, None)
 
     @property
     def passed(self) -> bool:
@@ -88,6 +92,8 @@ class SoakResult:
             f"TTFT p50 {_ms(s.ttft_p50_ms)} p99 {_ms(s.ttft_p99_ms)}",
             *([f"errors by reason: {s.error_reasons}"] if s.error_reasons else []),
             f"ledger equals engines: {matches} ({_totals(self.ledger)})",
+            f"Redis keys before and after the load: {self.redis_keys[0]} -> {self.redis_keys[1]}"
+            f" (settled-request markers expire after {SETTLED_TTL_S:.0f} s)",
             f"{len(self.samples)} samples of every process; trends after the first "
             f"{self.warmup_s:g} s:",
             *render(self.trends),
@@ -131,6 +137,7 @@ async def _sampling(interval_s: float, redis_port: int | None) -> AsyncIterator[
 async def _load(plan: SoakPlan, compare: ComparePlan, run: SystemRun) -> SoakResult:
     since = datetime.datetime.now(datetime.UTC).date()
     engines_before = await run.probe.engine_tokens() if run.probe is not None else None
+    keys_before = await run.probe.redis_keys() if run.probe is not None else None
     async with run.make_driver(WARMUP_REQUESTS) as driver:
         await warm_up(driver, WARMUP_REQUESTS)
     prompt = compare.prompt()
@@ -144,12 +151,16 @@ async def _load(plan: SoakPlan, compare: ComparePlan, run: SystemRun) -> SoakRes
             progress.advance, duration_s=plan.duration_s,
         )  # fmt: skip
     progress.close()
-    ledger = None
+    ledger, keys_after = None, None
     if run.probe is not None:
+        keys_after = await run.probe.redis_keys()
         check = await check_stack(FULL, compare, run, run.probe, since, engines_before)
         ledger = check.get("ledger")
     summary = summarise(found, duration)
-    return SoakResult(summary, samples, trends(samples, plan.warmup_s), ledger, plan.warmup_s)
+    found_trends = trends(samples, plan.warmup_s)
+    return SoakResult(
+        summary, samples, found_trends, ledger, plan.warmup_s, (keys_before, keys_after)
+    )
 
 
 async def run_soak(plan: SoakPlan, out: Path | None = None) -> SoakResult:
