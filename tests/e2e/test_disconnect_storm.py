@@ -28,7 +28,14 @@ from frugal.redis_connection import CONTROL_PLANE_CLIENT, SAFETY_FILTER_CLIENT
 from frugal.wire import engine_metrics_port
 from safety_filter.server import OTHER_CONNECTIONS
 from tests.helpers.process_probe import metric_sum, open_fds, stack_pids
-from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, replicas, stack_config
+from tests.helpers.stack import (
+    FAST,
+    STACK_MARKS,
+    FrugalStack,
+    replicas,
+    running_stack,
+    stack_config,
+)
 from tests.helpers.steady_load import eventually
 from tests.helpers.usage_ledger import TokenWindows, create_key, token_windows, usage_rows
 
@@ -53,15 +60,8 @@ async def storm_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     models = [{"name": MODEL, "groups": [
         {"name": "pair", "profile": "storm", "replicas": replicas(2)}]}]  # fmt: skip
     data = stack_config(models, {"storm": PROFILE}, access_log={"enabled": False})
-    running = FrugalStack(Path(tmp_path_factory.mktemp("storm")), data)
-    try:
-        await running.start()
+    async with running_stack(Path(tmp_path_factory.mktemp("storm")), data) as running:
         yield running
-    except BaseException:
-        print(running.log_text())
-        raise
-    finally:
-        await running.stop()
 
 
 def _engine_ports(stack: FrugalStack) -> list[int]:

@@ -24,7 +24,14 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from frugal.wire import engine_metrics_port
-from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, replicas, stack_config
+from tests.helpers.stack import (
+    FAST,
+    STACK_MARKS,
+    FrugalStack,
+    replicas,
+    running_stack,
+    stack_config,
+)
 
 pytestmark = STACK_MARKS
 
@@ -256,17 +263,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fruga
             {"name": "tp2", "profile": "fast", "weight": 50, "replicas": replicas(2)}]},
     ]  # fmt: skip
     profiles = {"fast": {**FAST, "output_tokens_min": 8, "output_tokens_max": 16}}
-    running = FrugalStack(
-        Path(tmp_path_factory.mktemp("observability")), stack_config(models, profiles)
-    )
-    try:
-        await running.start()
+    directory = Path(tmp_path_factory.mktemp("observability"))
+    async with running_stack(directory, stack_config(models, profiles)) as running:
         yield running
-    except BaseException:
-        print(running.log_text())
-        raise
-    finally:
-        await running.stop()
 
 
 async def _send_traffic(stack: FrugalStack) -> None:

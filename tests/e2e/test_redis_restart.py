@@ -17,7 +17,14 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, replicas, stack_config
+from tests.helpers.stack import (
+    FAST,
+    STACK_MARKS,
+    FrugalStack,
+    replicas,
+    running_stack,
+    stack_config,
+)
 from tests.helpers.steady_load import seconds_until
 from tests.helpers.usage_ledger import TokenWindows, create_key, token_windows, usage_rows
 
@@ -33,17 +40,9 @@ RESTART_DEADLINE_S = 30.0  # a Redis start and the services' reconnects, on 2 bu
 async def redis_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FrugalStack]:
     models = [{"name": MODEL, "echo": True, "groups": [
         {"name": "echo", "profile": "fast", "replicas": replicas(1)}]}]  # fmt: skip
-    running = FrugalStack(
-        Path(tmp_path_factory.mktemp("redis-restart")), stack_config(models, {"fast": FAST})
-    )
-    try:
-        await running.start()
+    directory = Path(tmp_path_factory.mktemp("redis-restart"))
+    async with running_stack(directory, stack_config(models, {"fast": FAST})) as running:
         yield running
-    except BaseException:
-        print(running.log_text())
-        raise
-    finally:
-        await running.stop()
 
 
 async def _served(stack: FrugalStack, key: str, count: int) -> list[int]:

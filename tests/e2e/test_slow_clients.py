@@ -24,6 +24,7 @@ from tests.helpers.stack import (
     FrugalStack,
     free_port,
     replicas,
+    running_stack,
     stack_config,
 )
 from tests.helpers.steady_load import eventually, stream_ok
@@ -59,14 +60,9 @@ async def edge(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Frugal
         "paced": {**FAST, "a_ms": 5.0, "output_tokens_min": PACED_TOKENS,
                   "output_tokens_max": PACED_TOKENS},
     }  # fmt: skip
-    running = FrugalStack(
-        Path(tmp_path_factory.mktemp("edge")), stack_config(models, profiles, listener=LISTENER)
-    )
-    try:
-        await running.start()
+    data = stack_config(models, profiles, listener=LISTENER)
+    async with running_stack(Path(tmp_path_factory.mktemp("edge")), data) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 def _envoy_pid(stack: FrugalStack) -> int:

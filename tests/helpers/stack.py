@@ -7,7 +7,9 @@ frugal.cli's planner and supervisor, and keeps every child's log for failures.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,21 @@ class FrugalStack:
 
     def log_text(self) -> str:
         return "\n".join(self.logs)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(directory: Path, data: dict[str, Any]) -> AsyncIterator[FrugalStack]:
+    """A started stack for a fixture, stopped on exit; its log printed when the start or
+    a test under it fails."""
+    stack = FrugalStack(directory, data)
+    try:
+        await stack.start()
+        yield stack
+    except BaseException:
+        print(stack.log_text())
+        raise
+    finally:
+        await stack.stop()
 
 
 # Marks for a test that starts whole stacks itself: a missing Envoy or redis-server (make
