@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.stack import FAST, FrugalStack, replicas, stack_config
+from tests.helpers.stack import FAST, FrugalStack, replicas, running_stack, stack_config
 
 CONTENT_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "content"
 BLOCKLIST = [
@@ -58,15 +58,9 @@ async def stack(
         "faulty": {**FAST, "fault_after_tokens": 3},
         "subword": {**FAST, "subword_max_chars": 4},
     }
-    running = FrugalStack(Path(tmp_path_factory.mktemp("stack")), stack_config(models, profiles))
-    try:
-        await running.start()
-    except BaseException:
-        await running.stop()
-        print(running.log_text())
-        raise
-    yield running
-    await running.stop()
+    directory = Path(tmp_path_factory.mktemp("stack"))
+    async with running_stack(directory, stack_config(models, profiles)) as running:
+        yield running
 
 
 E2E_TESTS = Path(__file__).resolve().parent

@@ -5,6 +5,7 @@ sends far more requests a minute than any key's rpm would allow."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.stack import FAST, FrugalStack, replicas, stack_config
+from tests.helpers.stack import FAST, FrugalStack, replicas, running_stack, stack_config
 
 MODEL = "sim-echo"
 # The body cap the hostile-input tests probe (frugal.yaml's default): a 200 KB prompt is
@@ -34,17 +35,13 @@ class Gateway:
         return {"authorization": f"Bearer {self.key}"}
 
 
-async def start_stack(directory: Path, models: list[dict[str, Any]]) -> FrugalStack:
+def fuzz_stack(
+    directory: Path, models: list[dict[str, Any]]
+) -> AbstractAsyncContextManager[FrugalStack]:
+    """A running stack of `models` with the hostile-input tests' body cap."""
     config = stack_config(models, {"fast": FAST})
     config["listener"]["max_request_bytes"] = MAX_REQUEST_BYTES
-    running = FrugalStack(directory, config)
-    try:
-        await running.start()
-    except BaseException:
-        await running.stop()
-        print(running.log_text())
-        raise
-    return running
+    return running_stack(directory, config)
 
 
 def echo_model() -> dict[str, Any]:
@@ -59,15 +56,12 @@ def echo_model() -> dict[str, Any]:
 async def gateway(
     tmp_path_factory: pytest.TempPathFactory, stack_binaries: None
 ) -> AsyncIterator[Gateway]:
-    running = await start_stack(Path(tmp_path_factory.mktemp("fuzz-stack")), [echo_model()])
-    try:
+    async with fuzz_stack(Path(tmp_path_factory.mktemp("fuzz-stack")), [echo_model()]) as running:
         async with httpx.AsyncClient(base_url=running.admin_url) as admin:
             spec = {"name": "fuzz", "tenant": "fuzz"}
             created = await admin.post("/admin/v1/keys", json=spec, headers=running.admin_headers)
         assert created.status_code == 201, created.text
         yield Gateway(running, created.json()["key"])
-    finally:
-        await running.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -23,7 +23,7 @@ from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
 from tests.fuzz.answers import openai_error
-from tests.fuzz.conftest import echo_model, start_stack
+from tests.fuzz.conftest import echo_model, fuzz_stack
 from tests.fuzz.test_public_api_fuzz import PHASES
 from tests.helpers.stack import STACK_MARKS, FrugalStack
 
@@ -35,11 +35,8 @@ API_PREFIX = "/admin/v1/"
 
 @pytest.fixture(scope="module")
 async def admin_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FrugalStack]:
-    running = await start_stack(Path(tmp_path_factory.mktemp("admin-fuzz")), [echo_model()])
-    try:
+    async with fuzz_stack(Path(tmp_path_factory.mktemp("admin-fuzz")), [echo_model()]) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 def _fuzz(

@@ -84,16 +84,21 @@ async def test_comments_arrive_until_the_first_token_and_are_never_output() -> N
     assert text and "keep-alive" not in text
 
 
+async def _bodies_until_the_error(stub: Any) -> tuple[list[bytes], grpc.aio.AioRpcError]:
+    """The bodies a stream sent before it failed, and its error."""
+    bodies: list[bytes] = []
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for message in stub.StreamChatCompletionEvents(_request()):
+            bodies.append(message.data)
+    return bodies, raised.value
+
+
 async def test_a_failure_after_a_comment_ends_with_an_error_event() -> None:
     async with waiting_worker(
         {"fault_after_tokens": 0}, headers_after_s=0.02, keepalive_interval_s=0.05
     ) as (_, stub):
-        call = stub.StreamChatCompletionEvents(_request())
-        bodies: list[bytes] = []
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            async for message in call:
-                bodies.append(message.data)
-    assert raised.value.code() == grpc.StatusCode.INTERNAL
+        bodies, raised = await _bodies_until_the_error(stub)
+    assert raised.code() == grpc.StatusCode.INTERNAL
     assert bodies[0] == KEEPALIVE_COMMENT
     events = _data_events(b"".join(bodies))
     assert "[DONE]" not in events
@@ -107,11 +112,7 @@ async def test_a_failure_before_any_byte_is_still_a_plain_status() -> None:
     async with waiting_worker(
         {"fault_after_tokens": 0}, headers_after_s=0.02, keepalive_interval_s=60.0
     ) as (_, stub):
-        call = stub.StreamChatCompletionEvents(_request())
-        bodies: list[bytes] = []
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            async for message in call:
-                bodies.append(message.data)
-        assert raised.value.code() == grpc.StatusCode.INTERNAL
-        assert "engine fault" in (raised.value.details() or "")
+        bodies, raised = await _bodies_until_the_error(stub)
+        assert raised.code() == grpc.StatusCode.INTERNAL
+        assert "engine fault" in (raised.details() or "")
     assert bodies == []
