@@ -47,6 +47,9 @@ class RequestTiming:
     usage: UsageRecord | None = None
     # The engine counts the request's tokens as it makes them (then deltas are not counted).
     engine_counts: bool = False
+    # A message of the answer has gone out (headers alone are not one: a failure after
+    # them still reaches the client as an HTTP error, which the gateway bills nothing).
+    answered: bool = False
 
     def generated(self, completion_tokens: int) -> None:
         """The engine's count of the tokens it has made for the request so far."""
@@ -118,6 +121,15 @@ class EngineCore:
             top_p=sampling.top_p,
             echo_text=echo_text if self.echo else None,
         )
+
+    def rpc_done(self, request_id: str, timing: RequestTiming) -> None:
+        """The request's RPC is over: end the request. One that ended before a message of
+        its answer went out (an attempt Envoy gave up on, a failure before the first byte,
+        a client that left first) counts as unanswered: the gateway bills the first two
+        nothing, the last from this replica's usage record."""
+        self.end(request_id, timing)
+        if not timing.answered:
+            self.metrics.observe_unanswered(timing.prompt_tokens, timing.completion_tokens)
 
     def end(self, request_id: str, timing: RequestTiming) -> None:
         """The request is over however it ended (its RPC is done, e.g. its client went

@@ -82,6 +82,17 @@ class EngineMetrics:
             LABELS,
             registry=self.registry,
         ).labels(*labels)
+        unanswered = Counter(
+            "frugal_engine_unanswered_tokens",
+            "Tokens of requests that ended before this worker sent a message of the "
+            "answer: an attempt Envoy gave up on (streams.first_byte_timeout_s) and "
+            "retried elsewhere, a failure before the first byte, a client that left first.",
+            (*LABELS, "kind"),
+            registry=self.registry,
+        )
+        self._unanswered = {
+            kind: unanswered.labels(*labels, kind) for kind in ("prompt", "generation")
+        }
         self._request_seconds = Histogram(
             "frugal_engine_request_duration_seconds",
             "Arrival in the servicer to the last token.",
@@ -121,6 +132,10 @@ class EngineMetrics:
 
     def observe_prompt(self, prompt_tokens: int) -> None:
         self._prompt_tokens.inc(prompt_tokens)
+
+    def observe_unanswered(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self._unanswered["prompt"].inc(prompt_tokens)
+        self._unanswered["generation"].inc(completion_tokens)
 
     def observe_request(self, timing: RequestTimes) -> None:
         if timing.ttft_seconds is not None:

@@ -269,6 +269,22 @@ class _CompletionChunkMessages(_ChunkMessages):
         )
 
 
+async def _chunk_messages(
+    chunks: _ChunkMessages, deltas: AsyncIterator[Delta], *, include_usage: bool
+) -> AsyncIterator[Any]:
+    """A streamed answer's chunk messages: the opening, the text, the end and the usage."""
+    for opening in chunks.opening():
+        yield opening
+    last = Delta("")
+    async for delta in deltas:
+        if delta.text:
+            yield chunks.text(delta.text)
+        last = delta
+    yield chunks.final(last.finish_reason or "stop")
+    if include_usage and last.usage is not None:
+        yield chunks.usage(last.usage)
+
+
 def _chat_generation(core: EngineCore, request_id: str, request: Any) -> GenerationRequest:
     return core.chat_request(request_id, _turns(request), _sampling(request, chat=True))
 
@@ -362,7 +378,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         record at once."""
         timing = self._core.begin(_bind_request_id(context))
         request_id = endpoint.new_id()
-        context.add_done_callback(lambda _: self._core.end(request_id, timing))
+        context.add_done_callback(lambda _: self._core.rpc_done(request_id, timing))
         return request_id, timing
 
     async def _unary(self, endpoint: _Endpoint, request: Any, context: Any) -> Any:
@@ -378,6 +394,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         except Exception as exc:
             await _fail(context, exc, timing)
         findings = outcome.check(guard)
+        timing.answered = True
         await _answer_metadata(context, timing, findings)
         return endpoint.answer(request_id, request, outcome)
 
@@ -387,16 +404,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
         chunks = endpoint.chunk_messages(request_id, int(time.time()), request.model)
         try:
             generation = endpoint.generation(self._core, request_id, request)
-            for opening in chunks.opening():
-                yield opening
-            last = Delta("")
-            async for delta in self._core.generate(generation, timing):
-                if delta.text:
-                    yield chunks.text(delta.text)
-                last = delta
-            yield chunks.final(last.finish_reason or "stop")
-            if request.stream_options.include_usage and last.usage is not None:
-                yield chunks.usage(last.usage)
+            include_usage = request.stream_options.include_usage
+            deltas = self._core.generate(generation, timing)
+            async for message in _chunk_messages(chunks, deltas, include_usage=include_usage):
+                timing.answered = True
+                yield message
         except Exception as exc:
             await _fail(context, exc, timing)
         context.set_trailing_metadata(_trailers(timing))
@@ -426,7 +438,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):  # type: ignore[misc]
                 if event is Due.HEADERS:
                     await context.send_initial_metadata(())
                     continue
-                sent_any = True
+                sent_any = timing.answered = True
                 yield _body(KEEPALIVE_COMMENT if event is Due.KEEPALIVE else event)
         except Exception as exc:
             self._core.end(request_id, timing)

@@ -43,12 +43,43 @@ ENVOY_STATS_FILTER = (
     r"(\.ext_authz\..*" + _DECISION + r")|(\.ratelimit\." + _DECISION + r")"
     r"|(\.ext_proc\..*stream_msgs_sent$)|(^cluster\.engine__.*\.upstream_rq_total$)"
 )
+# Attempts Envoy gave up on because a replica sent no response headers within
+# streams.first_byte_timeout_s, and the retries it made (control_plane/translate/routes.py).
+_ENGINE_ATTEMPTS = re.compile(
+    r"^cluster\.engine__[^.]+\.(upstream_rq_per_try_timeout|upstream_rq_retry)$"
+)
+ENGINE_ATTEMPTS_FILTER = r"^cluster\.engine__.*\.(upstream_rq_per_try_timeout|upstream_rq_retry)$"
 GENERATION_TOKENS = "frugal_engine_generation_tokens"
+UNANSWERED_TOKENS = "frugal_engine_unanswered_tokens"
 # The safety filter's count of its answers to Envoy, by side (safety_filter/extproc):
 # messages Envoy sends without waiting (the request's headers and body chunks) are
 # answered together, in one turn, so a turn is one wait of Envoy's for Python.
 EXTPROC_TURNS = "frugal_extproc_turns"
 PROMPT_TOKENS = "frugal_engine_prompt_tokens"
+
+
+@dataclass(frozen=True)
+class EngineAttempts:
+    """Envoy's abandoned and retried attempts towards the engines, summed over groups."""
+
+    per_try_timeouts: int = 0
+    retries: int = 0
+
+    def __sub__(self, other: EngineAttempts) -> EngineAttempts:
+        return EngineAttempts(
+            self.per_try_timeouts - other.per_try_timeouts, self.retries - other.retries
+        )
+
+
+def engine_attempts(stats_text: str) -> EngineAttempts:
+    """The per-try timeouts and retries in Envoy's admin /stats text."""
+    counts = {"upstream_rq_per_try_timeout": 0, "upstream_rq_retry": 0}
+    for line in stats_text.splitlines():
+        name, _, value = line.partition(": ")
+        found = _ENGINE_ATTEMPTS.match(name)
+        if found and value.strip().isdigit():
+            counts[found.group(1)] += int(value)
+    return EngineAttempts(counts["upstream_rq_per_try_timeout"], counts["upstream_rq_retry"])
 
 
 def process_kind(child_name: str) -> str:
@@ -224,17 +255,28 @@ class EngineTokens:
 
 
 def engine_tokens(metrics_texts: Iterable[str]) -> EngineTokens:
-    """Prompt tokens admitted and tokens generated, summed over the engines' Prometheus
-    texts (engine_workers/metrics.py: `frugal_engine_prompt_tokens_total`,
-    `frugal_engine_generation_tokens_total`)."""
-    totals = {PROMPT_TOKENS: 0.0, GENERATION_TOKENS: 0.0}
+    """The tokens the engines counted for the requests they answered: prompt tokens
+    admitted and tokens generated (engine_workers/metrics.py:
+    `frugal_engine_prompt_tokens_total`, `frugal_engine_generation_tokens_total`) less
+    those of requests that ended before a worker sent a message of the answer
+    (`frugal_engine_unanswered_tokens_total`: an attempt Envoy retried elsewhere, a
+    failure before the first byte; the gateway bills neither), summed over the engines'
+    Prometheus texts. With no client leaving before its first byte (the gateway bills
+    that from the replica's count), this is what the usage ledger must hold."""
+    counted = dict.fromkeys((PROMPT_TOKENS, GENERATION_TOKENS), 0.0)
+    unanswered = dict.fromkeys(("prompt", "generation"), 0.0)
     for text in metrics_texts:
         for family in text_string_to_metric_families(text):
-            if family.name in totals:
-                totals[family.name] += sum(
-                    s.value for s in family.samples if s.name.endswith("_total")
-                )
-    return EngineTokens(round(totals[PROMPT_TOKENS]), round(totals[GENERATION_TOKENS]))
+            totals = [s for s in family.samples if s.name.endswith("_total")]
+            if family.name in counted:
+                counted[family.name] += sum(s.value for s in totals)
+            elif family.name == UNANSWERED_TOKENS:
+                for sample in totals:
+                    unanswered[sample.labels["kind"]] += sample.value
+    return EngineTokens(
+        round(counted[PROMPT_TOKENS] - unanswered["prompt"]),
+        round(counted[GENERATION_TOKENS] - unanswered["generation"]),
+    )
 
 
 def extproc_turns(metrics_texts: Iterable[str]) -> dict[str, int]:

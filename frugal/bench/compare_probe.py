@@ -28,8 +28,10 @@ from redis.exceptions import RedisError
 
 from frugal.accounting import read_usage
 from frugal.bench.compare_counters import (
+    ENGINE_ATTEMPTS_FILTER,
     ENVOY_STATS_FILTER,
     PROCESS_KINDS,
+    EngineAttempts,
     EngineTokens,
     EnvoyCounts,
     ProbeDelta,
@@ -37,6 +39,7 @@ from frugal.bench.compare_counters import (
     RoundTrips,
     StackReading,
     cpu_ticks,
+    engine_attempts,
     engine_tokens,
     envoy_counts,
     extproc_turns,
@@ -128,6 +131,18 @@ class StackProbe:
         )
         response.raise_for_status()
         return envoy_counts(response.text)
+
+    async def engine_attempts(self) -> EngineAttempts | None:
+        """Envoy's per-try timeouts and retries towards the engines so far; None when its
+        admin does not answer."""
+        try:
+            response = await self._http.get(
+                self._at.envoy_admin_url + "/stats", params={"filter": ENGINE_ATTEMPTS_FILTER}
+            )
+            response.raise_for_status()
+        except httpx.HTTPError:
+            return None
+        return engine_attempts(response.text)
 
     async def _turns(self) -> int:
         """The safety filter's request-side or response-side turns so far (both, summed

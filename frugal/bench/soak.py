@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from frugal.accounting.token_budget import SETTLED_TTL_S
 from frugal.bench.compare import check_stack, shared_engines
+from frugal.bench.compare_counters import EngineAttempts
 from frugal.bench.compare_fleet import FULL
 from frugal.bench.compare_plan import ComparePlan
 from frugal.bench.compare_systems import SYSTEMS, SystemContext, SystemRun
@@ -71,6 +72,9 @@ class SoakResult:
     # Redis's keys before and after the load: what its memory grew by is mostly keys
     # that expire (a settled request's marker lives SETTLED_TTL_S, an hour).
     redis_keys: tuple[int | None, int | None] = (None, None)
+    # Envoy's attempts abandoned for streams.first_byte_timeout_s during the load, and
+    # its retries (None when its admin did not answer).
+    attempts: EngineAttempts | None = None
 
     @property
     def passed(self) -> bool:
@@ -92,6 +96,7 @@ class SoakResult:
             f"TTFT p50 {_ms(s.ttft_p50_ms)} p99 {_ms(s.ttft_p99_ms)}",
             *([f"errors by reason: {s.error_reasons}"] if s.error_reasons else []),
             f"ledger equals engines: {matches} ({_totals(self.ledger)})",
+            _attempts(self.attempts),
             f"Redis keys before and after the load: {self.redis_keys[0]} -> {self.redis_keys[1]}"
             f" (settled-request markers expire after {SETTLED_TTL_S:.0f} s)",
             f"{len(self.samples)} samples of every process; trends after the first "
@@ -105,6 +110,15 @@ def _totals(ledger: dict[str, Any] | None) -> str:
     if ledger is None:
         return "no ledger"
     return f"ledger {ledger.get('ledger')}, engines {ledger.get('engines')}"
+
+
+def _attempts(attempts: EngineAttempts | None) -> str:
+    if attempts is None:
+        return "Envoy's attempt counters: not read"
+    return (
+        f"attempts Envoy abandoned (no response headers within streams.first_byte_timeout_s): "
+        f"{attempts.per_try_timeouts}, retries: {attempts.retries}"
+    )
 
 
 def _ms(value: float | None) -> str:
@@ -138,6 +152,7 @@ async def _load(plan: SoakPlan, compare: ComparePlan, run: SystemRun) -> SoakRes
     since = datetime.datetime.now(datetime.UTC).date()
     engines_before = await run.probe.engine_tokens() if run.probe is not None else None
     keys_before = await run.probe.redis_keys() if run.probe is not None else None
+    attempts_before = await run.probe.engine_attempts() if run.probe is not None else None
     async with run.make_driver(WARMUP_REQUESTS) as driver:
         await warm_up(driver, WARMUP_REQUESTS)
     prompt = compare.prompt()
@@ -151,16 +166,20 @@ async def _load(plan: SoakPlan, compare: ComparePlan, run: SystemRun) -> SoakRes
             progress.advance, duration_s=plan.duration_s,
         )  # fmt: skip
     progress.close()
-    ledger, keys_after = None, None
+    ledger, keys_after, attempts = None, None, None
     if run.probe is not None:
         keys_after = await run.probe.redis_keys()
+        attempts_after = await run.probe.engine_attempts()
+        if attempts_before is not None and attempts_after is not None:
+            attempts = attempts_after - attempts_before
         check = await check_stack(FULL, compare, run, run.probe, since, engines_before)
         ledger = check.get("ledger")
     summary = summarise(found, duration)
     found_trends = trends(samples, plan.warmup_s)
     return SoakResult(
-        summary, samples, found_trends, ledger, plan.warmup_s, (keys_before, keys_after)
-    )
+        summary, samples, found_trends, ledger, plan.warmup_s, (keys_before, keys_after),
+        attempts,
+    )  # fmt: skip
 
 
 async def run_soak(plan: SoakPlan, out: Path | None = None) -> SoakResult:

@@ -7,6 +7,7 @@ A real grpc.aio server and channel on loopback, the sim backend with a long pref
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -111,8 +112,71 @@ async def test_a_failure_before_any_byte_is_still_a_plain_status() -> None:
     into the HTTP error status (tests/e2e/test_stream_liveness.py checks it on Envoy)."""
     async with waiting_worker(
         {"fault_after_tokens": 0}, headers_after_s=0.02, keepalive_interval_s=60.0
-    ) as (_, stub):
+    ) as (worker, stub):
         bodies, raised = await _bodies_until_the_error(stub)
         assert raised.code() == grpc.StatusCode.INTERNAL
         assert "engine fault" in (raised.details() or "")
+        # The gateway bills an answer that failed before its first byte nothing.
+        prompt = _sample(worker, "frugal_engine_prompt_tokens_total")
+        assert prompt > 0 and await _counted_unanswered(worker) == (prompt, 0.0)
     assert bodies == []
+
+
+def _sample(worker: EngineWorker, name: str, **labels: str) -> float:
+    labels = {"model_name": MODEL, "group": worker.settings.group, **labels}
+    return worker.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def _unanswered(worker: EngineWorker) -> tuple[float, float]:
+    name = "frugal_engine_unanswered_tokens_total"
+    return _sample(worker, name, kind="prompt"), _sample(worker, name, kind="generation")
+
+
+async def _counted_unanswered(worker: EngineWorker) -> tuple[float, float]:
+    """The unanswered counts once a request's are in: the RPC's done-callback adds them,
+    after the client already has its end."""
+    for _ in range(500):
+        if (counted := _unanswered(worker)) != (0.0, 0.0):
+            return counted
+        await asyncio.sleep(0.01)
+    raise AssertionError("no unanswered tokens were counted")
+
+
+async def _cancel_when(worker: EngineWorker, call: Any, condition: Any) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
+    call.cancel()
+    while worker.backend.load().running:
+        await asyncio.sleep(0.01)
+
+
+async def test_a_stream_cancelled_before_it_sent_anything_counts_as_unanswered() -> None:
+    """What Envoy's first-byte timeout leaves behind: the gateway bills only the attempt
+    that answered, so the engine counts an attempt it never answered apart."""
+    async with waiting_worker({}, headers_after_s=60.0, keepalive_interval_s=60.0) as (
+        worker,
+        stub,
+    ):
+        call = stub.StreamChatCompletionEvents(_request())
+        # In prefill: admitted, its prompt counted, nothing sent yet.
+        await _cancel_when(worker, call, lambda: worker.backend.load().running == 1)
+        prompt = _sample(worker, "frugal_engine_prompt_tokens_total")
+        generated = worker.backend.load().tokens_generated_total
+        assert prompt > 0
+        assert await _counted_unanswered(worker) == (prompt, generated)
+
+
+async def test_a_stream_cancelled_after_its_first_token_is_answered() -> None:
+    """Once something is out, the gateway has the replica's answer and bills it. A second
+    stream, cancelled before anything, shows when the counts are in."""
+    async with waiting_worker({}, headers_after_s=60.0, keepalive_interval_s=60.0) as (
+        worker,
+        stub,
+    ):
+        answered = stub.StreamChatCompletionEvents(_request())
+        assert b"data: " in (await answered.read()).data
+        await _cancel_when(worker, answered, lambda: True)
+        one_prompt = _sample(worker, "frugal_engine_prompt_tokens_total")
+        unanswered = stub.StreamChatCompletionEvents(_request())
+        await _cancel_when(worker, unanswered, lambda: worker.backend.load().running == 1)
+        assert (await _counted_unanswered(worker))[0] == one_prompt

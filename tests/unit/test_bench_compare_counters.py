@@ -9,12 +9,14 @@ import pytest
 
 from frugal.bench.compare_counters import (
     ENVOY_STATS_FILTER,
+    EngineAttempts,
     EngineTokens,
     EnvoyCounts,
     ProbeDelta,
     RedisCounts,
     StackReading,
     cpu_ticks,
+    engine_attempts,
     engine_tokens,
     envoy_counts,
     extproc_turns,
@@ -49,6 +51,10 @@ frugal_engine_prompt_tokens_total{group="engines",model_name="m"} 64.0
 # HELP frugal_engine_prompt_tokens_created Prompt tokens admitted.
 # TYPE frugal_engine_prompt_tokens_created gauge
 frugal_engine_prompt_tokens_created{group="engines",model_name="m"} 1.7e9
+# HELP frugal_engine_unanswered_tokens_total Tokens of requests that ended unanswered.
+# TYPE frugal_engine_unanswered_tokens_total counter
+frugal_engine_unanswered_tokens_total{group="engines",kind="prompt",model_name="m"} 4.0
+frugal_engine_unanswered_tokens_total{group="engines",kind="generation",model_name="m"} 1.0
 """
 
 
@@ -147,9 +153,24 @@ def test_a_level_without_redis_readings_or_requests_has_no_redis_figures() -> No
     )
 
 
-def test_engine_tokens_add_the_counters_of_every_engine() -> None:
-    assert engine_tokens([ENGINE_METRICS, ENGINE_METRICS]) == EngineTokens(128, 240)
+def test_engine_tokens_add_every_engines_answered_tokens() -> None:
+    # (64 - 4, 120 - 1) each: what no client was answered for is not the ledger's.
+    assert engine_tokens([ENGINE_METRICS, ENGINE_METRICS]) == EngineTokens(120, 238)
     assert (EngineTokens(10, 20) - EngineTokens(4, 5)).total == 21
+
+
+def test_engine_attempts_add_every_groups_timeouts_and_retries() -> None:
+    stats = "\n".join(
+        [
+            "cluster.engine__m__a.upstream_rq_per_try_timeout: 2",
+            "cluster.engine__m__a.upstream_rq_retry: 3",
+            "cluster.engine__m__b.upstream_rq_per_try_timeout: 1",
+            "cluster.safety_filter.upstream_rq_retry: 9",
+        ]
+    )
+    attempts = engine_attempts(stats)
+    assert attempts == EngineAttempts(per_try_timeouts=3, retries=3)
+    assert attempts - EngineAttempts(1, 1) == EngineAttempts(2, 2)
 
 
 def test_round_trips_are_medians_so_one_stray_read_does_not_move_them() -> None:
