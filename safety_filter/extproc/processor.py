@@ -176,6 +176,8 @@ class RequestProcessor:
         self._standing: Headers = ()
         self._client_gateway_headers: tuple[str, ...] = ()
         self._upstream = ""
+        # Envoy has the answers that let the request go on to an engine.
+        self._released = False
         self._response_status = 0
         self._finished = False
         # An inference request's record until it is observed; then None.
@@ -333,6 +335,12 @@ class RequestProcessor:
         capped = request.max_output_tokens is None and admitted.output_tokens < default
         return admitted.output_tokens if capped else None
 
+    def released(self) -> None:
+        """The request phase's answers have been written to Envoy: from now on the
+        request may reach an engine. (Until then it cannot: Envoy holds it, and if Envoy
+        gave up waiting, its fail-closed 503 went out instead.)"""
+        self._released = True
+
     def note_attributes(self, request: ext.ProcessingRequest) -> None:
         """Keep what Envoy's attributes say of the request (the replica, on the response)."""
         if upstream := attribute(request, wire.UPSTREAM_ADDRESS_ATTRIBUTE):
@@ -402,7 +410,8 @@ class RequestProcessor:
     async def close(self) -> None:
         """The stream is over, however it ended. When the client left, this runs in a
         cancelled RPC: it only records, and bills in the background what the replica says
-        it generated (the prompt's estimate when no replica was reached)."""
+        it generated (the prompt's estimate when no replica is known). A request Envoy
+        never let go on (it gave up waiting for these answers) is billed nothing."""
         record = self._record
         if record is not None:  # the response never ended
             record.status = record.status or CLOSED_BEFORE_RESPONSE
@@ -410,6 +419,9 @@ class RequestProcessor:
             self._observe()
         meter, enforcement = self._meter, self._context.enforcement
         if meter is None or meter.settled or enforcement is None:
+            return
+        if not self._released:
+            meter.settle((0, 0))  # no engine was asked: nothing to bill
             return
         client = enforcement.engine_usage
         if client is None or not self._upstream:

@@ -62,5 +62,8 @@ class ExternalProcessorService(ext_grpc.ExternalProcessorServicer):  # type: ign
                     turns.inc()
                 for response in responses:
                     yield response
+                # Resumed: grpc has written them (a stream Envoy closed is not resumed).
+                if responses and phase in REQUEST_PHASES:
+                    processor.released()
         finally:
             await processor.close()

@@ -241,10 +241,13 @@ async def send_request(
     path: str = CHAT,
     request_id: str | None = None,
     chunks: int = 1,
+    delivered: bool = True,
 ) -> RequestAnswer:
     """The request's headers, then its body in `chunks` pieces, as Envoy sends them without
     waiting for answers (STREAMED, send_body_without_waiting_for_header_response): an
-    inference request is answered once, headers first, when its last chunk is in."""
+    inference request is answered once, headers first, when its last chunk is in. Then,
+    as the service does once grpc has written them, the answers are marked released;
+    with `delivered` False they never reached Envoy (it had given up waiting)."""
     headers = request_headers(path, key, *extra, request_id=request_id)
     responses = list(await processor.on_request_headers(headers))
     size = -(-len(body) // chunks)
@@ -256,6 +259,8 @@ async def send_request(
     assert first.WhichOneof("response") == "request_headers", responses
     assert len(bodies) == len(pieces), responses
     assert all(b.WhichOneof("response") == "request_body" for b in bodies), responses
+    if delivered:
+        processor.released()
     return RequestAnswer(first, bodies)
 
 

@@ -143,6 +143,19 @@ async def test_an_engine_error_charges_nothing(gateway: Gateway, stream: bool) -
     assert await billed(gateway, key, request_id) == (1, 0, 0, 0)
 
 
+async def test_a_request_whose_answers_envoy_never_got_is_billed_nothing(
+    gateway: Gateway,
+) -> None:
+    """Admitted, then answered after Envoy's message_timeout: Envoy sent its fail-closed
+    503 and closed the stream, so no engine saw the request (the soak's start burst)."""
+    key, request_id = await gateway.new_key(tpm=10_000), new_id("req")
+    processor = gateway.processor()
+    body = chat(content="w" * 40, stream=True)
+    await send_request(processor, key, body, request_id=request_id, delivered=False)
+    await processor.close()
+    assert await billed(gateway, key, request_id) == (1, 0, 0, 0)
+
+
 # --- a stream whose client left: its replica says what it generated ---------------------------
 
 
