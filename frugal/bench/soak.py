@@ -33,7 +33,7 @@ from frugal.bench.load import closed_loop, warm_up
 from frugal.bench.memory_trend import MemorySample, ProcessTrend, render, trends
 from frugal.bench.process_tree import stack_readings
 from frugal.bench.progress import ProgressBar
-from frugal.bench.stats import LevelSummary, summarise
+from frugal.bench.stats import LevelSummary, RequestSample, summarise
 
 LOG_NAME = "soak-stack.log"
 WARMUP_REQUESTS = 8
@@ -75,6 +75,8 @@ class SoakResult:
     # Envoy's attempts abandoned for streams.first_byte_timeout_s during the load, and
     # its retries (None when its admin did not answer).
     attempts: EngineAttempts | None = None
+    # When each failed request ended, in seconds from the start of the load.
+    error_times_s: tuple[float, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -95,6 +97,7 @@ class SoakResult:
             f"{s.duration_s:.0f} s, {s.throughput_tok_s:.0f} tok/s, "
             f"TTFT p50 {_ms(s.ttft_p50_ms)} p99 {_ms(s.ttft_p99_ms)}",
             *([f"errors by reason: {s.error_reasons}"] if s.error_reasons else []),
+            *([_error_times(self.error_times_s)] if self.error_times_s else []),
             f"ledger equals engines: {matches} ({_totals(self.ledger)})",
             _attempts(self.attempts),
             f"Redis keys before and after the load: {self.redis_keys[0]} -> {self.redis_keys[1]}"
@@ -110,6 +113,12 @@ def _totals(ledger: dict[str, Any] | None) -> str:
     if ledger is None:
         return "no ledger"
     return f"ledger {ledger.get('ledger')}, engines {ledger.get('engines')}"
+
+
+def _error_times(times_s: tuple[float, ...]) -> str:
+    shown = ", ".join(f"{t:.1f}" for t in times_s[:20])
+    more = f" and {len(times_s) - 20} more" if len(times_s) > 20 else ""
+    return f"errors ended at (s after the load began): {shown}{more}"
 
 
 def _attempts(attempts: EngineAttempts | None) -> str:
@@ -159,11 +168,19 @@ async def _load(plan: SoakPlan, compare: ComparePlan, run: SystemRun) -> SoakRes
     progress = ProgressBar(f"soak c={plan.concurrency}", 0)
     redis_port = urlsplit(run.probe.redis_url).port if run.probe is not None else None
     sampling = _sampling(plan.interval_s, redis_port)
+    error_times: list[float] = []
+    began = time.monotonic()
+
+    def on_sample(sample: RequestSample) -> None:
+        progress.advance(sample)
+        if not sample.ok:
+            error_times.append(time.monotonic() - began)
+
     async with run.make_driver(plan.concurrency) as driver, sampling as samples:
         found, duration = await closed_loop(
             driver, plan.concurrency,
             lambda index: BenchRequest(prompt, plan.max_tokens, index),
-            progress.advance, duration_s=plan.duration_s,
+            on_sample, duration_s=plan.duration_s,
         )  # fmt: skip
     progress.close()
     ledger, keys_after, attempts = None, None, None
@@ -178,7 +195,7 @@ async def _load(plan: SoakPlan, compare: ComparePlan, run: SystemRun) -> SoakRes
     found_trends = trends(samples, plan.warmup_s)
     return SoakResult(
         summary, samples, found_trends, ledger, plan.warmup_s, (keys_before, keys_after),
-        attempts,
+        attempts, tuple(error_times),
     )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ async def test_a_short_soak_passes_and_samples_every_process(tmp_path: Path) -> 
     result = await run_soak(plan, tmp_path)
     assert result.summary.errors == 0 and result.summary.requests > 16
     assert result.ledger is not None and result.ledger["matches"] is True
+    assert result.attempts is not None and result.error_times_s == ()  # Envoy's stats read
     assert {t.process.split()[0] for t in result.trends} == KINDS
     assert result.passed
     assert (tmp_path / "samples.json").exists() and "PASS" in (tmp_path / "table.md").read_text()
