@@ -5,7 +5,8 @@ the engine clusters (1-3 ms, ENVOY_NOTES) and `/clusters?format=json` for each
 host's health, active requests and request / error counters, summed over every
 Envoy the control plane serves. Engines: their Prometheus endpoint (replica port +
 1000), for running / waiting sequences and the generated-token counter the adaptive
-policy learns from. A source that does not answer is skipped for that tick, never fatal.
+policy learns from, read with prometheus_client's parser. A source that does not answer,
+or answers with something else than metrics, is skipped for that tick, never fatal.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from control_plane.balancer.load import ReplicaCounters
 from frugal.wire import engine_metrics_port
 
 ACTIVE_STAT = re.compile(r"^cluster\.(engine__.+)\.upstream_rq_active$")
-METRIC_LINE = re.compile(r"^(frugal_engine_\w+?)(?:\{[^}]*\})? ([0-9.eE+-]+|NaN)$", re.MULTILINE)
+ENGINE_METRIC_PREFIX = "frugal_engine_"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,17 @@ class HostState:
     # failed (5xx answers and gRPC error statuses; traffic_rates says why these counters).
     requests: int = 0
     errors: int = 0
+
+
+def engine_samples(text: str) -> dict[str, float]:
+    """An engine's Prometheus text: each `frugal_engine_` sample's value by sample name,
+    summed over its labels. Raises ValueError for text that is not Prometheus's format."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(ENGINE_METRIC_PREFIX):
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    return values
 
 
 def _address(host: dict[str, Any]) -> str:
@@ -121,9 +134,10 @@ class LoadSampler:
             text = (await self._client.get(url)).text
         except httpx.HTTPError:
             return None
-        values: dict[str, float] = {}
-        for name, value in METRIC_LINE.findall(text):
-            values[name] = values.get(name, 0.0) + float(value)
+        try:
+            values = engine_samples(text)
+        except ValueError:
+            return None
         if "frugal_engine_generation_tokens_total" not in values:
             return None
         return ReplicaCounters(

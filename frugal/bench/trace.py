@@ -2,7 +2,7 @@
 
 The trace has columns TIMESTAMP, ContextTokens, GeneratedTokens. A replay takes a window of
 consecutive requests, compresses the time between arrivals by a factor and scales lengths down
-so a CPU-only machine can carry it (/work/shared/traces/README.md): the prompt becomes
+so a CPU-only machine can carry it (frugal/bench/traces/README.md): the prompt becomes
 `ContextTokens / prompt_divisor` filler words (capped), the output `GeneratedTokens *
 output_scale` tokens (capped).
 """

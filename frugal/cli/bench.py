@@ -19,11 +19,11 @@ from frugal.bench.plan import (
 )
 from frugal.bench.routing import BenchmarkFailed, run_routing_benchmark
 from frugal.bench.trace import TraceScaling
+from frugal.bench.traces import AZURE_CODE
 from frugal.cli import bench_compare, bench_engine, bench_load, bench_soak
 from frugal.cli.interrupt import run_benchmark
-from frugal.cli.stack import REPO_ROOT
 
-DEFAULT_TRACE = REPO_ROOT.parent / "shared" / "traces" / "azure2023_code.csv"
+DEFAULT_TRACE = AZURE_CODE
 
 
 def _int_list(text: str) -> list[int]:

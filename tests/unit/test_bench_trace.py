@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from frugal.bench.trace import (
@@ -14,6 +17,7 @@ from frugal.bench.trace import (
     scale,
     window,
 )
+from frugal.bench.traces import AZURE_CODE, AZURE_CONVERSATION, MOONCAKE_CONVERSATION
 
 CSV = """TIMESTAMP,ContextTokens,GeneratedTokens
 2023-11-16 18:17:03.9799600,4808,10
@@ -83,3 +87,18 @@ def test_the_scaling_says_what_it_did() -> None:
 def test_filler_prompts_have_the_requested_number_of_words() -> None:
     assert len(filler_prompt(300).split()) == 300
     assert filler_prompt(3) == "the quick review"
+
+
+@pytest.mark.parametrize("path", [AZURE_CODE, AZURE_CONVERSATION])
+def test_the_shipped_azure_traces_parse_whole(path: Path) -> None:
+    """The traces ship with the project (frugal bench routing's default), unchanged."""
+    with path.open() as lines:
+        requests = parse_trace(lines)
+    assert len(requests) > 1_000
+    assert all(r.context_tokens > 0 for r in requests)
+
+
+def test_the_shipped_mooncake_trace_has_its_prefix_blocks() -> None:
+    first = json.loads(MOONCAKE_CONVERSATION.read_text().splitlines()[0])
+    assert {"timestamp", "input_length", "output_length", "hash_ids"} <= set(first)
+    assert "licence" in (AZURE_CODE.parent / "README.md").read_text()
