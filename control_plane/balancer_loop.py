@@ -19,20 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from control_plane.balancer.gate import WeightGate
-from control_plane.balancer.load import (
-    Decision,
-    GroupLoad,
-    ModelLoad,
-    ReplicaCounters,
-    StepSample,
-    step_sample,
-)
-from control_plane.balancer.policy import BalancerPolicy, build_policy
+from control_plane.balancer.load import GroupLoad, ModelLoad, ReplicaCounters, StepSample
+from control_plane.balancer.policy import build_policy
+from control_plane.balancer.signals import TICK_S, ModelBalance, StepSampler, group_load
 from control_plane.balancer.weights import available
 from control_plane.fleet import Fleet
 from control_plane.leadership import LeaderLease
@@ -44,20 +36,7 @@ from control_plane.traffic_rates import Reading, RequestCounts, TrafficWindow
 
 log = logging.getLogger(__name__)
 
-TICK_S = 0.25  # issue 4: sample often enough (<= 250 ms) to follow bursts
 HOSTS_EVERY = 4  # host health and per-host load: once a second
-
-
-@dataclass
-class ModelBalance:
-    """The policy of one model, and what it last saw and decided."""
-
-    policy: BalancerPolicy
-    config_key: str  # the balancer config + static weights the policy was built from
-    gate: WeightGate = field(default_factory=WeightGate)
-    load: ModelLoad | None = None
-    decision: Decision | None = None
-    published: dict[str, int] | None = None
 
 
 class BalancerLoop:
@@ -80,7 +59,7 @@ class BalancerLoop:
         self.models: dict[str, ModelBalance] = {}
         self.hosts: dict[str, dict[str, HostState]] = {}
         self.traffic = TrafficWindow()
-        self._counters: dict[str, ReplicaCounters] = {}
+        self._step_sampler = StepSampler()
         self._ticks = 0
         self._weight = Gauge(
             "frugal_balancer_weight",
@@ -127,7 +106,7 @@ class BalancerLoop:
         self._ticks += 1
         addresses = [str(e) for m in config.models for g in m.groups for e in g.replicas]
         counters = await self._sampler.engine_counters(addresses)
-        samples = self._samples(counters)
+        samples = self._step_sampler.samples(counters)
         for model in config.models:
             self._balance(model, in_flight, counters, samples)
         if self.leading and self._shared is not None:
@@ -143,16 +122,6 @@ class BalancerLoop:
                 self._control_plane.clear_live_weights(model.name)
             elif theirs != self._control_plane.live_weights.get(model.name):
                 self._control_plane.set_live_weights(model.name, theirs)
-
-    def _samples(self, counters: dict[str, ReplicaCounters]) -> dict[str, StepSample]:
-        samples = {}
-        for address, current in counters.items():
-            previous = self._counters.get(address)
-            sample = step_sample(previous, current) if previous is not None else None
-            if sample is not None:
-                samples[address] = sample
-        self._counters = counters
-        return samples
 
     def _group_load(
         self,
@@ -170,14 +139,13 @@ class BalancerLoop:
             for e in group.replicas
             if not e.draining and hosts.get(str(e), HostState(True, False, 0)).healthy
         ]
-        seen = [counters[str(e)] for e in group.replicas if str(e) in counters]
-        return GroupLoad(
-            group=group.name,
-            replicas=len(serving),
-            in_flight=in_flight.get(cluster, 0.0),
-            running=sum(c.running for c in seen) if seen else None,
-            waiting=None,
-            samples=tuple(samples[str(e)] for e in group.replicas if str(e) in samples),
+        return group_load(
+            group.name,
+            [str(e) for e in group.replicas],
+            len(serving),
+            in_flight.get(cluster, 0.0),
+            counters,
+            samples,
         )
 
     def _balance(
@@ -193,8 +161,8 @@ class BalancerLoop:
             for i in range(len(model.groups))
         )
         loop = asyncio.get_running_loop()
-        balance.load = ModelLoad(model=model.name, groups=groups, now=loop.time())
-        balance.decision = balance.policy.decide(balance.load)
+        balance.decide(ModelLoad(model=model.name, groups=groups, now=loop.time()))
+        assert balance.decision is not None
         for group in groups:
             self._in_flight.labels(model.name, group.group).set(group.in_flight)
         if model.balancer.type == "static":
@@ -214,8 +182,8 @@ class BalancerLoop:
                 )
         elif not self.leading:
             balance.published = self._control_plane.live_weights.get(model.name)
-        elif balance.gate.offer(balance.published, balance.decision.weights, loop.time()):
-            balance.published = dict(balance.decision.weights)
+        elif balance.publish_through_gate(loop.time()):
+            assert balance.published is not None
             self._control_plane.set_live_weights(model.name, balance.published)
             log.info("%s weights %s: %s", model.name, balance.published, balance.decision.reason)
         for name, weight in (balance.published or {}).items():

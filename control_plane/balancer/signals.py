@@ -1,0 +1,92 @@
+"""From readings to a policy's input, and from its decision to what is published.
+
+Pure layer, shared by the control plane's balancer loop (which takes the readings from
+Envoy and the engines) and the virtual-time fleet simulator (frugal/bench/virtual, which
+takes them from its model of both): the same step samples, the same group loads, the
+same publish gate, so what the simulator judges is what the control plane runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from control_plane.balancer.gate import WeightGate
+from control_plane.balancer.load import (
+    Decision,
+    GroupLoad,
+    ModelLoad,
+    ReplicaCounters,
+    StepSample,
+    step_sample,
+)
+from control_plane.balancer.policy import BalancerPolicy
+
+TICK_S = 0.25  # issue 4: sample often enough (<= 250 ms) to follow bursts
+
+
+class StepSampler:
+    """Each replica's step-time sample between its last two counter readings."""
+
+    def __init__(self) -> None:
+        self._previous: dict[str, ReplicaCounters] = {}
+
+    def samples(self, counters: Mapping[str, ReplicaCounters]) -> dict[str, StepSample]:
+        """Samples from these readings against the previous ones (a replica read for the
+        first time, or not read now, gives none); these become the previous ones."""
+        found = {}
+        for address, current in counters.items():
+            previous = self._previous.get(address)
+            sample = step_sample(previous, current) if previous is not None else None
+            if sample is not None:
+                found[address] = sample
+        self._previous = dict(counters)
+        return found
+
+
+def group_load(
+    group: str,
+    replicas: Iterable[str],
+    serving: int,
+    in_flight: float,
+    counters: Mapping[str, ReplicaCounters],
+    samples: Mapping[str, StepSample],
+) -> GroupLoad:
+    """One group's load: `serving` of its `replicas` (addresses) are healthy and not
+    draining; `in_flight` is Envoy's active requests for its cluster."""
+    addresses = list(replicas)
+    seen = [counters[a] for a in addresses if a in counters]
+    return GroupLoad(
+        group=group,
+        replicas=serving,
+        in_flight=in_flight,
+        running=sum(c.running for c in seen) if seen else None,
+        waiting=None,
+        samples=tuple(samples[a] for a in addresses if a in samples),
+    )
+
+
+@dataclass
+class ModelBalance:
+    """The policy of one model, its publish gate, and what it last saw, decided and
+    published."""
+
+    policy: BalancerPolicy
+    config_key: str  # the balancer config + static weights the policy was built from
+    gate: WeightGate = field(default_factory=WeightGate)
+    load: ModelLoad | None = None
+    decision: Decision | None = None
+    published: dict[str, int] | None = None
+
+    def decide(self, load: ModelLoad) -> Decision:
+        self.load = load
+        self.decision = self.policy.decide(load)
+        return self.decision
+
+    def publish_through_gate(self, now: float) -> bool:
+        """Publish the last decision if the gate lets it through now; True if it did."""
+        assert self.decision is not None, "decide first"
+        if not self.gate.offer(self.published, self.decision.weights, now):
+            return False
+        self.published = dict(self.decision.weights)
+        return True

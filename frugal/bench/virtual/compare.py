@@ -1,0 +1,239 @@
+"""`frugal bench routing --virtual`: every policy on every load, in virtual time (pure layer).
+
+Two fleets of the sim engine's calibrated profiles (engine_workers.backends.sim_model):
+- `paper`: the ScaleLLM paper's section 6, one `tp8` replica against four `tp2` replicas
+  (8 GPUs each way), with the wall-clock benchmark's policies (frugal.bench.fleet);
+- `large`: 1,000 replicas in 50 groups, 25 groups of 8 `tp8` replicas and 25 of 32 `tp2`
+  replicas (1,600 GPUs each way), with a static layout on each profile and `adaptive`.
+
+Each policy serves closed loops at each concurrency and the shipped traces (Azure code and
+conversation, Mooncake), from the same seed. A closed level runs the fleet's `duration_s` of
+virtual time; its first `warmup_s` are left out of the figures. A trace runs its first
+`trace_requests` requests at their own times and lengths.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from control_plane.balancer.config import BalancerConfig
+from engine_workers.backends.sim_model import PROFILES
+from frugal.bench.fleet import POLICIES as PAPER_POLICIES
+from frugal.bench.fleet import TP2, TP2_REPLICAS, TP8
+from frugal.bench.traces import AZURE_CODE, AZURE_CONVERSATION, MOONCAKE_CONVERSATION
+from frugal.bench.virtual.fleet import GroupSpec, VirtualFleet
+from frugal.bench.virtual.replica import VirtualRequest
+from frugal.bench.virtual.workload import (
+    ClosedLoop,
+    TraceRow,
+    azure_trace,
+    mooncake_trace,
+    trace_arrivals,
+)
+
+_BALANCER: TypeAdapter[BalancerConfig] = TypeAdapter(BalancerConfig)
+ADAPTIVE = "adaptive"
+PAPER_LEVELS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LARGE_GROUPS = 25  # of each profile
+LARGE_TP8_REPLICAS, LARGE_TP2_REPLICAS = 8, 32
+LARGE_LEVELS = (1, 16, 256, 1024, 4096, 16384)
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    name: str
+    groups: tuple[GroupSpec, ...]
+    # policy -> (balancer config, the groups' configured weights)
+    policies: Mapping[str, tuple[dict[str, Any], Mapping[str, int]]]
+    statics: tuple[str, ...]
+    levels: tuple[int, ...]
+    duration_s: float = 60.0  # of each closed level, virtual
+    warmup_s: float = 10.0  # left out of its figures
+
+    @property
+    def replicas(self) -> int:
+        return sum(g.replicas for g in self.groups)
+
+    def fleet(self, policy: str, seed: int) -> VirtualFleet:
+        balancer, weights = self.policies[policy]
+        groups = [GroupSpec(g.name, g.profile, g.replicas, weights[g.name]) for g in self.groups]
+        return VirtualFleet(groups, _BALANCER.validate_python(balancer), seed=seed)
+
+
+def paper_fleet(levels: Sequence[int] = PAPER_LEVELS) -> FleetPlan:
+    groups = (
+        GroupSpec(TP8, PROFILES[TP8], 1, 0),
+        GroupSpec(TP2, PROFILES[TP2], TP2_REPLICAS, 0),
+    )
+    statics = ("static-tp8", "static-tp2")
+    return FleetPlan("paper", groups, dict(PAPER_POLICIES), statics, tuple(levels))
+
+
+def large_fleet(levels: Sequence[int] = LARGE_LEVELS) -> FleetPlan:
+    tp8 = [GroupSpec(f"tp8-{i:02d}", PROFILES[TP8], LARGE_TP8_REPLICAS, 0)
+           for i in range(LARGE_GROUPS)]  # fmt: skip
+    tp2 = [GroupSpec(f"tp2-{i:02d}", PROFILES[TP2], LARGE_TP2_REPLICAS, 0)
+           for i in range(LARGE_GROUPS)]  # fmt: skip
+    share = 100 // LARGE_GROUPS
+
+    def only(kind: list[GroupSpec]) -> dict[str, int]:
+        chosen = {g.name for g in kind}
+        return {g.name: (share if g.name in chosen else 0) for g in (*tp8, *tp2)}
+
+    adaptive = PAPER_POLICIES[ADAPTIVE][0]
+    policies = {
+        "static-tp8": ({"type": "static"}, only(tp8)),
+        "static-tp2": ({"type": "static"}, only(tp2)),
+        ADAPTIVE: (adaptive, only(tp8)),
+    }
+    # Shorter levels: at thousands of streams a virtual minute is millions of requests.
+    return FleetPlan(
+        "large", (*tp8, *tp2), policies, ("static-tp8", "static-tp2"), tuple(levels),
+        duration_s=20.0, warmup_s=5.0,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One policy on one load."""
+
+    policy: str
+    load: str
+    requests: int
+    throughput_tok_s: float
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+    shares: Mapping[str, float]  # of the requests, by group kind (tp8 / tp2)
+    cached_share: float  # prompt tokens the prefix cache spared, of all prompt tokens
+    decide_cpu_ms: float  # the policy's CPU time per decision, median
+    wall_s: float  # what the run took here
+    publishes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "shares": dict(self.shares)}
+
+
+def _kind(group: str) -> str:
+    return group.split("-", 1)[0]
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summarise(
+    policy: str, load: str, fleet: VirtualFleet, requests: Iterable[VirtualRequest],
+    window: tuple[float, float], wall_s: float, decide_ms: Sequence[float],
+) -> Outcome:  # fmt: skip
+    """Figures of the requests that arrived in `window`; throughput from the tokens of
+    the requests that finished in it."""
+    start, end = window
+    done = list(requests)
+    arrived = [r for r in done if start <= r.arrival_s < end]
+    finished = [r for r in done if r.finished_s is not None and start <= r.finished_s < end]
+    tokens = sum(r.output_tokens for r in finished)
+    ttfts = [r.ttft_s * 1000.0 for r in arrived if r.ttft_s is not None]
+    kinds: dict[str, int] = {}
+    for r in arrived:
+        kinds[_kind(r.group)] = kinds.get(_kind(r.group), 0) + 1
+    prompt = sum(r.prompt_tokens for r in arrived)
+    return Outcome(
+        policy=policy,
+        load=load,
+        requests=len(arrived),
+        throughput_tok_s=tokens / (end - start) if end > start else 0.0,
+        ttft_p50_ms=_percentile(ttfts, 0.50),
+        ttft_p99_ms=_percentile(ttfts, 0.99),
+        shares={k: n / len(arrived) for k, n in sorted(kinds.items())} if arrived else {},
+        cached_share=sum(r.cached_tokens for r in arrived) / prompt if prompt else 0.0,
+        decide_cpu_ms=statistics.median(decide_ms) if decide_ms else 0.0,
+        wall_s=wall_s,
+        publishes=len(fleet.weight_history) - 1,
+    )
+
+
+def _timed_decisions(fleet: VirtualFleet) -> list[float]:
+    """Wrap the fleet's policy so each decision's CPU time is recorded."""
+    times: list[float] = []
+    policy = fleet.balance.policy
+    decide = policy.decide
+
+    def timed(load: Any) -> Any:
+        started = time.process_time()
+        decision = decide(load)
+        times.append((time.process_time() - started) * 1000.0)
+        return decision
+
+    policy.decide = timed  # type: ignore[method-assign]
+    return times
+
+
+@dataclass(frozen=True)
+class VirtualPlan:
+    fleets: tuple[FleetPlan, ...]
+    seed: int = 1
+    traces: tuple[str, ...] = ("azure-code", "azure-conv", "mooncake")
+    trace_requests: int = 2000
+    policies: tuple[str, ...] | None = None  # None: every policy of each fleet
+
+
+TRACES: Mapping[str, Callable[[], list[TraceRow]]] = {
+    "azure-code": lambda: azure_trace(AZURE_CODE),
+    "azure-conv": lambda: azure_trace(AZURE_CONVERSATION),
+    "mooncake": lambda: mooncake_trace(MOONCAKE_CONVERSATION),
+}
+
+
+@dataclass
+class FleetResults:
+    fleet: FleetPlan
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+def run_closed(plan: VirtualPlan, fleet: FleetPlan, policy: str, level: int) -> Outcome:
+    started = time.perf_counter()
+    virtual = fleet.fleet(policy, plan.seed)
+    decide_ms = _timed_decisions(virtual)
+    loop = ClosedLoop(level, seed=plan.seed, until_s=fleet.duration_s)
+    done = loop.run(virtual)
+    window = (fleet.warmup_s, fleet.duration_s)
+    wall = time.perf_counter() - started
+    return summarise(policy, str(level), virtual, done, window, wall, decide_ms)
+
+
+def run_trace(plan: VirtualPlan, fleet: FleetPlan, policy: str, trace: str) -> Outcome:
+    started = time.perf_counter()
+    rows = TRACES[trace]()[: plan.trace_requests]
+    virtual = fleet.fleet(policy, plan.seed)
+    decide_ms = _timed_decisions(virtual)
+    end = rows[-1].at_s if rows else 0.0
+    done = virtual.run(trace_arrivals(rows), until_s=end)
+    wall = time.perf_counter() - started
+    return summarise(policy, trace, virtual, done, (0.0, end + 1e-9), wall, decide_ms)
+
+
+def run_virtual(
+    plan: VirtualPlan, report: Callable[[Outcome], None] = lambda _: None
+) -> list[FleetResults]:
+    results = []
+    for fleet in plan.fleets:
+        found = FleetResults(fleet)
+        policies = [p for p in fleet.policies if plan.policies is None or p in plan.policies]
+        for policy in policies:
+            for level in fleet.levels:
+                found.outcomes.append(run_closed(plan, fleet, policy, level))
+                report(found.outcomes[-1])
+            for trace in plan.traces:
+                found.outcomes.append(run_trace(plan, fleet, policy, trace))
+                report(found.outcomes[-1])
+        results.append(found)
+    return results

@@ -1,0 +1,94 @@
+"""The virtual-time comparison as tables, with the issue's goals met or missed (pure layer)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from frugal.bench.virtual.compare import ADAPTIVE, FleetResults, Outcome
+
+THROUGHPUT_GOAL = 0.97  # adaptive over the best static layout, at every closed load
+DECIDE_GOAL_MS = 10.0  # the balancer's CPU per decision at 1,000 replicas
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _cell(outcome: Outcome) -> str:
+    shares = " ".join(f"{k} {v:.0%}" for k, v in outcome.shares.items())
+    return (
+        f"{outcome.throughput_tok_s:,.0f} tok/s, TTFT {_ms(outcome.ttft_p50_ms)} / "
+        f"{_ms(outcome.ttft_p99_ms)} ms ({shares})"
+    )
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _closed_table(results: FleetResults, policies: Sequence[str]) -> list[str]:
+    fleet = results.fleet
+    lines = [
+        f"| load | {' | '.join(policies)} | adaptive / best static | goal >= {THROUGHPUT_GOAL} |",
+        "|---|" + "---|" * len(policies) + "---:|---|",
+    ]
+    for level in fleet.levels:
+        row = {o.policy: o for o in results.outcomes if o.load == str(level)}
+        best = max(row[s].throughput_tok_s for s in fleet.statics if s in row)
+        ratio = row[ADAPTIVE].throughput_tok_s / best if ADAPTIVE in row and best else None
+        shown = "-" if ratio is None else f"{ratio:.2f}"
+        goal = "-" if ratio is None else _met(ratio >= THROUGHPUT_GOAL)
+        cells = " | ".join(_cell(row[p]) if p in row else "-" for p in policies)
+        lines.append(f"| {level} | {cells} | {shown} | {goal} |")
+    return lines
+
+
+def _trace_table(
+    results: FleetResults, policies: Sequence[str], traces: Sequence[str]
+) -> list[str]:
+    fleet = results.fleet
+    lines = [
+        f"| trace | {' | '.join(policies)} | adaptive p99 below every static |",
+        "|---|" + "---|" * len(policies) + "---|",
+    ]
+    for trace in traces:
+        row = {o.policy: o for o in results.outcomes if o.load == trace}
+        if not row:
+            continue
+        statics = [row[s].ttft_p99_ms for s in fleet.statics if s in row]
+        adaptive = row[ADAPTIVE].ttft_p99_ms if ADAPTIVE in row else None
+        ok = adaptive is not None and all(s is not None and adaptive < s for s in statics)
+        cells = " | ".join(_cell(row[p]) if p in row else "-" for p in policies)
+        lines.append(f"| {trace} | {cells} | {_met(ok) if adaptive is not None else '-'} |")
+    return lines
+
+
+def render(results: Sequence[FleetResults], header: Sequence[str], traces: Sequence[str]) -> str:
+    lines = [*header, ""]
+    for found in results:
+        fleet = found.fleet
+        policies = [p for p in fleet.policies if any(o.policy == p for o in found.outcomes)]
+        kinds = ", ".join(f"{g.name} x{g.replicas}" for g in fleet.groups[:4])
+        more = f" and {len(fleet.groups) - 4} more groups" if len(fleet.groups) > 4 else ""
+        lines += [
+            f"## Fleet `{fleet.name}`: {fleet.replicas} replicas ({kinds}{more})",
+            "",
+            "Closed loops: throughput, TTFT p50 / p99, share of requests by profile.",
+            "",
+            *_closed_table(found, policies),
+            "",
+            "Traces (TTFT p50 / p99):",
+            "",
+            *_trace_table(found, policies, traces),
+            "",
+        ]
+        adaptive = [o.decide_cpu_ms for o in found.outcomes if o.policy == ADAPTIVE]
+        if adaptive:
+            worst = max(adaptive)
+            lines += [
+                f"Adaptive's decision, CPU per tick (median of each run's ticks, worst run): "
+                f"{worst:.3f} ms for {fleet.replicas} replicas in {len(fleet.groups)} groups; "
+                f"goal <= {DECIDE_GOAL_MS:g} ms: {_met(worst <= DECIDE_GOAL_MS)}",
+                "",
+            ]
+    return "\n".join(lines) + "\n"

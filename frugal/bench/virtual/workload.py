@@ -1,0 +1,96 @@
+"""What the virtual fleet is asked to serve: closed loops and the shipped traces (pure layer).
+
+A closed loop keeps `concurrency` clients busy: each sends its next request the moment
+its last one finished, with the wall-clock benchmark's sizes (its 64-word prompt, an
+output of 16, 32 or 64 tokens drawn with a seed). A trace replays its requests at their
+own times and lengths (virtual time needs no compression or scaling; `rate_scale` may
+speed arrivals up or slow them down, and is printed with the results).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine_workers.tokenizer import count_tokens
+from frugal.bench.plan import MAX_TOKENS_CHOICES
+from frugal.bench.routing import CLOSED_LOOP_PROMPT
+from frugal.bench.trace import parse_trace
+from frugal.bench.virtual.fleet import VirtualFleet
+from frugal.bench.virtual.replica import VirtualRequest
+
+CLOSED_LOOP_PROMPT_TOKENS = count_tokens(CLOSED_LOOP_PROMPT)
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    at_s: float
+    prompt_tokens: int
+    output_tokens: int
+    blocks: tuple[int, ...] = ()
+
+
+def azure_trace(path: Path) -> list[TraceRow]:
+    with path.open() as lines:
+        return [
+            TraceRow(r.offset_s, max(1, r.context_tokens), max(1, r.generated_tokens))
+            for r in parse_trace(lines)
+        ]
+
+
+def mooncake_trace(path: Path) -> list[TraceRow]:
+    """Mooncake's JSONL: `timestamp` (ms), `input_length`, `output_length`, `hash_ids`
+    (one id per 512-token block of the prompt; equal ids are equal prefixes)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            rows.append(
+                TraceRow(
+                    record["timestamp"] / 1000.0,
+                    max(1, int(record["input_length"])),
+                    max(1, int(record["output_length"])),
+                    tuple(int(h) for h in record.get("hash_ids", ())),
+                )
+            )
+    first = min((r.at_s for r in rows), default=0.0)
+    return sorted(
+        (TraceRow(r.at_s - first, r.prompt_tokens, r.output_tokens, r.blocks) for r in rows),
+        key=lambda r: r.at_s,
+    )
+
+
+def trace_arrivals(rows: Sequence[TraceRow], rate_scale: float = 1.0) -> Iterator[VirtualRequest]:
+    for index, row in enumerate(rows):
+        yield VirtualRequest(
+            index, row.at_s / rate_scale, row.prompt_tokens, row.output_tokens, row.blocks
+        )
+
+
+class ClosedLoop:
+    """`concurrency` clients, each sending its next request when its last one is done."""
+
+    def __init__(self, concurrency: int, *, seed: int = 0, until_s: float) -> None:
+        self.concurrency = concurrency
+        self._rng = random.Random(seed)
+        self._until_s = until_s
+        self._indices = itertools.count()
+        self._fleet: VirtualFleet | None = None
+
+    def _request(self, at_s: float) -> VirtualRequest:
+        output = self._rng.choice(MAX_TOKENS_CHOICES)
+        return VirtualRequest(next(self._indices), at_s, CLOSED_LOOP_PROMPT_TOKENS, output)
+
+    def run(self, fleet: VirtualFleet) -> list[VirtualRequest]:
+        self._fleet = fleet
+        first = (self._request(0.0) for _ in range(self.concurrency))
+        return fleet.run(iter(list(first)), until_s=self._until_s, on_done=self._next)
+
+    def _next(self, done: VirtualRequest) -> None:
+        assert self._fleet is not None
+        if done.finished_s is not None and done.finished_s < self._until_s:
+            self._fleet.submit(self._request(done.finished_s))

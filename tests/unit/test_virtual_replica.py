@@ -1,0 +1,84 @@
+"""The sim engine's model in virtual time (frugal.bench.virtual.replica): exact step times,
+batching, queueing on the batch bound and the KV budget, and exact readings."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine_workers.backends.sim_model import SimProfile, step_ms
+from frugal.bench.virtual.replica import VirtualReplica, VirtualRequest
+
+PROFILE = SimProfile(a_ms=5.0, b_ms=0.5, c_ms=0.01, max_batch=2, kv_budget_tokens=1000, jitter=0)
+
+
+def _drive(replica: VirtualReplica, arrivals: list[VirtualRequest]) -> list[VirtualRequest]:
+    """Run the replica alone: arrivals at their times, its own events between them."""
+    done: list[VirtualRequest] = []
+    replica.on_finish = done.append
+    pending = sorted(arrivals, key=lambda r: r.arrival_s)
+    now = 0.0
+    while pending or not replica.idle:
+        due = replica.next_event_s(now)
+        if pending and (due is None or pending[0].arrival_s <= due):
+            request = pending.pop(0)
+            now = request.arrival_s
+            replica.submit(request, now)
+        else:
+            assert due is not None
+            now = due
+            replica.on_event(now)
+    return done
+
+
+def _replica() -> VirtualReplica:
+    return VirtualReplica(PROFILE, lambda _: None)
+
+
+def test_one_request_takes_its_prefill_step_then_one_step_a_token() -> None:
+    (done,) = _drive(_replica(), [VirtualRequest(0, 1.0, 100, 4)])
+    first = step_ms(PROFILE, 1, 100) / 1000
+    step = step_ms(PROFILE, 1, 0) / 1000
+    assert done.first_token_s == pytest.approx(1.0 + first)
+    assert done.finished_s == pytest.approx(1.0 + first + 3 * step)
+
+
+def test_a_request_joins_the_batch_at_the_end_of_the_step_under_way() -> None:
+    step_alone = step_ms(PROFILE, 1, 0) / 1000
+    first_alone = step_ms(PROFILE, 1, 10) / 1000
+    late = VirtualRequest(1, first_alone + 0.5 * step_alone, 10, 2)
+    done = _drive(_replica(), [VirtualRequest(0, 0.0, 10, 10), late])
+    early, joined = sorted(done, key=lambda r: r.index)
+    boundary = first_alone + step_alone  # the step under way when it came
+    assert joined.first_token_s == pytest.approx(boundary + step_ms(PROFILE, 2, 10) / 1000)
+    assert early.finished_s is not None and joined.finished_s is not None
+    assert joined.finished_s < early.finished_s
+
+
+def test_the_batch_bound_and_the_kv_budget_make_requests_wait() -> None:
+    # max_batch 2: the third waits for a place; then 600 + 600 > 1000 KV: one at a time.
+    three = [VirtualRequest(i, 0.0, 10, 5) for i in range(3)]
+    first, second, third = sorted(_drive(_replica(), three), key=lambda r: r.index)
+    assert first.first_token_s == second.first_token_s
+    assert third.first_token_s is not None and second.finished_s is not None
+    assert third.first_token_s > second.finished_s
+    big = [VirtualRequest(i, 0.0, 500, 100) for i in range(2)]
+    one, two = sorted(_drive(_replica(), big), key=lambda r: r.index)
+    assert two.first_token_s is not None and one.finished_s is not None
+    assert two.first_token_s > one.finished_s
+
+
+def test_readings_between_events_are_what_the_engine_counted() -> None:
+    replica = _replica()
+    replica.submit(VirtualRequest(0, 0.0, 0, 100), 0.0)
+    replica.submit(VirtualRequest(1, 0.0, 0, 100), 0.0)
+    replica.on_event(0.0)  # an idle replica takes in what came, at once
+    step = step_ms(PROFILE, 2, 0) / 1000
+    at = 10.5 * step
+    assert replica.running_at(at) == 2
+    assert replica.tokens_at(at) == 2 * 10  # ten whole steps of two sequences
+
+
+def test_equal_finishing_steps_leave_together_in_index_order() -> None:
+    done = _drive(_replica(), [VirtualRequest(i, 0.0, 10, 3) for i in (1, 0)])
+    assert [r.index for r in done] == [0, 1]
+    assert done[0].finished_s == done[1].finished_s
