@@ -110,7 +110,6 @@ class Outcome:
     ttft_p50_ms: float | None
     ttft_p99_ms: float | None
     shares: Mapping[str, float]  # of the requests, by group kind (tp8 / tp2)
-    cached_share: float  # prompt tokens the prefix cache spared, of all prompt tokens
     decide_cpu_ms: float  # the policy's CPU time per decision, median
     wall_s: float  # what the run took here
     publishes: int
@@ -145,7 +144,6 @@ def summarise(
     kinds: dict[str, int] = {}
     for r in arrived:
         kinds[_kind(r.group)] = kinds.get(_kind(r.group), 0) + 1
-    prompt = sum(r.prompt_tokens for r in arrived)
     return Outcome(
         policy=policy,
         load=load,
@@ -154,7 +152,6 @@ def summarise(
         ttft_p50_ms=_percentile(ttfts, 0.50),
         ttft_p99_ms=_percentile(ttfts, 0.99),
         shares={k: n / len(arrived) for k, n in sorted(kinds.items())} if arrived else {},
-        cached_share=sum(r.cached_tokens for r in arrived) / prompt if prompt else 0.0,
         decide_cpu_ms=statistics.median(decide_ms) if decide_ms else 0.0,
         wall_s=wall_s,
         publishes=len(fleet.weight_history) - 1,

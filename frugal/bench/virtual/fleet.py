@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from control_plane.balancer.config import BalancerConfig
@@ -27,7 +27,7 @@ from control_plane.balancer.load import ModelLoad, ReplicaCounters
 from control_plane.balancer.policy import build_policy
 from control_plane.balancer.signals import TICK_S, ModelBalance, StepSampler, group_load
 from engine_workers.backends.sim_model import SimProfile
-from frugal.bench.virtual.replica import PrefixCacheLike, VirtualReplica, VirtualRequest
+from frugal.bench.virtual.replica import VirtualReplica, VirtualRequest
 
 MODEL = "virtual"
 
@@ -58,8 +58,6 @@ class VirtualFleet:
         *,
         seed: int = 0,
         tick_s: float = TICK_S,
-        prefix_cache: Callable[[SimProfile], PrefixCacheLike] | None = None,
-        pick_replica: ReplicaPicker | None = None,
     ) -> None:
         self._rng = random.Random(seed)
         self._tick_s = tick_s
@@ -67,9 +65,8 @@ class VirtualFleet:
         for spec in groups:
             group = _Group(spec, [], [], [])
             for index in range(spec.replicas):
-                cache = prefix_cache(spec.profile) if prefix_cache is not None else None
                 group.replicas.append(
-                    VirtualReplica(spec.profile, self._finished_here(group, index), cache)
+                    VirtualReplica(spec.profile, self._finished_here(group, index))
                 )
                 group.addresses.append(f"{spec.name}/{index}")
                 group.active.append(0)
@@ -78,7 +75,6 @@ class VirtualFleet:
         self.balance = ModelBalance(build_policy(balancer, weights), "virtual")
         self._weights = dict(weights)  # what Envoy routes by (the configured ones first)
         self._sampler = StepSampler()
-        self._pick = pick_replica or least_request_of_two
         self._now = 0.0
         self._events: list[tuple[float, int, int, int, int]] = []  # time, seq, group, replica, ver
         self._versions: dict[tuple[int, int], int] = {}
@@ -129,7 +125,7 @@ class VirtualFleet:
         request.arrival_s = max(request.arrival_s, self._now)
         group_index = self._pick_group()
         group = self._groups[group_index]
-        index = self._pick(group.active, self._rng)
+        index = least_request_of_two(group.active, self._rng)
         group.active[index] += 1
         request.group, request.replica = group.spec.name, index
         replica = group.replicas[index]
@@ -191,12 +187,6 @@ class VirtualFleet:
             if self.balance.published != self._weights:
                 self.weight_history.append((now, dict(self.balance.published)))
             self._weights = dict(self.balance.published)
-
-    def group_sizes(self) -> Mapping[str, int]:
-        return {g.spec.name: len(g.replicas) for g in self._groups}
-
-
-ReplicaPicker = Callable[[list[int], random.Random], int]
 
 
 def least_request_of_two(active: list[int], rng: random.Random) -> int:

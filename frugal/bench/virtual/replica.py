@@ -22,7 +22,6 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from engine_workers.backends.sim_model import SimProfile, step_ms
 
@@ -38,26 +37,14 @@ class VirtualRequest:
     arrival_s: float
     prompt_tokens: int
     output_tokens: int
-    # The prompt's leading blocks (Mooncake's hash_ids), for the prefix cache.
-    blocks: tuple[int, ...] = ()
     group: str = ""
     replica: int = -1
     first_token_s: float | None = None
     finished_s: float | None = None
-    # Prompt tokens the prefix cache spared (their KV was there already).
-    cached_tokens: int = 0
 
     @property
     def ttft_s(self) -> float | None:
         return None if self.first_token_s is None else self.first_token_s - self.arrival_s
-
-
-class PrefixCacheLike(Protocol):
-    """What a replica asks of a prefix cache."""
-
-    def admit(self, request: VirtualRequest) -> int:
-        """The prompt tokens already cached for `request`; its blocks are cached after."""
-        ...
 
 
 @dataclass(slots=True)
@@ -73,7 +60,6 @@ class _Epoch:
 class VirtualReplica:
     profile: SimProfile
     on_finish: Callable[[VirtualRequest], None]
-    prefix_cache: PrefixCacheLike | None = None
     waiting: deque[VirtualRequest] = field(default_factory=deque)
     _running: dict[int, VirtualRequest] = field(default_factory=dict)
     _finishing: list[tuple[int, int]] = field(default_factory=list)  # (finish step, index)
@@ -149,9 +135,7 @@ class VirtualReplica:
         while self.waiting and self._fits(self.waiting[0]):
             request = self.waiting.popleft()
             self._kv_reserved += request.prompt_tokens + request.output_tokens
-            if self.prefix_cache is not None:
-                request.cached_tokens = self.prefix_cache.admit(request)
-            prefill += request.prompt_tokens - request.cached_tokens
+            prefill += request.prompt_tokens
             self._running[request.index] = request
             finish_step = self._steps_done + max(1, request.output_tokens)
             heapq.heappush(self._finishing, (finish_step, request.index))

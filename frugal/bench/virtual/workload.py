@@ -3,8 +3,7 @@
 A closed loop keeps `concurrency` clients busy: each sends its next request the moment
 its last one finished, with the wall-clock benchmark's sizes (its 64-word prompt, an
 output of 16, 32 or 64 tokens drawn with a seed). A trace replays its requests at their
-own times and lengths (virtual time needs no compression or scaling; `rate_scale` may
-speed arrivals up or slow them down, and is printed with the results).
+own times and lengths (virtual time needs no compression or scaling).
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ class TraceRow:
     at_s: float
     prompt_tokens: int
     output_tokens: int
-    blocks: tuple[int, ...] = ()
 
 
 def azure_trace(path: Path) -> list[TraceRow]:
@@ -43,8 +41,8 @@ def azure_trace(path: Path) -> list[TraceRow]:
 
 
 def mooncake_trace(path: Path) -> list[TraceRow]:
-    """Mooncake's JSONL: `timestamp` (ms), `input_length`, `output_length`, `hash_ids`
-    (one id per 512-token block of the prompt; equal ids are equal prefixes)."""
+    """Mooncake's JSONL: `timestamp` (ms), `input_length`, `output_length` (its `hash_ids`,
+    the prompt's 512-token blocks, are not used yet: no prefix cache is modelled)."""
     rows = []
     for line in path.read_text().splitlines():
         if line.strip():
@@ -54,21 +52,18 @@ def mooncake_trace(path: Path) -> list[TraceRow]:
                     record["timestamp"] / 1000.0,
                     max(1, int(record["input_length"])),
                     max(1, int(record["output_length"])),
-                    tuple(int(h) for h in record.get("hash_ids", ())),
                 )
             )
     first = min((r.at_s for r in rows), default=0.0)
     return sorted(
-        (TraceRow(r.at_s - first, r.prompt_tokens, r.output_tokens, r.blocks) for r in rows),
+        (TraceRow(r.at_s - first, r.prompt_tokens, r.output_tokens) for r in rows),
         key=lambda r: r.at_s,
     )
 
 
-def trace_arrivals(rows: Sequence[TraceRow], rate_scale: float = 1.0) -> Iterator[VirtualRequest]:
+def trace_arrivals(rows: Sequence[TraceRow]) -> Iterator[VirtualRequest]:
     for index, row in enumerate(rows):
-        yield VirtualRequest(
-            index, row.at_s / rate_scale, row.prompt_tokens, row.output_tokens, row.blocks
-        )
+        yield VirtualRequest(index, row.at_s, row.prompt_tokens, row.output_tokens)
 
 
 class ClosedLoop:
