@@ -4,6 +4,12 @@ Pure layer. Engine clusters speak HTTP/2 (gRPC), pick the least-loaded replica,
 and find dead ones fast: gRPC health checks every second even without traffic
 (`no_traffic_interval`, default 60 s) and outlier detection on gateway errors
 (ENVOY_NOTES: a SIGKILLed replica then costs 0-1 of the next 40 requests).
+
+The safety filter's cluster is health-checked the same way (grpc.health.v1, which it
+serves once bound): a filter replica that DNS lists before it serves (a scale-up or a
+restart) gets no ext_proc stream until its first check passes, so its start does not
+turn requests into fail-closed 503s. With no healthy filter at all, Envoy's panic mode
+still tries them, and the request fails closed as before.
 """
 
 from __future__ import annotations
@@ -29,6 +35,20 @@ CIRCUIT_BREAKERS: dict[str, Any] = {
         }
     ]
 }
+
+
+def _grpc_health_checks(service_name: str) -> list[dict[str, Any]]:
+    """One check a second, with or without traffic; one result flips the state."""
+    return [
+        {
+            "timeout": "1s",
+            "interval": "1s",
+            "no_traffic_interval": "1s",
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+            "grpc_health_check": {"service_name": service_name},
+        }
+    ]
 
 
 def _socket_address(endpoint: Endpoint) -> dict[str, Any]:
@@ -66,16 +86,7 @@ def build_engine_cluster(model: Model, group: ReplicaGroup) -> m.Cluster:
             "lb_policy": "LEAST_REQUEST",
             "typed_extension_protocol_options": m.http2_protocol_options(),
             "circuit_breakers": CIRCUIT_BREAKERS,
-            "health_checks": [
-                {
-                    "timeout": "1s",
-                    "interval": "1s",
-                    "no_traffic_interval": "1s",
-                    "unhealthy_threshold": 1,
-                    "healthy_threshold": 1,
-                    "grpc_health_check": {"service_name": INFERENCE_SERVICE},
-                }
-            ],
+            "health_checks": _grpc_health_checks(INFERENCE_SERVICE),
             "outlier_detection": {
                 "consecutive_gateway_failure": 1,
                 "enforcing_consecutive_gateway_failure": 100,
@@ -113,6 +124,7 @@ def build_safety_filter_cluster(config: FrugalConfig) -> m.Cluster:
             ),
             # One ext_proc stream per HTTP request (ENVOY_NOTES): raise the breakers.
             "circuit_breakers": CIRCUIT_BREAKERS,
+            "health_checks": _grpc_health_checks(""),  # the server's overall status
             "load_assignment": {
                 "cluster_name": SAFETY_FILTER_CLUSTER,
                 "endpoints": [{"lb_endpoints": _lb_endpoints(endpoints)}],

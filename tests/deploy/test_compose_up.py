@@ -31,6 +31,7 @@ import httpx
 import openai
 import pytest
 
+from control_plane.translate.policy_filters import SAFETY_FILTER_CLUSTER
 from tests.helpers.podman_images import CACHE, PYTHON, REPO_ROOT, Podman, ensure_standins
 from tests.helpers.stack import free_port
 
@@ -97,6 +98,16 @@ class ComposeStack:
     def containers(self, service: str) -> list[str]:
         names = self.podman.run("ps", "--format", "{{.Names}}").stdout.split()
         return sorted(n for n in names if re.fullmatch(rf"{PROJECT}_{service}_\d+", n))
+
+    def envoy_healthy_hosts(self, cluster: str) -> int:
+        """Hosts of `cluster` that Envoy counts healthy, from its admin (inside its
+        container: the admin port is not published; the image has bash, not curl)."""
+        (envoy,) = self.containers("envoy")
+        request = "GET /clusters HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n"
+        script = f"exec 3<>/dev/tcp/127.0.0.1/9901 && printf '{request}' >&3 && cat <&3"
+        text = self.podman.run("exec", envoy, "bash", "-c", script).stdout
+        flags = re.findall(rf"^{cluster}::[^:]+:\d+::health_flags::(\S+)$", text, re.MULTILINE)
+        return sum(1 for flag in flags if flag == "healthy")
 
     def metric(self, container: str, port: int, name: str) -> float:
         """The sum of a metric's samples, read inside the container (nothing is published)."""
@@ -229,14 +240,16 @@ def test_a_bad_key_gets_an_openai_error(compose_stack: ComposeStack) -> None:
     assert isinstance(body, dict) and {"message", "type", "code"} <= set(body)
 
 
-async def _chat_many(compose_stack: ComposeStack, api_key: str, count: int) -> list[int]:
+async def _chat_many(
+    compose_stack: ComposeStack, api_key: str, count: int
+) -> list[tuple[int, str]]:
     body = {"model": "sim-mixtral", "messages": [{"role": "user", "content": "go"}]}
     headers = {"authorization": f"Bearer {api_key}"}
     async with httpx.AsyncClient(base_url=compose_stack.api_url, headers=headers, timeout=60) as c:
         answers = await asyncio.gather(
             *(c.post("/v1/chat/completions", json=body) for _ in range(count))
         )
-    return [a.status_code for a in answers]
+    return [(a.status_code, a.text if a.status_code != 200 else "") for a in answers]
 
 
 def test_scaled_services_get_traffic_without_a_config_edit(
@@ -263,10 +276,13 @@ def test_scaled_services_get_traffic_without_a_config_edit(
     while listed() < 2:  # found by DNS (every 5 s), then healthy in Envoy
         assert time.monotonic() < deadline, "the second tp2 replica was never found healthy"
         time.sleep(1)
-    # Envoy resolves the safety filter's name every 5 s (STRICT_DNS).
-    time.sleep(6)
-    statuses = asyncio.run(_chat_many(compose_stack, api_key, 40))
-    assert statuses == [200] * 40
+    # Envoy resolves the safety filter's name every 5 s (STRICT_DNS) and sends a new
+    # filter nothing before its gRPC health check passes.
+    while compose_stack.envoy_healthy_hosts(SAFETY_FILTER_CLUSTER) < 2:
+        assert time.monotonic() < deadline, "Envoy never had two healthy safety filters"
+        time.sleep(1)
+    answers = asyncio.run(_chat_many(compose_stack, api_key, 40))
+    assert [status for status, _ in answers] == [200] * 40, answers
     generated = [
         compose_stack.metric(name, 51062, "frugal_engine_generation_tokens_total")
         for name in engines

@@ -9,23 +9,19 @@ from pathlib import Path
 import pytest
 
 from frugal.bench.records import problems
+from frugal.bench.traces import AZURE_CODE
 from frugal.cli.__main__ import main
 from tests.helpers.stack import STACK_MARKS
 
 pytestmark = [*STACK_MARKS, pytest.mark.timeout(120)]
 
-TRACE = Path(__file__).resolve().parents[3] / "shared" / "traces" / "azure2023_code.csv"
 
 
 def _tiny_trace(directory: Path) -> Path:
-    """The real trace's first rows when it is here, else a few rows in its format."""
+    """The shipped trace's first rows."""
     path = directory / "trace.csv"
-    if TRACE.is_file():
-        with TRACE.open() as source:
-            path.write_text("".join(source.readline() for _ in range(40)))
-    else:
-        rows = [f"2023-11-16 18:17:0{i}.5000000,{800 * (i + 1)},{4 + i}" for i in range(8)]
-        path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    with AZURE_CODE.open() as source:
+        path.write_text("".join(source.readline() for _ in range(40)))
     return path
 
 
