@@ -15,14 +15,14 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from control_plane.balancer.load import ReplicaCounters
+from control_plane.balancer.load import DecodeCounters, ReplicaCounters
 from frugal.wire import engine_metrics_port
 
 ACTIVE_STAT = re.compile(r"^cluster\.(engine__.+)\.upstream_rq_active$")
@@ -49,6 +49,27 @@ def engine_samples(text: str) -> dict[str, float]:
             if sample.name.startswith(ENGINE_METRIC_PREFIX):
                 values[sample.name] = values.get(sample.name, 0.0) + sample.value
     return values
+
+
+def replica_counters(values: Mapping[str, float], at: float) -> ReplicaCounters | None:
+    """One engine's reading from its samples (`engine_samples`); None when it has no
+    generated-token counter (not an engine). Its decode-step tally when it keeps one."""
+    if "frugal_engine_generation_tokens_total" not in values:
+        return None
+    steps = values.get("frugal_engine_decode_steps_total")
+    decode = None
+    if steps is not None:
+        decode = DecodeCounters(
+            steps=steps,
+            seconds=values.get("frugal_engine_decode_step_seconds_total", 0.0),
+            sequences=values.get("frugal_engine_decode_step_sequences_total", 0.0),
+        )
+    return ReplicaCounters(
+        at=at,
+        running=values.get("frugal_engine_num_requests_running", 0.0),
+        tokens_total=values["frugal_engine_generation_tokens_total"],
+        decode=decode,
+    )
 
 
 def _address(host: dict[str, Any]) -> str:
@@ -138,13 +159,7 @@ class LoadSampler:
             values = engine_samples(text)
         except ValueError:
             return None
-        if "frugal_engine_generation_tokens_total" not in values:
-            return None
-        return ReplicaCounters(
-            at=time.monotonic(),
-            running=values.get("frugal_engine_num_requests_running", 0.0),
-            tokens_total=values["frugal_engine_generation_tokens_total"],
-        )
+        return replica_counters(values, time.monotonic())
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -83,13 +83,30 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
+class DecodeSteps:
+    """An engine's own tally of its decode steps (steps that prefilled nothing), since it
+    started: how many, their total duration, and the sequences they ran summed over them.
+    Between two tallies, mean step time and mean batch follow exactly, with no prefill
+    mixed in: what the adaptive balancer fits its step-time line to."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    sequences: int = 0
+
+    def add(self, seconds: float, sequences: int) -> DecodeSteps:
+        return DecodeSteps(self.steps + 1, self.seconds + seconds, self.sequences + sequences)
+
+
+@dataclass(frozen=True, slots=True)
 class LoadSnapshot:
-    """What the model-server protocol of the Gateway API Inference Extension asks for."""
+    """What the model-server protocol of the Gateway API Inference Extension asks for,
+    and the decode-step tally of a backend that keeps one (None: it does not)."""
 
     running: int
     waiting: int
     kv_cache_usage: float  # fraction of the KV budget in use, 0..1
     tokens_generated_total: int
+    decode_steps: DecodeSteps | None = None
 
 
 class EngineBackend(Protocol):

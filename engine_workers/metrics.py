@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine_workers.engine import LoadSnapshot
+from engine_workers.engine import DecodeSteps, LoadSnapshot
 from frugal.asyncio_metrics import watch_asyncio_tasks
 
 LABELS = ("model_name", "group")
@@ -67,6 +67,21 @@ class _LoadCollector(Collector):
         )
         tokens.add_metric(self._labels, float(snapshot.tokens_generated_total))
         yield tokens
+        if snapshot.decode_steps is not None:
+            yield from self._decode_steps(snapshot.decode_steps)
+
+    def _decode_steps(self, steps: DecodeSteps) -> Iterable[Metric]:
+        counters = (
+            ("frugal_engine_decode_steps", "Decode steps (steps that prefilled nothing).",
+             float(steps.steps)),
+            ("frugal_engine_decode_step_seconds", "Time spent in decode steps.", steps.seconds),
+            ("frugal_engine_decode_step_sequences",
+             "Sequences run by decode steps, summed over the steps.", float(steps.sequences)),
+        )  # fmt: skip
+        for name, doc, value in counters:
+            counter = CounterMetricFamily(name, doc, labels=LABELS)
+            counter.add_metric(self._labels, value)
+            yield counter
 
 
 class EngineMetrics:

@@ -3,9 +3,17 @@ by a step-time line per group learned online from the engines' own counters.
 
 Pure layer, deterministic (no randomness): the same loads in the same order give the
 same decisions. Each tick it folds the new step samples into each group's fit,
-splits the model's in-flight load plus the request about to arrive over the groups
-that have replicas (`cost_model.split_load`), and turns that split into weights with
-a `min_share` floor per group, so every group keeps being observed.
+splits the model's in-flight load plus the request about to arrive over the measured
+groups that have replicas (`cost_model.split_load`), and turns that split into weights.
+Groups not measured yet share an exploration budget of `min_share` of the weight.
+
+Exploration costs only while it is needed, and at most `min_share`. The engines report
+their own decode steps (count, seconds, sequences run), so one tick of traffic on a
+group gives its step time exactly; a measured group then gets what its line earns,
+nothing held back for learning. A group left without traffic keeps its last line; when
+the others' marginal cost rises above its intercept, the split sends it traffic again,
+which re-measures it. Before any group is measured, every group is assumed alike and
+the split follows replica counts.
 """
 
 from __future__ import annotations
@@ -15,23 +23,15 @@ from collections.abc import Mapping
 from control_plane.balancer.config import AdaptiveConfig
 from control_plane.balancer.cost_model import OnlineLinearFit, StepCost, split_load
 from control_plane.balancer.load import Decision, GroupLoad, ModelLoad
-from control_plane.balancer.weights import (
-    available,
-    even_split,
-    integer_floor,
-    to_weights,
-    with_floor,
-)
+from control_plane.balancer.weights import available, even_split, to_weights, with_exploration
 
-# The line assumed for a group before any group has a fit of its own: every group then
-# costs the same per replica, so the split follows replica counts. Once some group is
-# fitted, unfitted groups are assumed to be like the average fitted one: an optimistic
-# guess that sends them enough traffic to be measured.
+# The line assumed for every group while none is measured: each costs the same per
+# replica, so the first split follows replica counts and every group gets traffic.
 NEUTRAL_PRIOR = StepCost(a_ms=10.0, b_ms=0.1)
 
 
 class AdaptivePolicy:
-    """Water-filling over online-fitted step-time lines, with exploration floors."""
+    """Water-filling over online-fitted step-time lines, with a budget for exploring."""
 
     def __init__(
         self, config: AdaptiveConfig, group_weights: Mapping[str, int] | None = None
@@ -50,27 +50,21 @@ class AdaptivePolicy:
         for sample in group.samples:
             fit.add(sample.running_per_replica, sample.step_seconds * 1000.0)
 
-    def _costs(self, names: list[str]) -> dict[str, tuple[StepCost, bool]]:
-        """Each group's line and whether it is its own fit (False: the prior)."""
-        known = {name: cost for name in names if (cost := self.fitted(name)) is not None}
-        fitted_anywhere = [c for g in self._fits if (c := self.fitted(g)) is not None]
-        prior = NEUTRAL_PRIOR
-        if fitted_anywhere:
-            prior = StepCost(
-                a_ms=sum(c.a_ms for c in fitted_anywhere) / len(fitted_anywhere),
-                b_ms=sum(c.b_ms for c in fitted_anywhere) / len(fitted_anywhere),
-            )
+    def _measured(self, names: list[str]) -> dict[str, StepCost]:
+        """The line of each group that has reported steps: its fit, or, while its samples
+        do not spread over load, their level with the slope of the fitted groups (the
+        neutral prior's while there are none)."""
+        fitted = [c for g in self._fits if (c := self.fitted(g)) is not None]
+        slope = sum(c.b_ms for c in fitted) / len(fitted) if fitted else NEUTRAL_PRIOR.b_ms
         costs = {}
         for name in names:
             fit = self._fits.get(name)
-            level = fit.level(prior.b_ms) if fit is not None else None
-            if name in known:
-                costs[name] = (known[name], True)
+            line = self.fitted(name)
+            level = fit.level(slope) if fit is not None else None
+            if line is not None:
+                costs[name] = line
             elif level is not None:
-                # Samples at one load only: their step time, with the prior's slope.
-                costs[name] = (StepCost(a_ms=level[0], b_ms=level[1]), True)
-            else:
-                costs[name] = (prior, False)
+                costs[name] = StepCost(a_ms=level[0], b_ms=level[1])
         return costs
 
     def decide(self, load: ModelLoad) -> Decision:
@@ -84,19 +78,22 @@ class AdaptivePolicy:
                 weights=even_split(names, names),
                 reason=f"adaptive: {in_flight:g} in flight, no group has healthy replicas",
             )
-        costs = self._costs(up)
+        measured = self._measured(up)
+        unmeasured = [name for name in up if name not in measured]
         replicas = {group.group: group.replicas for group in load.groups}
         # The new request counts too: at no load it still goes where one request is fastest.
-        split = split_load(
-            {name: cost for name, (cost, _) in costs.items()}, replicas, in_flight + 1
-        )
-        floor = integer_floor(self._config.min_share, len(up))
-        weights = to_weights(with_floor(split, floor), names)
+        if measured:
+            split = split_load(measured, replicas, in_flight + 1)
+            shares = with_exploration(split, unmeasured, self._config.min_share)
+        else:
+            shares = split_load(dict.fromkeys(up, NEUTRAL_PRIOR), replicas, in_flight + 1)
+        weights = to_weights(shares, names)
         parts = [
-            f"{name} a={cost.a_ms:.2f}ms b={cost.b_ms:.3f}ms"
-            f"{'' if own else ' (prior)'} x{replicas[name]} -> {weights[name]}%"
-            for name, (cost, own) in costs.items()
+            f"{name} a={cost.a_ms:.2f}ms b={cost.b_ms:.3f}ms x{replicas[name]} -> {weights[name]}%"
+            for name, cost in measured.items()
         ]
+        if unmeasured:
+            parts.append(f"exploring {', '.join(f'{n} {weights[n]}%' for n in unmeasured)}")
         down = [name for name in names if name not in up]
         if down:
             parts.append(f"no healthy replicas: {', '.join(down)}")

@@ -42,7 +42,7 @@ class AdaptiveConfig(_PolicyConfig):
     requests go where the marginal latency is lowest."""
 
     type: Literal["adaptive"] = "adaptive"
-    # Every group keeps at least this share, so the model keeps learning about it.
+    # A group not measured yet keeps at least this share until its engines report steps.
     min_share: float = Field(default=0.05, ge=0, le=0.5)
     # Weight of the past in the online fit (exponential forgetting per sample).
     forgetting: float = Field(default=0.98, gt=0, le=1)

@@ -85,13 +85,25 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class DecodeCounters:
+    """An engine's own decode-step tally (`frugal_engine_decode_steps_total` and its two
+    siblings): steps that prefilled nothing, their seconds, and the sequences they ran."""
+
+    steps: float
+    seconds: float
+    sequences: float
+
+
+@dataclass(frozen=True)
 class ReplicaCounters:
     """One reading of a replica's engine: monotonic time `at` (seconds), sequences
-    `running` now (a gauge) and generated tokens so far (a counter)."""
+    `running` now (a gauge), generated tokens so far (a counter), and its decode-step
+    tally when the engine keeps one."""
 
     at: float
     running: float
     tokens_total: float
+    decode: DecodeCounters | None = None
 
 
 # The largest change of the running batch between two readings (as a fraction of it)
@@ -102,6 +114,10 @@ STEADY_BATCH_CHANGE = 0.25
 def step_sample(previous: ReplicaCounters, current: ReplicaCounters) -> StepSample | None:
     """The step time of one replica between two readings, or None when they say nothing.
 
+    From the engine's decode-step tally when both readings have one: the mean batch and
+    the mean duration of the decode steps in between, exact and free of prefill (None
+    when it made none). Otherwise inferred from the token counter, as follows.
+
     A continuous-batching engine gives every running sequence one token per step
     (SIMULATOR.md, "A step model"), so over `dt` with `n` sequences running it makes
     `n * dt / t_step` tokens: `t_step = n * dt / d_tokens`. `n` is the mean of the
@@ -111,6 +127,8 @@ def step_sample(previous: ReplicaCounters, current: ReplicaCounters) -> StepSamp
     low load): the mean of the readings then says little of the time really spent
     running, and such samples would make a lightly used group look faster than it is.
     """
+    if previous.decode is not None and current.decode is not None:
+        return _decode_sample(previous.decode, current.decode)
     dt = current.at - previous.at
     d_tokens = current.tokens_total - previous.tokens_total
     mean_running = (previous.running + current.running) / 2
@@ -119,3 +137,12 @@ def step_sample(previous: ReplicaCounters, current: ReplicaCounters) -> StepSamp
     if abs(current.running - previous.running) > max(0.5, STEADY_BATCH_CHANGE * mean_running):
         return None
     return StepSample(running_per_replica=mean_running, step_seconds=mean_running * dt / d_tokens)
+
+
+def _decode_sample(previous: DecodeCounters, current: DecodeCounters) -> StepSample | None:
+    steps = current.steps - previous.steps
+    seconds = current.seconds - previous.seconds
+    sequences = current.sequences - previous.sequences
+    if steps <= 0 or seconds <= 0 or sequences <= 0:
+        return None  # none made, or the engine restarted
+    return StepSample(running_per_replica=sequences / steps, step_seconds=seconds / steps)

@@ -45,29 +45,20 @@ def all_to(group: str, names: Sequence[str]) -> dict[str, int]:
     return {name: TOTAL_WEIGHT if name == group else 0 for name in names}
 
 
-def integer_floor(min_share: float, groups: int) -> int:
-    """The smallest weight each of `groups` groups keeps for a `min_share` floor: rounded
-    up so the floor holds after rounding, and never more than an even split."""
-    if groups <= 0:
-        return 0
-    return min(math.ceil(min_share * TOTAL_WEIGHT - 1e-9), TOTAL_WEIGHT // groups)
-
-
-def with_floor(shares: Mapping[str, float], floor: int) -> dict[str, float]:
-    """Shares (in weight units, summing to 100) where every group keeps at least `floor`,
-    the rest scaled down in proportion. The floor is an integer, so rounding the result
-    with `to_weights` keeps it."""
-    if sum(shares.values()) <= 0:
-        return dict(shares)
-    floored: set[str] = set()
-    while True:
-        free = TOTAL_WEIGHT - floor * len(floored)
-        rest = sum(value for name, value in shares.items() if name not in floored)
-        scaled = {
-            name: float(floor) if name in floored or rest <= 0 else value * free / rest
-            for name, value in shares.items()
-        }
-        below = {name for name, value in scaled.items() if value < floor and name not in floored}
-        if not below:
-            return scaled
-        floored |= below
+def with_exploration(
+    split: Mapping[str, float], unmeasured: Sequence[str], min_share: float
+) -> dict[str, float]:
+    """Shares in weight units (summing to the total) from the measured groups' `split`
+    (requests per group, any scale) and an exploration budget for the `unmeasured`
+    groups: `min_share` of the weight in whole points, split evenly, one point at least
+    each. Unmeasured groups past the budget's points (in the order given) get none until
+    those before them are measured. Whole points, so `to_weights` keeps them exactly."""
+    budget = math.ceil(min_share * TOTAL_WEIGHT - 1e-9) if unmeasured else 0
+    explored = list(unmeasured[: min(budget, TOTAL_WEIGHT)])
+    each = budget // len(explored) if explored else 0
+    total = sum(split.values())
+    rest = TOTAL_WEIGHT - each * len(explored)
+    shares = {name: value * rest / total if total > 0 else 0.0 for name, value in split.items()}
+    shares.update(dict.fromkeys(unmeasured, 0.0))
+    shares.update(dict.fromkeys(explored, float(each)))
+    return shares

@@ -22,6 +22,7 @@ from engine_workers.backends.sim_model import (
     step_seconds,
 )
 from engine_workers.engine import (
+    DecodeSteps,
     Delta,
     GenerationRequest,
     LoadSnapshot,
@@ -57,6 +58,7 @@ class SimBackend:
         self._counters: dict[str, Callable[[int], None]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._decode_steps = DecodeSteps()
 
     @property
     def profile(self) -> SimProfile:
@@ -86,6 +88,7 @@ class SimBackend:
             waiting=self._batch.n_waiting,
             kv_cache_usage=self._batch.kv_usage(),
             tokens_generated_total=self._batch.tokens_generated,
+            decode_steps=self._decode_steps,
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
@@ -148,6 +151,10 @@ class SimBackend:
             duration = step_seconds(self._profile, n_running, prefill_tokens, self._rng)
             step_end = max(step_end + duration, loop.time())
             await asyncio.sleep(step_end - loop.time())
+            if prefill_tokens == 0 and n_running > 0:
+                # The model's duration, not the wall clock's: asyncio's oversleep is the
+                # simulation's, and the timeline above makes up for it.
+                self._decode_steps = self._decode_steps.add(duration, n_running)
             for output in self._batch.decode():
                 self._publish(output)
 

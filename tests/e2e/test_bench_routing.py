@@ -16,7 +16,6 @@ from tests.helpers.stack import STACK_MARKS
 pytestmark = [*STACK_MARKS, pytest.mark.timeout(120)]
 
 
-
 def _tiny_trace(directory: Path) -> Path:
     """The shipped trace's first rows."""
     path = directory / "trace.csv"

@@ -16,6 +16,7 @@ import pytest_asyncio
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from control_plane.load_sampler import engine_samples
 from engine_workers.backends.sim_model import SimProfile
 from engine_workers.prompt import ChatTurn, chat_messages, role_tagged_text
 from engine_workers.server import EngineWorker
@@ -264,10 +265,12 @@ async def test_health_is_serving(worker: EngineWorker) -> None:
 
 
 async def test_metrics_endpoint_shows_engine_metrics(worker: EngineWorker, stub: Any) -> None:
-    await stub.CreateChatCompletion(chat_request(max_tokens=5))
     assert worker.metrics_port
+    url = f"http://127.0.0.1:{worker.metrics_port}/metrics"
     async with httpx.AsyncClient() as client:
-        response = await client.get(f"http://127.0.0.1:{worker.metrics_port}/metrics")
+        before = engine_samples((await client.get(url)).text)
+        await stub.CreateChatCompletion(chat_request(max_tokens=5))
+        response = await client.get(url)
     assert response.status_code == 200
     body = response.text
     labels = f'{{group="g1",model_name="{MODEL}"}}'
@@ -279,9 +282,16 @@ async def test_metrics_endpoint_shows_engine_metrics(worker: EngineWorker, stub:
         "frugal_engine_prompt_tokens_total",
         "frugal_engine_request_duration_seconds_count",
         "frugal_engine_time_to_first_token_seconds_count",
+        "frugal_engine_decode_steps_total",
+        "frugal_engine_decode_step_seconds_total",
+        "frugal_engine_decode_step_sequences_total",
     ):
         assert f"{name}{labels}" in body, name
     assert f"frugal_engine_num_requests_running{labels} 0.0" in body
+    # 5 tokens for one sequence: its prefill step made the first, 4 decode steps the rest.
+    after = engine_samples(body)
+    for name in ("frugal_engine_decode_steps_total", "frugal_engine_decode_step_sequences_total"):
+        assert after[name] - before.get(name, 0.0) == 4, name
 
 
 async def test_many_concurrent_streams_are_batched(stub: Any, worker: EngineWorker) -> None:

@@ -12,6 +12,7 @@ from control_plane.balancer.adaptive import AdaptivePolicy
 from control_plane.balancer.config import AdaptiveConfig
 from control_plane.balancer.cost_model import OnlineLinearFit, StepCost, split_load
 from control_plane.balancer.load import (
+    Decision,
     GroupLoad,
     ModelLoad,
     ReplicaCounters,
@@ -90,8 +91,9 @@ def test_fit_recovers_the_true_step_lines(trained: AdaptivePolicy, group: str) -
 def test_low_load_goes_to_tp8(trained: AdaptivePolicy) -> None:
     for in_flight in range(11):
         weights = _at(trained, in_flight)
-        # All but the exploration floor: the tp8 line is below tp2's at these loads.
-        assert weights == {"tp8": 95, "tp2": 5}, in_flight
+        # Both groups are measured, so nothing is held back for exploring: the tp8 line
+        # is below tp2's at these loads.
+        assert weights == {"tp8": 100, "tp2": 0}, in_flight
 
 
 def test_high_load_goes_mostly_to_tp2(trained: AdaptivePolicy) -> None:
@@ -100,11 +102,9 @@ def test_high_load_goes_mostly_to_tp2(trained: AdaptivePolicy) -> None:
     assert weights["tp8"] >= 5
 
 
-def test_weights_sum_to_100_and_keep_the_floor(trained: AdaptivePolicy) -> None:
+def test_weights_sum_to_100(trained: AdaptivePolicy) -> None:
     for in_flight in range(0, 400, 3):
-        weights = _at(trained, in_flight)
-        assert sum(weights.values()) == 100
-        assert min(weights.values()) >= 5
+        assert sum(_at(trained, in_flight).values()) == 100
 
 
 def _crossover(policy: AdaptivePolicy) -> int:
@@ -123,8 +123,8 @@ def test_reason_shows_each_groups_line_and_share(trained: AdaptivePolicy) -> Non
     )
     reason = trained.decide(load).reason
     assert reason.startswith("adaptive: 0 in flight")
-    assert "tp8 a=5." in reason and "-> 95%" in reason and "tp2 a=8." in reason
-    assert "(prior)" not in reason
+    assert "tp8 a=5." in reason and "-> 100%" in reason and "tp2 a=8." in reason
+    assert "exploring" not in reason
 
 
 def test_decisions_are_deterministic() -> None:
@@ -132,7 +132,7 @@ def test_decisions_are_deterministic() -> None:
     assert [_at(first, n) for n in range(0, 300, 7)] == [_at(second, n) for n in range(0, 300, 7)]
 
 
-def test_unfitted_groups_share_a_neutral_prior_by_replica_count() -> None:
+def test_before_any_group_is_measured_the_split_follows_replica_counts() -> None:
     policy = AdaptivePolicy(AdaptiveConfig())
     decision = policy.decide(
         ModelLoad(
@@ -140,8 +140,48 @@ def test_unfitted_groups_share_a_neutral_prior_by_replica_count() -> None:
         )
     )
     assert decision.weights == {"tp8": 20, "tp2": 80}
-    assert decision.reason.count("(prior)") == 2
+    assert "exploring tp8 20%, tp2 80%" in decision.reason
     assert policy.fitted("tp8") is None
+
+
+def _steady(policy: AdaptivePolicy, groups: dict[str, tuple[int, StepCost | None]]) -> Decision:
+    """One decision after a tick where each group with a line reported one step at 1 running."""
+    loads = tuple(
+        GroupLoad(
+            name,
+            replicas,
+            0.0,
+            samples=() if cost is None else (StepSample(1.0, cost.step_ms(1.0) / 1e3),),
+        )
+        for name, (replicas, cost) in groups.items()
+    )
+    return policy.decide(ModelLoad(model="m", groups=loads, now=0.0))
+
+
+def test_unmeasured_groups_share_the_exploration_budget() -> None:
+    """Of 50 groups, one measured: the other 49 do not each keep min_share (they would
+    take all of the weight); they share min_share, a point each for the first five."""
+    policy = AdaptivePolicy(AdaptiveConfig(min_share=0.05))
+    names = [f"g{i:02d}" for i in range(50)]
+    groups = {name: (8, TRUTH["tp8"] if name == "g00" else None) for name in names}
+    weights = _steady(policy, groups).weights
+    assert weights["g00"] == 95
+    assert [weights[n] for n in names[1:6]] == [1] * 5
+    assert all(weights[n] == 0 for n in names[6:])
+    # Once measured, a group leaves the budget to the next ones.
+    groups["g01"] = (8, TRUTH["tp2"])
+    weights = _steady(policy, groups).weights
+    assert weights["g01"] == 0  # its line is above g00's at this load: no traffic
+    assert [weights[n] for n in names[2:7]] == [1] * 5
+
+
+def test_one_unmeasured_group_gets_the_whole_budget() -> None:
+    policy = AdaptivePolicy(AdaptiveConfig(min_share=0.1))
+    weights = _steady(policy, {"tp8": (1, TRUTH["tp8"]), "tp2": (4, None)}).weights
+    assert weights == {"tp8": 90, "tp2": 10}
+    weights = _steady(AdaptivePolicy(AdaptiveConfig(min_share=0)), {
+        "tp8": (1, TRUTH["tp8"]), "tp2": (4, None)}).weights  # fmt: skip
+    assert weights == {"tp8": 100, "tp2": 0}
 
 
 def test_a_fit_needs_samples_spread_over_load() -> None:
@@ -186,7 +226,7 @@ def test_split_equalises_marginal_costs() -> None:
     assert split_load(TRUTH, REPLICAS, 10) == {"tp8": pytest.approx(10), "tp2": 0.0}
 
 
-def test_min_share_floor_covers_every_group_with_replicas() -> None:
+def test_a_group_without_healthy_replicas_gets_nothing() -> None:
     policy = AdaptivePolicy(AdaptiveConfig(min_share=0.1))
     load = ModelLoad(
         model="m",
@@ -194,9 +234,7 @@ def test_min_share_floor_covers_every_group_with_replicas() -> None:
         now=0.0,
     )
     decision = policy.decide(load)
-    assert decision.weights["down"] == 0
-    assert decision.weights["a"] >= 10 and decision.weights["b"] >= 10
-    assert sum(decision.weights.values()) == 100
+    assert decision.weights == {"a": 11, "b": 89, "down": 0}
     assert "no healthy replicas: down" in decision.reason
 
 

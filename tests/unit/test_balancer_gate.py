@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from control_plane.balancer.gate import WeightGate
+from control_plane.balancer.gate import WeightGate, moved_weight
 
 
 def test_first_weights_publish_at_once() -> None:
@@ -56,3 +56,17 @@ def test_gate_settings_are_checked() -> None:
         WeightGate(min_change=0)
     with pytest.raises(ValueError):
         WeightGate(min_interval_s=-1.0)
+
+
+def test_the_gate_counts_the_weight_moved_over_many_groups() -> None:
+    """50 groups at 2 each to 25 at 4: no group moves by 5, but half the weight moves."""
+    gate = WeightGate(min_change=5, min_interval_s=0)
+    names = [f"g{i:02d}" for i in range(50)]
+    even = dict.fromkeys(names, 2)
+    half = {name: 4 if i < 25 else 0 for i, name in enumerate(names)}
+    assert gate.offer(None, even, now=0.0)
+    assert moved_weight(even, half) == 50
+    assert gate.offer(even, half, now=1.0)
+    nudged = {**half, "g00": 2, "g01": 6}  # 2 points from one group to another
+    assert moved_weight(half, nudged) == 2
+    assert not gate.offer(half, nudged, now=2.0)

@@ -6,6 +6,7 @@ import pytest
 
 from control_plane.balancer.load import (
     Decision,
+    DecodeCounters,
     GroupLoad,
     ModelLoad,
     ReplicaCounters,
@@ -46,6 +47,36 @@ def test_no_sample_when_the_counters_say_nothing(
     previous: ReplicaCounters, current: ReplicaCounters
 ) -> None:
     assert step_sample(previous, current) is None
+
+
+def test_the_engines_decode_tally_gives_the_step_time_without_prefill() -> None:
+    # 300 decode steps of 4 ms running 20 sequences; the tokens, which a long prefill
+    # step between the readings would skew, are not used.
+    before = ReplicaCounters(0.0, 20, 1000, DecodeCounters(100, 0.5, 2000))
+    after = ReplicaCounters(2.0, 30, 1300, DecodeCounters(400, 1.7, 8000))
+    sample = step_sample(before, after)
+    assert sample is not None
+    assert sample.running_per_replica == pytest.approx(20)
+    assert sample.step_seconds == pytest.approx(0.004)
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        DecodeCounters(100, 0.5, 2000),  # no decode step in between (idle, or prefilling)
+        DecodeCounters(3, 0.01, 30),  # the engine restarted
+    ],
+)
+def test_no_sample_when_the_decode_tally_says_nothing(after: DecodeCounters) -> None:
+    before = ReplicaCounters(0.0, 4, 500, DecodeCounters(100, 0.5, 2000))
+    assert step_sample(before, ReplicaCounters(1.0, 4, 900, after)) is None
+
+
+def test_without_a_tally_on_both_readings_the_tokens_tell_the_step_time() -> None:
+    before = ReplicaCounters(10.0, 32, 1000)
+    after = ReplicaCounters(12.0, 32, 9000, DecodeCounters(1, 0.1, 1))
+    sample = step_sample(before, after)
+    assert sample is not None and sample.step_seconds == pytest.approx(0.008)
 
 
 def test_decision_weights_must_sum_to_100() -> None:

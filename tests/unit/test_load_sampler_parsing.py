@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from control_plane.load_sampler import engine_samples
+from control_plane.balancer.load import DecodeCounters, ReplicaCounters
+from control_plane.load_sampler import engine_samples, replica_counters
 
 TEXT = """\
 # HELP frugal_engine_num_requests_running Sequences in the batch.
@@ -31,3 +32,19 @@ def test_samples_are_summed_over_labels_whatever_the_label_values_hold() -> None
 def test_text_that_is_not_prometheus_is_refused() -> None:
     with pytest.raises(ValueError):
         engine_samples("<html>502 Bad Gateway</html>\n")
+
+
+def test_a_reading_carries_the_decode_tally_when_the_engine_keeps_one() -> None:
+    values = {
+        "frugal_engine_num_requests_running": 3.0,
+        "frugal_engine_generation_tokens_total": 2000.0,
+        "frugal_engine_decode_steps_total": 90.0,
+        "frugal_engine_decode_step_seconds_total": 0.6,
+        "frugal_engine_decode_step_sequences_total": 270.0,
+    }
+    assert replica_counters(values, 5.0) == ReplicaCounters(
+        5.0, 3.0, 2000.0, DecodeCounters(90.0, 0.6, 270.0)
+    )
+    without = {k: v for k, v in values.items() if "decode" not in k}
+    assert replica_counters(without, 5.0) == ReplicaCounters(5.0, 3.0, 2000.0)
+    assert replica_counters({"frugal_engine_num_requests_running": 1.0}, 5.0) is None

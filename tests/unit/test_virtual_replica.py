@@ -82,3 +82,20 @@ def test_equal_finishing_steps_leave_together_in_index_order() -> None:
     done = _drive(_replica(), [VirtualRequest(i, 0.0, 10, 3) for i in (1, 0)])
     assert [r.index for r in done] == [0, 1]
     assert done[0].finished_s == done[1].finished_s
+
+
+def test_the_decode_step_tally_leaves_out_the_prefill_step() -> None:
+    replica = _replica()
+    for index in range(2):
+        replica.submit(VirtualRequest(index, 0.0, 100, 10), 0.0)
+    replica.on_event(0.0)
+    prefill_s = step_ms(PROFILE, 2, 200) / 1000
+    decode_s = step_ms(PROFILE, 2, 0) / 1000
+    tally = replica.decode_at(prefill_s + 4.5 * decode_s)
+    assert (tally.steps, tally.sequences) == (4, 8)
+    assert tally.seconds == pytest.approx(4 * decode_s)
+    done = _drive(replica, [])
+    assert len(done) == 2
+    final = replica.decode_at(1e9)  # 10 tokens each: the prefill step, then 9 decode steps
+    assert (final.steps, final.sequences) == (9, 18)
+    assert final.seconds == pytest.approx(9 * decode_s)

@@ -172,7 +172,9 @@ class VirtualFleet:
         """One balancer tick, as control_plane.balancer_loop does it."""
         now = self._now
         counters = {
-            address: ReplicaCounters(now, replica.running_at(now), replica.tokens_at(now))
+            address: ReplicaCounters(
+                now, replica.running_at(now), replica.tokens_at(now), replica.decode_at(now)
+            )
             for group in self._groups
             for address, replica in zip(group.addresses, group.replicas, strict=True)
         }

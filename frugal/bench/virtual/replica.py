@@ -11,8 +11,8 @@ Between two events the batch does not change, so every step lasts the same: the 
 does not walk step by step but keeps the epoch it is in (when it began, how long its
 first and later steps are, how many run) and each sequence's finishing step in a heap.
 Its next event is the next finish, or the next step's end when a waiting sequence could
-join. A reading at any moment (running sequences, tokens generated so far) is exact,
-as the engine's own gauges and counters would be.
+join. A reading at any moment (running sequences, tokens generated so far, the decode-step
+tally) is exact, as the engine's own gauges and counters would be.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from control_plane.balancer.load import DecodeCounters
 from engine_workers.backends.sim_model import SimProfile, step_ms
 
 # Times are compared with this slack: event times are sums of step durations.
@@ -54,6 +55,11 @@ class _Epoch:
     step_s: float
     running: int
     steps_before: int  # the replica's steps done when the epoch began
+    prefills: bool  # its first step prefills the sequences it took in
+
+    def decode_steps_in(self, steps: int) -> int:
+        """Of its first `steps` steps, those that prefilled nothing."""
+        return max(0, steps - 1) if self.prefills else steps
 
 
 @dataclass(eq=False)
@@ -66,6 +72,7 @@ class VirtualReplica:
     _kv_reserved: int = 0
     _steps_done: int = 0
     _tokens_before: int = 0  # tokens generated before the current epoch
+    _decode_before: DecodeCounters = field(default_factory=lambda: DecodeCounters(0, 0.0, 0))
     _epoch: _Epoch | None = None
 
     @property
@@ -82,6 +89,13 @@ class VirtualReplica:
         if epoch is None:
             return self._tokens_before
         return self._tokens_before + epoch.running * self._steps_in(epoch, now_s)
+
+    def decode_at(self, now_s: float) -> DecodeCounters:
+        """Decode steps so far (the engine's `frugal_engine_decode_steps_total` tally)."""
+        epoch = self._epoch
+        if epoch is None:
+            return self._decode_before
+        return _plus_decode(self._decode_before, epoch, self._steps_in(epoch, now_s))
 
     def submit(self, request: VirtualRequest, now_s: float) -> None:
         """Queue `request`; an idle replica takes it in at its next event, now (with any
@@ -111,6 +125,7 @@ class VirtualReplica:
         steps = self._steps_in(epoch, now_s)
         self._steps_done = epoch.steps_before + steps
         self._tokens_before += epoch.running * steps
+        self._decode_before = _plus_decode(self._decode_before, epoch, steps)
         finished = []
         while self._finishing and self._finishing[0][0] <= self._steps_done:
             finish_step, index = heapq.heappop(self._finishing)
@@ -146,8 +161,9 @@ class VirtualReplica:
         running = len(self._running)
         first = step_ms(self.profile, running, prefill) / 1000.0
         self._epoch = _Epoch(
-            now_s, first, step_ms(self.profile, running, 0) / 1000.0, running, self._steps_done
-        )
+            now_s, first, step_ms(self.profile, running, 0) / 1000.0, running, self._steps_done,
+            prefills=prefill > 0,
+        )  # fmt: skip
         for request in admitted:
             request.first_token_s = now_s + first
 
@@ -163,3 +179,12 @@ class VirtualReplica:
     def _end_of_step(epoch: _Epoch, step: int) -> float:
         """When the epoch's `step`-th step (1-based) ends."""
         return epoch.start_s + epoch.first_step_s + (step - 1) * epoch.step_s
+
+
+def _plus_decode(before: DecodeCounters, epoch: _Epoch, steps: int) -> DecodeCounters:
+    decode = epoch.decode_steps_in(steps)
+    return DecodeCounters(
+        steps=before.steps + decode,
+        seconds=before.seconds + decode * epoch.step_s,
+        sequences=before.sequences + decode * epoch.running,
+    )
