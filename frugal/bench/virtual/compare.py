@@ -36,6 +36,7 @@ from frugal.bench.virtual.workload import (
     mooncake_trace,
     trace_arrivals,
 )
+from frugal.bench.virtual.xds_update import UpdateSize, fleet_config, update_size
 
 _BALANCER: TypeAdapter[BalancerConfig] = TypeAdapter(BalancerConfig)
 ADAPTIVE = "adaptive"
@@ -194,6 +195,7 @@ TRACES: Mapping[str, Callable[[], list[TraceRow]]] = {
 class FleetResults:
     fleet: FleetPlan
     outcomes: list[Outcome] = field(default_factory=list)
+    update: UpdateSize | None = None  # a change from one static layout to the other
 
 
 def run_closed(plan: VirtualPlan, fleet: FleetPlan, policy: str, level: int) -> Outcome:
@@ -223,7 +225,8 @@ def run_virtual(
 ) -> list[FleetResults]:
     results = []
     for fleet in plan.fleets:
-        found = FleetResults(fleet)
+        first, second = (fleet.policies[s][1] for s in fleet.statics[:2])
+        found = FleetResults(fleet, update=update_size(fleet_config(fleet.groups), first, second))
         policies = [p for p in fleet.policies if plan.policies is None or p in plan.policies]
         for policy in policies:
             for level in fleet.levels:

@@ -8,6 +8,7 @@ from frugal.bench.virtual.compare import ADAPTIVE, FleetResults, Outcome
 
 THROUGHPUT_GOAL = 0.97  # adaptive over the best static layout, at every closed load
 DECIDE_GOAL_MS = 10.0  # the balancer's CPU per decision at 1,000 replicas
+UPDATE_GOAL_BYTES = 16 * 1024  # "an RDS change of a few kilobytes, not a full snapshot"
 
 
 def _ms(value: float | None) -> str:
@@ -89,6 +90,18 @@ def render(results: Sequence[FleetResults], header: Sequence[str], traces: Seque
                 f"Adaptive's decision, CPU per tick (median of each run's ticks, worst run): "
                 f"{worst:.3f} ms for {fleet.replicas} replicas in {len(fleet.groups)} groups; "
                 f"goal <= {DECIDE_GOAL_MS:g} ms: {_met(worst <= DECIDE_GOAL_MS)}",
+                "",
+            ]
+        if found.update is not None:
+            update = found.update
+            small = update.changed_types == ("RouteConfiguration",)
+            lines += [
+                f"A change of every group's weight ({fleet.statics[0]} to {fleet.statics[1]}) "
+                f"reaches Envoy as {', '.join(update.changed_types)} only: "
+                f"{update.sotw_bytes / 1024:.1f} KiB over state-of-the-world ADS, "
+                f"{update.delta_bytes / 1024:.1f} KiB over delta ADS; the full snapshot is "
+                f"{update.full_bytes / 1024:.1f} KiB. Goal, an RDS change of a few KiB: "
+                f"{_met(small and update.delta_bytes <= UPDATE_GOAL_BYTES)}",
                 "",
             ]
     return "\n".join(lines) + "\n"
