@@ -42,6 +42,17 @@ class SimProfile(BaseModel):
     # Real tokenizers cut words into sub-word pieces; > 0 cuts every token into pieces of
     # 1..subword_max_chars characters (seeded), so output checks meet text split anywhere.
     subword_max_chars: int = Field(default=0, ge=0, le=64)
+    # Prefix cache (engine_workers.backends.prefix_cache): blocks of this many prompt tokens
+    # stay cached in the KV budget, least recently used out first, and a prompt's leading
+    # cached blocks skip their prefill. 0: no prefix cache. Mooncake's traces use 512.
+    prefix_block_tokens: int = Field(default=0, ge=0)
+
+    @property
+    def prefix_cache_blocks(self) -> int:
+        """The blocks the KV budget holds (0 without a prefix cache)."""
+        if self.prefix_block_tokens == 0:
+            return 0
+        return self.kv_budget_tokens // self.prefix_block_tokens
 
     @model_validator(mode="after")
     def _check_output_range(self) -> SimProfile:

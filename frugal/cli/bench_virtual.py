@@ -16,13 +16,14 @@ from frugal.bench.virtual.compare import (
     VirtualPlan,
     large_fleet,
     paper_fleet,
+    prefix_fleets,
     run_virtual,
 )
 from frugal.bench.virtual.report import render
 
 QUICK_PAPER_LEVELS = (1, 16, 64, 256)
 QUICK_LARGE_LEVELS = (256, 4096)
-FLEETS = ("paper", "large")
+FLEETS = ("paper", "large", "prefix")
 
 
 def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,13 +34,21 @@ def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="Run the control plane's balancer policies, weight gate and load signals "
         "against a discrete-event model of the sim engines and of Envoy's routing, in "
         "virtual time (deterministic from --seed, no wall clock), on closed loops and the "
-        "shipped traces; write virtual.json and virtual.md.",
+        "shipped traces, and prefix-aware routing against least-request on the Mooncake "
+        "trace with prefix caches; write virtual.json and virtual.md.",
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.add_argument("--quick", action="store_true", help="fewer loads, shorter traces")
-    parser.add_argument("--fleets", default=",".join(FLEETS), help="comma-separated of paper,large")
+    parser.add_argument(
+        "--fleets", default=",".join(FLEETS),
+        help="comma-separated of paper, large, prefix (the prefix-aware routing runs)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--trace-requests", type=int, default=2000)
+    parser.add_argument(
+        "--prefix-requests", type=int, default=4000,
+        help="Mooncake requests for prefix-aware routing (quick: 1000)",
+    )  # fmt: skip
     parser.set_defaults(handler=main)
 
 
@@ -49,10 +58,11 @@ def _fleets(names: str, quick: bool) -> tuple[FleetPlan, ...]:
     if unknown or not chosen:
         raise ValueError(f"unknown fleets {unknown}; known: {list(FLEETS)}")
     build = {
-        "paper": lambda: paper_fleet(QUICK_PAPER_LEVELS) if quick else paper_fleet(),
-        "large": lambda: large_fleet(QUICK_LARGE_LEVELS) if quick else large_fleet(),
+        "paper": lambda: (paper_fleet(QUICK_PAPER_LEVELS) if quick else paper_fleet(),),
+        "large": lambda: (large_fleet(QUICK_LARGE_LEVELS) if quick else large_fleet(),),
+        "prefix": prefix_fleets,
     }
-    return tuple(build[n]() for n in chosen)
+    return tuple(fleet for n in chosen for fleet in build[n]())
 
 
 def _progress(outcome: Outcome) -> None:
@@ -71,7 +81,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"frugal bench routing-virtual: {error}", file=sys.stderr)
         return 2
     requests = 500 if args.quick else args.trace_requests
-    plan = VirtualPlan(fleets=fleets, seed=args.seed, trace_requests=requests)
+    plan = VirtualPlan(
+        fleets=tuple(f for f in fleets if f.levels),
+        seed=args.seed,
+        trace_requests=requests,
+        prefix_fleets=tuple(f for f in fleets if not f.levels),
+        prefix_requests=1000 if args.quick else args.prefix_requests,
+    )
     started = time.perf_counter()
     results = run_virtual(plan, _progress)
     took = time.perf_counter() - started

@@ -8,9 +8,17 @@ from collections import Counter
 
 from control_plane.balancer.config import AdaptiveConfig, StaticConfig
 from engine_workers.backends.sim_model import PROFILES
+from frugal.bench.traces import MOONCAKE_CONVERSATION
 from frugal.bench.virtual.compare import VirtualPlan, paper_fleet, run_closed
-from frugal.bench.virtual.fleet import GroupSpec, VirtualFleet, least_request_of_two
-from frugal.bench.virtual.workload import ClosedLoop
+from frugal.bench.virtual.fleet import (
+    GroupSpec,
+    VirtualFleet,
+    least_request_of_two,
+    prefix_key,
+    prefix_with_bounded_load,
+)
+from frugal.bench.virtual.replica import VirtualRequest
+from frugal.bench.virtual.workload import ClosedLoop, mooncake_trace
 
 GROUPS = [GroupSpec("tp8", PROFILES["tp8"], 1, 100), GroupSpec("tp2", PROFILES["tp2"], 4, 0)]
 
@@ -44,3 +52,45 @@ def test_the_same_seed_gives_the_same_outcome() -> None:
     again = run_closed(plan, plan.fleets[0], "adaptive", 16)
     assert (first.requests, first.throughput_tok_s, first.ttft_p99_ms, first.shares) == (
         again.requests, again.throughput_tok_s, again.ttft_p99_ms, again.shares)  # fmt: skip
+
+
+def _with(blocks: tuple[int, ...]) -> VirtualRequest:
+    return VirtualRequest(0, 0.0, 512 * max(1, len(blocks)), 8, blocks=blocks)
+
+
+def test_a_prefix_keeps_its_host_until_the_host_is_over_the_bound() -> None:
+    rng = random.Random(1)
+    request = _with((0, 7, 8, 9))
+    home = prefix_with_bounded_load([0] * 8, request, rng)
+    assert all(prefix_with_bounded_load([0] * 8, request, rng) == home for _ in range(20))
+    # A later turn shares the leading blocks, so the same host.
+    assert prefix_with_bounded_load([0] * 8, _with((0, 7, 8, 11, 12)), rng) == home
+    # Over the bound (1.25 x the mean, with this request): the next host in its order.
+    busy = [1] * 8
+    busy[home] = 3
+    moved = prefix_with_bounded_load(busy, request, rng)
+    assert moved != home and busy[moved] + 1 <= 2
+
+
+def test_a_prompt_without_a_whole_block_goes_by_least_request() -> None:
+    assert prefix_key(()) is None
+    rng = random.Random(1)
+    picks = Counter(prefix_with_bounded_load([3, 0, 3, 3], _with(()), rng) for _ in range(400))
+    assert 0.4 < picks[1] / 400 < 0.6
+
+
+def test_prefix_routing_picks_the_same_group_for_the_same_prefix() -> None:
+    groups = [GroupSpec(f"g{i}", PROFILES["tp2"], 2, 25) for i in range(4)]
+    fleet = VirtualFleet(groups, StaticConfig(), seed=1, inside="prefix")
+    for turn in range(6):
+        fleet.submit(VirtualRequest(turn, 0.0, 2048, 4, blocks=(0, 5, 6, 7 + turn)))
+    fleet.run(iter([]), until_s=0.0)
+    # One group of four; inside it, two hosts: six at once are over one host's bound.
+    assert len({r.group for r in fleet.finished}) == 1
+    assert len({r.replica for r in fleet.finished}) == 2
+
+
+def test_the_mooncake_trace_brings_its_block_ids() -> None:
+    rows = mooncake_trace(MOONCAKE_CONVERSATION)
+    assert rows[0].blocks[:3] == (0, 1, 2)
+    assert all(len(r.blocks) == -(-r.prompt_tokens // 512) for r in rows[:200])

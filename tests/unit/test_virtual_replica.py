@@ -99,3 +99,16 @@ def test_the_decode_step_tally_leaves_out_the_prefill_step() -> None:
     final = replica.decode_at(1e9)  # 10 tokens each: the prefill step, then 9 decode steps
     assert (final.steps, final.sequences) == (9, 18)
     assert final.seconds == pytest.approx(9 * decode_s)
+
+
+def test_a_cached_prefix_skips_its_prefill() -> None:
+    profile = PROFILE.model_copy(update={"prefix_block_tokens": 100, "max_batch": 8})
+    replica = VirtualReplica(profile, lambda _: None)
+    first = VirtualRequest(0, 0.0, 350, 2, blocks=(1, 2, 3, 4))
+    (done,) = _drive(replica, [first])
+    again = VirtualRequest(1, 1.0, 350, 2, blocks=(1, 2, 3, 5))
+    (hit,) = _drive(replica, [again])
+    assert (done.cached_tokens, hit.cached_tokens) == (0, 300)
+    assert done.ttft_s == pytest.approx(step_ms(profile, 1, 350) / 1000)
+    assert hit.ttft_s == pytest.approx(step_ms(profile, 1, 50) / 1000)
+    assert replica.prefix_cache.hit_blocks == 3

@@ -1,4 +1,4 @@
-"""`frugal bench routing --virtual`: every policy on every load, in virtual time (pure layer).
+"""`frugal bench routing-virtual`: every policy on every load, in virtual time (pure layer).
 
 Two fleets of the sim engine's calibrated profiles (engine_workers.backends.sim_model):
 - `paper`: the ScaleLLM paper's section 6, one `tp8` replica against four `tp2` replicas
@@ -10,6 +10,11 @@ Each policy serves closed loops at each concurrency and the shipped traces (Azur
 conversation, Mooncake), from the same seed. A closed level runs the fleet's `duration_s` of
 virtual time; its first `warmup_s` are left out of the figures. A trace runs its first
 `trace_requests` requests at their own times and lengths.
+
+Prefix-aware routing is compared apart (`prefix_fleets`): the first `prefix_requests` of the
+Mooncake trace, with a prefix cache on every replica (512-token blocks, its `hash_ids`),
+routed inside each group by least-request and by prefix hash with bounded loads
+(frugal.bench.virtual.fleet); figures add the cache-hit rate and the busiest replica's load.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from control_plane.balancer.config import BalancerConfig
-from engine_workers.backends.sim_model import PROFILES
+from engine_workers.backends.sim_model import PROFILES, SimProfile
 from frugal.bench.fleet import POLICIES as PAPER_POLICIES
 from frugal.bench.fleet import TP2, TP2_REPLICAS, TP8
 from frugal.bench.traces import AZURE_CODE, AZURE_CONVERSATION, MOONCAKE_CONVERSATION
@@ -40,6 +45,8 @@ from frugal.bench.virtual.xds_update import UpdateSize, fleet_config, update_siz
 
 _BALANCER: TypeAdapter[BalancerConfig] = TypeAdapter(BalancerConfig)
 ADAPTIVE = "adaptive"
+LEAST_REQUEST, PREFIX = "least_request", "prefix"
+MOONCAKE_BLOCK_TOKENS = 512
 PAPER_LEVELS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LARGE_GROUPS = 25  # of each profile
 LARGE_TP8_REPLICAS, LARGE_TP2_REPLICAS = 8, 32
@@ -61,10 +68,20 @@ class FleetPlan:
     def replicas(self) -> int:
         return sum(g.replicas for g in self.groups)
 
-    def fleet(self, policy: str, seed: int) -> VirtualFleet:
+    def fleet(
+        self, policy: str, seed: int, *, inside: str = LEAST_REQUEST, prefix_cache: bool = False
+    ) -> VirtualFleet:
         balancer, weights = self.policies[policy]
-        groups = [GroupSpec(g.name, g.profile, g.replicas, weights[g.name]) for g in self.groups]
-        return VirtualFleet(groups, _BALANCER.validate_python(balancer), seed=seed)
+        groups = [
+            GroupSpec(g.name, _cached(g.profile) if prefix_cache else g.profile, g.replicas,
+                      weights[g.name])
+            for g in self.groups
+        ]  # fmt: skip
+        return VirtualFleet(groups, _BALANCER.validate_python(balancer), seed=seed, inside=inside)
+
+
+def _cached(profile: SimProfile) -> SimProfile:
+    return profile.model_copy(update={"prefix_block_tokens": MOONCAKE_BLOCK_TOKENS})
 
 
 def paper_fleet(levels: Sequence[int] = PAPER_LEVELS) -> FleetPlan:
@@ -114,6 +131,8 @@ class Outcome:
     decide_cpu_ms: float  # the policy's CPU time per decision, median
     wall_s: float  # what the run took here
     publishes: int
+    cache_hit_rate: float = 0.0  # of the prompt tokens, found in a prefix cache
+    load_ratio: float = 0.0  # busiest replica's mean active requests over its group's mean
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "shares": dict(self.shares)}
@@ -145,6 +164,7 @@ def summarise(
     kinds: dict[str, int] = {}
     for r in arrived:
         kinds[_kind(r.group)] = kinds.get(_kind(r.group), 0) + 1
+    prompt = sum(r.prompt_tokens for r in arrived)
     return Outcome(
         policy=policy,
         load=load,
@@ -156,7 +176,16 @@ def summarise(
         decide_cpu_ms=statistics.median(decide_ms) if decide_ms else 0.0,
         wall_s=wall_s,
         publishes=len(fleet.weight_history) - 1,
+        cache_hit_rate=sum(r.cached_tokens for r in arrived) / prompt if prompt else 0.0,
+        load_ratio=_load_ratio(fleet.mean_active(end)),
     )
+
+
+def _load_ratio(mean_active: Mapping[str, Sequence[float]]) -> float:
+    """The busiest replica against its group's mean, worst group (of those with load)."""
+    ratios = [max(hosts) / (sum(hosts) / len(hosts)) for hosts in mean_active.values()
+              if sum(hosts) > 0]  # fmt: skip
+    return max(ratios, default=0.0)
 
 
 def _timed_decisions(fleet: VirtualFleet) -> list[float]:
@@ -175,6 +204,22 @@ def _timed_decisions(fleet: VirtualFleet) -> list[float]:
     return times
 
 
+def prefix_fleets() -> tuple[FleetPlan, ...]:
+    """Fleets for prefix-aware routing on the Mooncake trace, each loaded by it: one group
+    of 8 `tp8` or of 16 `tp2` replicas (the paper's 4 `tp2` replicas hold too little KV
+    for a block to outlive the minutes between a conversation's turns), and the 1,000-replica
+    fleet's `tp8` layout, 25 groups of 8."""
+    fleets = []
+    for profile, replicas in ((TP8, 8), (TP2, 16)):
+        group = GroupSpec(profile, PROFILES[profile], replicas, 0)
+        policies = {f"static-{profile}": ({"type": "static"}, {profile: 100})}
+        fleets.append(FleetPlan(f"{replicas} x {profile}", (group,), policies, (), ()))
+    large = large_fleet(())
+    tp8 = {"static-tp8": large.policies["static-tp8"]}
+    fleets.append(FleetPlan("1,000 replicas, tp8 layout", large.groups, tp8, (), ()))
+    return tuple(fleets)
+
+
 @dataclass(frozen=True)
 class VirtualPlan:
     fleets: tuple[FleetPlan, ...]
@@ -182,12 +227,15 @@ class VirtualPlan:
     traces: tuple[str, ...] = ("azure-code", "azure-conv", "mooncake")
     trace_requests: int = 2000
     policies: tuple[str, ...] | None = None  # None: every policy of each fleet
+    prefix_fleets: tuple[FleetPlan, ...] = ()
+    prefix_requests: int = 4000  # of the Mooncake trace, for prefix-aware routing
 
 
+MOONCAKE = "mooncake"
 TRACES: Mapping[str, Callable[[], list[TraceRow]]] = {
     "azure-code": lambda: azure_trace(AZURE_CODE),
     "azure-conv": lambda: azure_trace(AZURE_CONVERSATION),
-    "mooncake": lambda: mooncake_trace(MOONCAKE_CONVERSATION),
+    MOONCAKE: lambda: mooncake_trace(MOONCAKE_CONVERSATION),
 }
 
 
@@ -220,13 +268,27 @@ def run_trace(plan: VirtualPlan, fleet: FleetPlan, policy: str, trace: str) -> O
     return summarise(policy, trace, virtual, done, (0.0, end + 1e-9), wall, decide_ms)
 
 
+def run_prefix(plan: VirtualPlan, fleet: FleetPlan, policy: str, inside: str) -> Outcome:
+    """The Mooncake trace with a prefix cache on every replica, routed `inside` groups."""
+    started = time.perf_counter()
+    rows = TRACES[MOONCAKE]()[: plan.prefix_requests]
+    virtual = fleet.fleet(policy, plan.seed, inside=inside, prefix_cache=True)
+    decide_ms = _timed_decisions(virtual)
+    end = rows[-1].at_s if rows else 0.0
+    done = virtual.run(trace_arrivals(rows), until_s=end)
+    wall = time.perf_counter() - started
+    load = f"{MOONCAKE}, {inside}"
+    return summarise(policy, load, virtual, done, (0.0, end + 1e-9), wall, decide_ms)
+
+
 def run_virtual(
     plan: VirtualPlan, report: Callable[[Outcome], None] = lambda _: None
 ) -> list[FleetResults]:
     results = []
     for fleet in plan.fleets:
         first, second = (fleet.policies[s][1] for s in fleet.statics[:2])
-        found = FleetResults(fleet, update=update_size(fleet_config(fleet.groups), first, second))
+        update = update_size(fleet_config(fleet.groups), first, second)
+        found = FleetResults(fleet, update=update)
         policies = [p for p in fleet.policies if plan.policies is None or p in plan.policies]
         for policy in policies:
             for level in fleet.levels:
@@ -234,6 +296,13 @@ def run_virtual(
                 report(found.outcomes[-1])
             for trace in plan.traces:
                 found.outcomes.append(run_trace(plan, fleet, policy, trace))
+                report(found.outcomes[-1])
+        results.append(found)
+    for fleet in plan.prefix_fleets:
+        found = FleetResults(fleet)
+        for policy in fleet.policies:
+            for inside in (LEAST_REQUEST, PREFIX):
+                found.outcomes.append(run_prefix(plan, fleet, policy, inside))
                 report(found.outcomes[-1])
         results.append(found)
     return results

@@ -5,7 +5,9 @@ a FIFO queue, a running batch bounded by the profile's `max_batch` and KV budget
 sequence reserves its prompt plus its output when admitted, nothing is evicted), and
 steps of `sim_model.step_ms(profile, running, prefill)`: the admitted sequences' prefill
 is in the first step of the batch that takes them in, which also gives them their first
-token. No jitter: a run is exact and deterministic.
+token. No jitter: a run is exact and deterministic. With the profile's prefix cache on,
+a request's leading blocks found in the replica's cache (engine_workers.backends.prefix_cache)
+are not prefilled again.
 
 Between two events the batch does not change, so every step lasts the same: the replica
 does not walk step by step but keeps the epoch it is in (when it began, how long its
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from control_plane.balancer.load import DecodeCounters
+from engine_workers.backends.prefix_cache import PrefixCache
 from engine_workers.backends.sim_model import SimProfile, step_ms
 
 # Times are compared with this slack: event times are sums of step durations.
@@ -42,6 +45,8 @@ class VirtualRequest:
     replica: int = -1
     first_token_s: float | None = None
     finished_s: float | None = None
+    blocks: tuple[int, ...] = ()  # the prompt's block ids (Mooncake's hash_ids), if known
+    cached_tokens: int = 0  # of its prompt, found in the replica's prefix cache
 
     @property
     def ttft_s(self) -> float | None:
@@ -74,6 +79,10 @@ class VirtualReplica:
     _tokens_before: int = 0  # tokens generated before the current epoch
     _decode_before: DecodeCounters = field(default_factory=lambda: DecodeCounters(0, 0.0, 0))
     _epoch: _Epoch | None = None
+    prefix_cache: PrefixCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prefix_cache = PrefixCache(self.profile.prefix_cache_blocks)
 
     @property
     def idle(self) -> bool:
@@ -150,7 +159,7 @@ class VirtualReplica:
         while self.waiting and self._fits(self.waiting[0]):
             request = self.waiting.popleft()
             self._kv_reserved += request.prompt_tokens + request.output_tokens
-            prefill += request.prompt_tokens
+            prefill += request.prompt_tokens - self._cached(request)
             self._running[request.index] = request
             finish_step = self._steps_done + max(1, request.output_tokens)
             heapq.heappush(self._finishing, (finish_step, request.index))
@@ -166,6 +175,15 @@ class VirtualReplica:
         )  # fmt: skip
         for request in admitted:
             request.first_token_s = now_s + first
+
+    def _cached(self, request: VirtualRequest) -> int:
+        """Prompt tokens the prefix cache saves `request` (its last token is always run)."""
+        block = self.profile.prefix_block_tokens
+        if block == 0 or not request.blocks:
+            return 0
+        hits = self.prefix_cache.admit(request.blocks)
+        request.cached_tokens = min(hits * block, request.prompt_tokens - 1)
+        return request.cached_tokens
 
     @staticmethod
     def _steps_in(epoch: _Epoch, now_s: float) -> int:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from frugal.bench.virtual.compare import ADAPTIVE, FleetResults, Outcome
+from frugal.bench.virtual.compare import ADAPTIVE, LEAST_REQUEST, PREFIX, FleetResults, Outcome
 
 THROUGHPUT_GOAL = 0.97  # adaptive over the best static layout, at every closed load
 DECIDE_GOAL_MS = 10.0  # the balancer's CPU per decision at 1,000 replicas
+PREFIX_HIT_GOAL = 1.5  # prefix-aware routing's cache-hit rate over least-request's
+LOAD_GOAL = 1.25  # no replica above this times its group's mean load
 UPDATE_GOAL_BYTES = 16 * 1024  # "an RDS change of a few kilobytes, not a full snapshot"
 
 
@@ -64,10 +66,52 @@ def _trace_table(
     return lines
 
 
+def _prefix_table(found: FleetResults) -> list[str]:
+    """Least-request against prefix-aware routing, per policy, with the issue's goals."""
+    lines = [
+        "| policy | inside groups | cache hits | TTFT p50 / p99 | busiest replica / mean |",
+        "|---|---|---:|---|---:|",
+    ]
+    verdicts = []
+    for policy in found.fleet.policies:
+        runs = {o.load.split(", ")[-1]: o for o in found.outcomes if o.policy == policy}
+        for inside in (LEAST_REQUEST, PREFIX):
+            o = runs[inside]
+            lines.append(
+                f"| {policy} | {inside} | {o.cache_hit_rate:.1%} | {_ms(o.ttft_p50_ms)} / "
+                f"{_ms(o.ttft_p99_ms)} ms | {o.load_ratio:.2f} |"
+            )
+        least, prefix = runs[LEAST_REQUEST], runs[PREFIX]
+        hits = prefix.cache_hit_rate / least.cache_hit_rate if least.cache_hit_rate else None
+        verdicts.append(
+            f"{policy}: hit rate {'-' if hits is None else f'{hits:.2f}x'} "
+            f"(goal >= {PREFIX_HIT_GOAL}: {_met(hits is not None and hits >= PREFIX_HIT_GOAL)}), "
+            f"TTFT p50 lower: {_met(_below(prefix.ttft_p50_ms, least.ttft_p50_ms))}, "
+            f"p99 no worse: {_met(_below(prefix.ttft_p99_ms, least.ttft_p99_ms, equal=True))}, "
+            f"busiest replica <= {LOAD_GOAL}x the mean: {_met(prefix.load_ratio <= LOAD_GOAL)}"
+        )
+    return [*lines, "", *verdicts]
+
+
+def _below(value: float | None, other: float | None, *, equal: bool = False) -> bool:
+    if value is None or other is None:
+        return False
+    return value <= other if equal else value < other
+
+
 def render(results: Sequence[FleetResults], header: Sequence[str], traces: Sequence[str]) -> str:
     lines = [*header, ""]
     for found in results:
         fleet = found.fleet
+        if not fleet.levels:
+            lines += [
+                f"## Prefix-aware routing, Mooncake trace: {fleet.name} "
+                f"({fleet.replicas} replicas)",
+                "",
+                *_prefix_table(found),
+                "",
+            ]
+            continue
         policies = [p for p in fleet.policies if any(o.policy == p for o in found.outcomes)]
         kinds = ", ".join(f"{g.name} x{g.replicas}" for g in fleet.groups[:4])
         more = f" and {len(fleet.groups) - 4} more groups" if len(fleet.groups) > 4 else ""

@@ -30,6 +30,7 @@ class TraceRow:
     at_s: float
     prompt_tokens: int
     output_tokens: int
+    blocks: tuple[int, ...] = ()  # the prompt's 512-token blocks (Mooncake's hash_ids)
 
 
 def azure_trace(path: Path) -> list[TraceRow]:
@@ -41,8 +42,8 @@ def azure_trace(path: Path) -> list[TraceRow]:
 
 
 def mooncake_trace(path: Path) -> list[TraceRow]:
-    """Mooncake's JSONL: `timestamp` (ms), `input_length`, `output_length` (its `hash_ids`,
-    the prompt's 512-token blocks, are not used yet: no prefix cache is modelled)."""
+    """Mooncake's JSONL: `timestamp` (ms), `input_length`, `output_length` and `hash_ids`,
+    the ids of the prompt's 512-token blocks (equal ids: equal blocks with equal prefixes)."""
     rows = []
     for line in path.read_text().splitlines():
         if line.strip():
@@ -52,18 +53,21 @@ def mooncake_trace(path: Path) -> list[TraceRow]:
                     record["timestamp"] / 1000.0,
                     max(1, int(record["input_length"])),
                     max(1, int(record["output_length"])),
+                    tuple(int(block) for block in record.get("hash_ids", ())),
                 )
             )
     first = min((r.at_s for r in rows), default=0.0)
     return sorted(
-        (TraceRow(r.at_s - first, r.prompt_tokens, r.output_tokens) for r in rows),
+        (TraceRow(r.at_s - first, r.prompt_tokens, r.output_tokens, r.blocks) for r in rows),
         key=lambda r: r.at_s,
     )
 
 
 def trace_arrivals(rows: Sequence[TraceRow]) -> Iterator[VirtualRequest]:
     for index, row in enumerate(rows):
-        yield VirtualRequest(index, row.at_s, row.prompt_tokens, row.output_tokens)
+        yield VirtualRequest(
+            index, row.at_s, row.prompt_tokens, row.output_tokens, blocks=row.blocks
+        )
 
 
 class ClosedLoop:
