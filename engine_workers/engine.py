@@ -98,15 +98,26 @@ class DecodeSteps:
 
 
 @dataclass(frozen=True, slots=True)
+class PrefixCacheTally:
+    """Prompt tokens looked up in an engine's prefix cache, and those found, since start
+    (vLLM's `prefix_cache_queries` / `prefix_cache_hits`)."""
+
+    queried_tokens: int
+    hit_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class LoadSnapshot:
     """What the model-server protocol of the Gateway API Inference Extension asks for,
-    and the decode-step tally of a backend that keeps one (None: it does not)."""
+    and the decode-step and prefix-cache tallies of a backend that keeps them (None: it
+    does not)."""
 
     running: int
     waiting: int
     kv_cache_usage: float  # fraction of the KV budget in use, 0..1
     tokens_generated_total: int
     decode_steps: DecodeSteps | None = None
+    prefix_cache: PrefixCacheTally | None = None  # None: no prefix cache
 
 
 class EngineBackend(Protocol):

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine_workers.engine import DecodeSteps, LoadSnapshot
+from engine_workers.engine import DecodeSteps, LoadSnapshot, PrefixCacheTally
 from frugal.asyncio_metrics import watch_asyncio_tasks
 
 LABELS = ("model_name", "group")
@@ -69,6 +69,21 @@ class _LoadCollector(Collector):
         yield tokens
         if snapshot.decode_steps is not None:
             yield from self._decode_steps(snapshot.decode_steps)
+        if snapshot.prefix_cache is not None:
+            yield from self._prefix_cache(snapshot.prefix_cache)
+
+    def _prefix_cache(self, tally: PrefixCacheTally) -> Iterable[Metric]:
+        counters = (
+            ("frugal_engine_prefix_cache_queried_tokens",
+             "Prompt tokens, in whole blocks, looked up in the prefix cache.",
+             tally.queried_tokens),
+            ("frugal_engine_prefix_cache_hit_tokens",
+             "Prompt tokens found in the prefix cache (not prefilled again).", tally.hit_tokens),
+        )  # fmt: skip
+        for name, doc, value in counters:
+            counter = CounterMetricFamily(name, doc, labels=LABELS)
+            counter.add_metric(self._labels, float(value))
+            yield counter
 
     def _decode_steps(self, steps: DecodeSteps) -> Iterable[Metric]:
         counters = (

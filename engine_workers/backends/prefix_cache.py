@@ -11,6 +11,7 @@ token before it.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -43,3 +44,18 @@ class PrefixCache:
         while len(self._blocks) > self.capacity_blocks:
             self._blocks.popitem(last=False)
         return hits
+
+
+def prompt_blocks(tokens: Sequence[str], block_tokens: int) -> tuple[int, ...]:
+    """Ids of a prompt's whole blocks of `block_tokens` tokens, each a hash of its tokens
+    and of the id before it, so equal ids mean equal prefixes (a partial last block is
+    not cached, as in vLLM). Stable across processes (no per-process hash seed)."""
+    ids: list[int] = []
+    previous = b""
+    for start in range(0, len(tokens) - block_tokens + 1, block_tokens):
+        digest = hashlib.blake2b(previous, digest_size=8)
+        for token in tokens[start : start + block_tokens]:
+            digest.update(token.encode() + b"\0")
+        previous = digest.digest()
+        ids.append(int.from_bytes(previous, "big"))
+    return tuple(ids)

@@ -14,6 +14,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
+from engine_workers.backends.prefix_cache import prompt_blocks
 from engine_workers.backends.sim_batch import BatchScheduler, DecodeOutput
 from engine_workers.backends.sim_model import (
     SequenceState,
@@ -26,6 +27,7 @@ from engine_workers.engine import (
     Delta,
     GenerationRequest,
     LoadSnapshot,
+    PrefixCacheTally,
     PromptInput,
     RenderedPrompt,
     TokenUsage,
@@ -37,6 +39,7 @@ from engine_workers.errors import (
     InvalidRequestError,
 )
 from engine_workers.prompt import render_role_tagged
+from engine_workers.tokenizer import tokenize
 
 if TYPE_CHECKING:
     from engine_workers.settings import EngineSettings
@@ -89,6 +92,11 @@ class SimBackend:
             kv_cache_usage=self._batch.kv_usage(),
             tokens_generated_total=self._batch.tokens_generated,
             decode_steps=self._decode_steps,
+            prefix_cache=PrefixCacheTally(
+                self._batch.prefix_queried_tokens, self._batch.prefix_hit_tokens
+            )
+            if self._profile.prefix_block_tokens
+            else None,
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
@@ -131,7 +139,10 @@ class SimBackend:
         self._queues[request.request_id] = queue
         if request.on_generated is not None:
             self._counters[request.request_id] = request.on_generated
-        self._batch.submit(request.request_id, request.prompt_tokens, state)
+        blocks: tuple[int, ...] = ()
+        if self._profile.prefix_block_tokens:
+            blocks = prompt_blocks(tokenize(request.prompt), self._profile.prefix_block_tokens)
+        self._batch.submit(request.request_id, request.prompt_tokens, state, blocks)
         self._wake.set()
         return queue
 

@@ -2,8 +2,9 @@
 
 A FIFO waiting queue and a running batch bounded by `max_batch` and the KV budget. Each
 sequence reserves its prompt plus its planned output when admitted, as TensorRT-LLM's
-GUARANTEED_NO_EVICT scheduler policy does, so nothing is ever evicted. The caller owns time:
-`admit()`, then wait `step_seconds(...)`, then `decode()`.
+GUARANTEED_NO_EVICT scheduler policy does, so nothing is ever evicted. With the profile's
+prefix cache on, the leading blocks of a prompt found cached are not prefilled again. The
+caller owns time: `admit()`, then wait `step_seconds(...)`, then `decode()`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from engine_workers.backends.prefix_cache import PrefixCache
 from engine_workers.backends.sim_model import SequenceState, SimProfile, TokenStep
 
 
@@ -20,6 +22,7 @@ class BatchEntry:
     prompt_tokens: int
     state: SequenceState
     kv_reserved: int
+    blocks: tuple[int, ...] = ()  # the prompt's block ids, for the prefix cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,9 @@ class BatchScheduler:
         self._running: dict[str, BatchEntry] = {}
         self._kv_reserved = 0
         self.tokens_generated = 0
+        self.prefix_cache = PrefixCache(profile.prefix_cache_blocks)
+        self.prefix_queried_tokens = 0
+        self.prefix_hit_tokens = 0
 
     @property
     def n_running(self) -> int:
@@ -60,9 +66,15 @@ class BatchScheduler:
     def fits_at_all(self, prompt_tokens: int, state: SequenceState) -> bool:
         return prompt_tokens + state.planned_tokens <= self._profile.kv_budget_tokens
 
-    def submit(self, request_id: str, prompt_tokens: int, state: SequenceState) -> None:
+    def submit(
+        self,
+        request_id: str,
+        prompt_tokens: int,
+        state: SequenceState,
+        blocks: tuple[int, ...] = (),
+    ) -> None:
         reserve = prompt_tokens + state.planned_tokens
-        self._waiting.append(BatchEntry(request_id, prompt_tokens, state, reserve))
+        self._waiting.append(BatchEntry(request_id, prompt_tokens, state, reserve, blocks))
 
     def abort(self, request_id: str) -> bool:
         """Drop the sequence wherever it is; False if it is not known (already finished)."""
@@ -84,7 +96,8 @@ class BatchScheduler:
         return ids
 
     def admit(self) -> int:
-        """Move waiting sequences into the batch, FIFO; return the prefill tokens admitted."""
+        """Move waiting sequences into the batch, FIFO; return the prefill tokens admitted
+        (less what the prefix cache holds of their prompts)."""
         prefill = 0
         while self._waiting and len(self._running) < self._profile.max_batch:
             entry = self._waiting[0]
@@ -93,8 +106,18 @@ class BatchScheduler:
             self._waiting.popleft()
             self._running[entry.request_id] = entry
             self._kv_reserved += entry.kv_reserved
-            prefill += entry.prompt_tokens
+            prefill += entry.prompt_tokens - self._cached(entry)
         return prefill
+
+    def _cached(self, entry: BatchEntry) -> int:
+        """Prompt tokens found in the prefix cache (the last one is always run)."""
+        if not entry.blocks:
+            return 0
+        block = self._profile.prefix_block_tokens
+        cached = min(self.prefix_cache.admit(entry.blocks) * block, entry.prompt_tokens - 1)
+        self.prefix_queried_tokens += len(entry.blocks) * block
+        self.prefix_hit_tokens += cached
+        return cached
 
     def decode(self) -> list[DecodeOutput]:
         """One token for every running sequence; finished and faulted ones leave the batch."""

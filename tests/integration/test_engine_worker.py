@@ -373,3 +373,21 @@ async def test_graceful_stop_reports_not_serving_first() -> None:
         health_pb2.HealthCheckResponse.SERVING,
         health_pb2.HealthCheckResponse.NOT_SERVING,
     ]
+
+
+async def test_a_repeated_prompt_is_served_from_the_prefix_cache() -> None:
+    """The sim engine's prefix cache over gRPC: the second request with the same long
+    prompt finds its whole blocks cached, and the metrics say so."""
+    port = _free_port()
+    async with running_worker(sim={"prefix_block_tokens": 8}, metrics_port=port) as worker:
+        long_prompt = " ".join(f"word{i}" for i in range(100))
+        async with inference_stub(worker.address) as client:
+            for _ in range(2):
+                await client.CreateChatCompletion(chat_request(long_prompt, max_tokens=2))
+        async with httpx.AsyncClient() as http:
+            values = engine_samples((await http.get(f"http://127.0.0.1:{port}/metrics")).text)
+    queried = values["frugal_engine_prefix_cache_queried_tokens_total"]
+    hits = values["frugal_engine_prefix_cache_hit_tokens_total"]
+    # Two lookups of the same whole blocks; the second finds every one of them.
+    assert queried > 0 and queried % 16 == 0
+    assert hits == queried / 2
