@@ -33,6 +33,10 @@ KEY_TPM_HEADER = "x-frugal-key-tpm"
 KEY_MODELS_HEADER = "x-frugal-key-models"
 IDENTITY_HEADERS = (KEY_ID_HEADER, TENANT_HEADER, KEY_RPM_HEADER, KEY_TPM_HEADER, KEY_MODELS_HEADER)
 
+# Set by the request processor (never by a client): the key of the prompt's prefix
+# (frugal.prefix_key), which a model with `prefix_routing` is routed by.
+PREFIX_HEADER = "x-frugal-prefix"
+
 # ext_proc attributes (CEL) Envoy sends the request processor: the replica that answers
 # (on the response headers), so a stream that ends early can ask it what it generated.
 EXT_PROC_ATTRIBUTES_NAMESPACE = "envoy.filters.http.ext_proc"

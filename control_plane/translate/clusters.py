@@ -3,7 +3,9 @@
 Pure layer. Engine clusters speak HTTP/2 (gRPC), pick the least-loaded replica,
 and find dead ones fast: gRPC health checks every second even without traffic
 (`no_traffic_interval`, default 60 s) and outlier detection on gateway errors
-(ENVOY_NOTES: a SIGKILLed replica then costs 0-1 of the next 40 requests).
+(ENVOY_NOTES: a SIGKILLed replica then costs 0-1 of the next 40 requests). A model with
+`prefix_routing` balances its groups with Maglev on the prompt's prefix key instead, with
+bounded loads (`hash_balance_factor`).
 
 The safety filter's cluster is health-checked the same way (grpc.health.v1, which it
 serves once bound): a filter replica that DNS lists before it serves (a scale-up or a
@@ -77,13 +79,20 @@ def _is_ip(host: str) -> bool:
 
 def build_engine_cluster(model: Model, group: ReplicaGroup) -> m.Cluster:
     name = engine_cluster_name(model.name, group.name)
+    balancing: dict[str, Any] = {"lb_policy": "LEAST_REQUEST"}
+    if model.prefix_routing is not None:
+        factor = model.prefix_routing.hash_balance_factor
+        balancing = {
+            "lb_policy": "MAGLEV",
+            "common_lb_config": {"consistent_hashing_lb_config": {"hash_balance_factor": factor}},
+        }
     return m.parse(
         {
             "name": name,
             "type": "EDS",
             "eds_cluster_config": {"eds_config": ADS, "service_name": name},
             "connect_timeout": "1s",
-            "lb_policy": "LEAST_REQUEST",
+            **balancing,
             "typed_extension_protocol_options": m.http2_protocol_options(),
             "circuit_breakers": CIRCUIT_BREAKERS,
             "health_checks": _grpc_health_checks(INFERENCE_SERVICE),

@@ -128,6 +128,11 @@ def _inference_route(model: Model, streams: StreamsConfig, *, stream: bool) -> d
         "timeout": "0s",
         "retry_policy": retry,
     }
+    if model.prefix_routing is not None:
+        # The request processor's prefix key picks the host inside the group (Maglev) and,
+        # as the weighted clusters' random value, the group.
+        route["hash_policy"] = [{"header": {"header_name": wire.PREFIX_HEADER}}]
+        route["weighted_clusters"]["header_name"] = wire.PREFIX_HEADER
     if streams.max_stream_duration_s:
         # Set, it also replaces `timeout` as the route's global timeout (Envoy's
         # RouteAction.max_stream_duration). No grpc_timeout_header_max: clients call

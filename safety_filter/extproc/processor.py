@@ -11,8 +11,9 @@ request"; Envoy's local rate limit ran before, as a per-Envoy backstop):
 - request body: parse and validate once; unknown model 404, a model the key may not
   use 403; prompt checks (block / redact / log); admit (the key's rpm and token
   reservation in one Redis script, or only the reservation when Envoy's global rate
-  limit checks the rpm); then the headers' answer (`x-frugal-model`, the `:stream`
-  binding, the key's identity headers removed or set) and the body's. A stream's
+  limit checks the rpm); then the headers' answer (`x-frugal-model`, the prompt's
+  `x-frugal-prefix` key for prefix-aware routing, the `:stream` binding, the key's
+  identity headers removed or set) and the body's. A stream's
   output checks go to the engine in the body's `output_checks` (a client's own copy
   is dropped): the worker writes the SSE itself, checks included, and ends every
   stream with `data: [DONE]` or an error event (engine_workers/answer_events.py);
@@ -42,6 +43,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ext
 from frugal import wire
 from frugal.content_checks import ContentPolicy
 from frugal.engine_usage import EngineUsageClient
+from frugal.prefix_key import prefix_key
 from frugal.request_log import bind_request_id
 from safety_filter.authz.credentials import CREDENTIAL_HEADERS
 from safety_filter.authz.key_check import KeyCheck, KeyGrant
@@ -79,6 +81,7 @@ from safety_filter.extproc.prompt_check import (
     check_prompt,
     policy_violation,
     prompt_characters,
+    prompt_parts,
 )
 from safety_filter.extproc.request_record import (
     CLIENT_DISCONNECTED,
@@ -278,6 +281,9 @@ class RequestProcessor:
         capped = await self._admit(request)
         self._stream = record.stream = self._stream or request.stream
         set_headers = [(wire.MODEL_HEADER, request.model)]
+        prefix = prefix_key(prompt_parts(request.body))
+        if prefix is not None:
+            set_headers.append((wire.PREFIX_HEADER, str(prefix)))
         if self._stream:
             set_headers.append((":path", self._schema_path + STREAM_SUFFIX))
         checks = output_checks(policy)

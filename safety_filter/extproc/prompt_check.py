@@ -33,6 +33,25 @@ def _text_slots(body: dict[str, Any]) -> Iterator[TextSlot]:
         yield from ((prompt, index) for index in range(len(prompt)))
 
 
+def prompt_parts(body: dict[str, Any]) -> Iterator[str]:
+    """The prompt's text in order: each message's role and text, or the prompt."""
+    for message in body.get("messages") or ():
+        if isinstance(message, dict) and isinstance(message.get("role"), str):
+            yield message["role"]
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            yield content
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    yield part["text"]
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        yield prompt
+    elif isinstance(prompt, list):
+        yield from (item for item in prompt if isinstance(item, str))
+
+
 def prompt_characters(body: dict[str, Any]) -> int:
     return sum(len(c[k]) for c, k in _text_slots(body) if isinstance(c[k], str))
 

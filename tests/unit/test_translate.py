@@ -437,3 +437,23 @@ def test_the_stream_idle_timeout_follows_the_config() -> None:
     data["listener"]["stream_idle_timeout_s"] = 12.5
     hcm = hcm_of(resources(make_config(data)))
     assert (hcm.stream_idle_timeout.seconds, hcm.stream_idle_timeout.nanos) == (12, 500_000_000)
+
+
+def test_prefix_routing_hashes_on_the_prefix_key_inside_and_across_groups() -> None:
+    data = config_data()
+    data["models"][0]["prefix_routing"] = {"hash_balance_factor": 150}
+    envoy = resources(make_config(data))
+    alpha = [r for r in routes_of(envoy) if r.HasField("route")][:2]
+    for route in alpha:
+        (policy,) = route.route.hash_policy
+        assert policy.header.header_name == wire.PREFIX_HEADER
+        assert route.route.weighted_clusters.header_name == wire.PREFIX_HEADER
+    clusters = {c.name: c for c in envoy.clusters}
+    for name in ("engine__alpha__big", "engine__alpha__small"):
+        assert clusters[name].lb_policy == cluster_pb2.Cluster.MAGLEV
+        balance = clusters[name].common_lb_config.consistent_hashing_lb_config
+        assert balance.hash_balance_factor.value == 150
+    # A model without it keeps least-request and no hash.
+    assert clusters["engine__beta__e"].lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
+    beta = [r for r in routes_of(envoy) if r.HasField("route")][2]
+    assert not beta.route.hash_policy and not beta.route.weighted_clusters.header_name
