@@ -306,6 +306,9 @@ class SafetyFilterConfig(Frozen):
     # `overloaded` and retry-after, before anything is counted for it.
     admitting: int = Field(default=256, ge=1, le=10_000)
     admit_wait_s: float = Field(default=2.0, gt=0, le=30)
+    # The block of a prompt's prefix key (frugal.prefix_key), for models with
+    # `prefix_routing`: about 512 tokens; smaller for scaled-down prompts (benchmarks).
+    prefix_block_chars: int = Field(default=2048, ge=16)
 
     def ports(self) -> list[int]:
         return [self.port + offset for offset in range(self.processes)]

@@ -3,7 +3,8 @@
 Prefix-aware routing (a model's `prefix_routing`) sends requests whose prompts start
 alike to the same replica, whose engine then finds that prefix in its KV cache. The
 safety filter's request processor names the prefix: a hash of the prompt's first
-`KEY_BLOCKS` blocks of `BLOCK_CHARS` characters, as an unsigned 64-bit number, in the
+`KEY_BLOCKS` blocks of `BLOCK_CHARS` characters (`safety_filter.prefix_block_chars`), as
+an unsigned 64-bit number, in the
 `x-frugal-prefix` header (frugal.wire.PREFIX_HEADER). Envoy hashes on that header inside
 the group (Maglev with bounded loads) and takes it as the random value of its weighted
 clusters, so the same prefix also picks the same group while the weights stand. A prompt
@@ -24,13 +25,13 @@ BLOCK_CHARS = 2048
 KEY_BLOCKS = 3
 
 
-def prefix_key(parts: Iterable[str]) -> int | None:
+def prefix_key(parts: Iterable[str], block_chars: int = BLOCK_CHARS) -> int | None:
     """The key of a prompt given as its text parts in order (roles and contents), or None
     when the prompt has less than one whole block."""
     text = "\0".join(parts)
-    whole = len(text) // BLOCK_CHARS
+    whole = len(text) // block_chars
     if whole == 0:
         return None
-    leading = text[: min(whole, KEY_BLOCKS) * BLOCK_CHARS]
+    leading = text[: min(whole, KEY_BLOCKS) * block_chars]
     digest = hashlib.blake2b(leading.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")

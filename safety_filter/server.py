@@ -137,6 +137,7 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
         policies=policies,
         enforcement=enforcement,
         metrics=metrics,
+        prefix_block_chars=settings.prefix_block_chars,
     )
     ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(context), server)
     # grpc.health.v1 for the orchestrators' probes (compose, Kubernetes): SERVING once bound.

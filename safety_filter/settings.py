@@ -33,6 +33,8 @@ class SafetyFilterSettings(BaseSettings):
     rate_limit: Literal["inline", "envoy"] = "inline"
     admitting: int = Field(default=256, ge=1)
     admit_wait_s: float = Field(default=2.0, gt=0)
+    # frugal.yaml's safety_filter.prefix_block_chars (frugal.prefix_key).
+    prefix_block_chars: int = Field(default=2048, ge=16)
     # Key records are cached this long at most: with the background refresh's round trip,
     # a revocation is honoured within 1 s (tests/integration/test_cache_refresh.py).
     key_cache_ttl_s: float = Field(default=MAX_CACHE_TTL_S, gt=0, le=MAX_CACHE_TTL_S)

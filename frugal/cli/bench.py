@@ -20,7 +20,14 @@ from frugal.bench.plan import (
 from frugal.bench.routing import BenchmarkFailed, run_routing_benchmark
 from frugal.bench.trace import TraceScaling
 from frugal.bench.traces import AZURE_CODE
-from frugal.cli import bench_compare, bench_engine, bench_load, bench_soak, bench_virtual
+from frugal.cli import (
+    bench_compare,
+    bench_engine,
+    bench_load,
+    bench_prefix,
+    bench_soak,
+    bench_virtual,
+)
 from frugal.cli.interrupt import run_benchmark
 
 DEFAULT_TRACE = AZURE_CODE
@@ -91,6 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bench_load.add_parser(benches)
     bench_soak.add_parser(benches)
     bench_virtual.add_parser(benches)
+    bench_prefix.add_parser(benches)
 
 
 def plan_from(args: argparse.Namespace) -> RoutingPlan:

@@ -139,6 +139,7 @@ class ProcessorContext:
     # lower; the engine's own cap applies too).
     default_max_tokens: int = 4096
     metrics: ExtProcMetrics = field(default_factory=ExtProcMetrics)
+    prefix_block_chars: int = 2048  # the block of the prompt's prefix key
 
 
 def _headers_answer(common: ext.CommonResponse) -> ext.ProcessingResponse:
@@ -281,7 +282,7 @@ class RequestProcessor:
         capped = await self._admit(request)
         self._stream = record.stream = self._stream or request.stream
         set_headers = [(wire.MODEL_HEADER, request.model)]
-        prefix = prefix_key(prompt_parts(request.body))
+        prefix = prefix_key(prompt_parts(request.body), self._context.prefix_block_chars)
         if prefix is not None:
             set_headers.append((wire.PREFIX_HEADER, str(prefix)))
         if self._stream:

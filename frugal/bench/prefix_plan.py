@@ -1,0 +1,96 @@
+"""The wall-clock prefix-routing benchmark's plan: the Mooncake replay, scaled down, and each
+stack's frugal.yaml (pure layer).
+
+Mooncake's prompts are lists of 512-token blocks (`hash_ids`; equal ids, equal prefixes).
+Scaled down 16x so two cores can serve them: a block becomes `BLOCK_WORDS` words that spell
+its id (fixed width, so a block is always `BLOCK_CHARS` characters), a prompt the words of
+its blocks cut to `input_length / 16`, an output at most `MAX_TOKENS` tokens. The engines'
+KV budget (and with it the prefix cache) shrinks by the same 16, so a block stays as
+scarce as on the real replica. Arrivals keep the trace's own times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine_workers.backends.sim_model import PROFILES as SIM_PROFILES
+from frugal.bench.fleet import JITTER, PROFILES, TP2, StackPorts, gateway_config
+
+MODEL = "bench-prefix"
+SCALE = 16
+BLOCK_TOKENS = 512 // SCALE  # 32 words: one Mooncake block
+WORD_CHARS = 9  # "b0001234" and a space
+BLOCK_CHARS = BLOCK_TOKENS * WORD_CHARS
+MAX_TOKENS = 32
+INSIDE = ("least_request", "prefix")
+
+
+@dataclass(frozen=True)
+class PrefixRequest:
+    at_s: float
+    prompt: str
+    max_tokens: int
+
+
+def block_words(block: int) -> list[str]:
+    """The words standing for one block: its id in each, so blocks differ from the first."""
+    return [f"b{block % 10**5:05d}{i:02d}" for i in range(BLOCK_TOKENS)]
+
+
+def mooncake_replay(path: Path, requests: int) -> list[PrefixRequest]:
+    """The trace's first `requests`, scaled as the module says, at their own times."""
+    replay = []
+    first: float | None = None
+    for line in path.read_text().splitlines()[:requests]:
+        record = json.loads(line)
+        at_s = record["timestamp"] / 1000.0
+        first = at_s if first is None else first
+        words = [w for block in record["hash_ids"] for w in block_words(int(block))]
+        length = max(1, math.ceil(int(record["input_length"]) / SCALE))
+        output = max(1, min(MAX_TOKENS, int(record["output_length"])))
+        replay.append(PrefixRequest(at_s - first, " ".join(words[:length]), output))
+    return replay
+
+
+def prefix_config(
+    inside: str, ports: StackPorts, *, time_scale: float, redis_dir: str
+) -> dict[str, Any]:
+    """frugal.yaml for one run: the four tp2 replicas in one group, prefix caches on,
+    routed inside the group by least-request or by the prompt's prefix key."""
+    if inside not in INSIDE:
+        raise ValueError(f"unknown routing {inside!r}; known: {list(INSIDE)}")
+    profile = {
+        **PROFILES[TP2],
+        "time_scale": time_scale,
+        "jitter": JITTER,
+        "prefix_block_tokens": BLOCK_TOKENS,
+        "kv_budget_tokens": SIM_PROFILES[TP2].kv_budget_tokens // SCALE,
+    }
+    safety_filter = {
+        "port": ports.safety_filter,
+        "metrics_port": 0,
+        "enforce": False,
+        "prefix_block_chars": BLOCK_CHARS,
+    }
+    model: dict[str, Any] = {
+        "name": MODEL,
+        "groups": [
+            {"name": TP2, "profile": TP2, "replicas": [f"127.0.0.1:{p}" for p in ports.tp2]}
+        ],
+    }
+    if inside == "prefix":
+        model["prefix_routing"] = {}
+    return {
+        **gateway_config(
+            ports,
+            node_id="frugal-bench-prefix",
+            safety_filter=safety_filter,
+            redis_dir=redis_dir,
+        ),
+        "profiles": {TP2: profile},
+        "models": [model],
+    }
