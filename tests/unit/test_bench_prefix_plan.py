@@ -3,6 +3,8 @@ frugal.bench.prefix_bench's pure parts)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from control_plane.model import FrugalConfig
@@ -31,7 +33,7 @@ def test_a_block_is_always_the_same_words_of_the_same_width() -> None:
 def test_the_replay_keeps_the_traces_shared_prefixes_and_times() -> None:
     replay = mooncake_replay(MOONCAKE_CONVERSATION, 200)
     assert len(replay) == 200 and replay[0].at_s == 0.0
-    assert all(a.at_s <= b.at_s for a, b in zip(replay, replay[1:], strict=False))
+    assert all(a.at_s <= b.at_s for a, b in itertools.pairwise(replay))
     assert all(1 <= r.max_tokens <= MAX_TOKENS for r in replay)
     # The trace's first two requests share block 0 only: their words agree that far.
     first, second = replay[0].prompt.split(), replay[1].prompt.split()
