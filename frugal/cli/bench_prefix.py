@@ -11,8 +11,8 @@ from frugal.bench.prefix_bench import run_prefix_benchmark
 from frugal.bench.prefix_plan import mooncake_replay
 from frugal.bench.traces import MOONCAKE_CONVERSATION
 
-DEFAULT_REQUESTS = 240  # about 70 s of the trace
-QUICK_REQUESTS = 60
+DEFAULT_REQUESTS = 1000  # 330 s of the trace, 197 of them with a repeated prefix key
+QUICK_REQUESTS = 200
 
 
 def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,6 +30,9 @@ def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument(
         "--time-scale", type=float, default=10.0, help="every simulated duration x this"
     )
+    parser.add_argument(
+        "--compression", type=float, default=4.0, help="the trace's arrival times / this"
+    )
     parser.set_defaults(handler=main)
 
 
@@ -38,7 +41,12 @@ def main(args: argparse.Namespace) -> int:
     if requests < 1:
         print("frugal bench prefix: --requests must be at least 1", file=sys.stderr)
         return 2
-    replay = mooncake_replay(MOONCAKE_CONVERSATION, requests)
-    outcomes = asyncio.run(run_prefix_benchmark(replay, args.out, args.time_scale))
+    if args.compression <= 0:
+        print("frugal bench prefix: --compression must be positive", file=sys.stderr)
+        return 2
+    replay = mooncake_replay(MOONCAKE_CONVERSATION, requests, args.compression)
+    outcomes = asyncio.run(
+        run_prefix_benchmark(replay, args.out, args.time_scale, args.compression)
+    )
     print((args.out / "prefix.md").read_text())
     return 0 if all(o.errors == 0 for o in outcomes) else 1
