@@ -12,9 +12,8 @@ their own decode steps (count, seconds, sequences run), so one tick of traffic o
 group gives its step time exactly; a measured group then gets what its line earns,
 nothing held back for learning. A group left without traffic keeps its last line; when
 the others' marginal cost rises above its intercept, the split sends it traffic again,
-which re-measures it. Before any group is measured, the configured weights stand (the
-groups configured at 0 share the exploration budget); with none configured, every group
-is assumed alike and the split follows replica counts.
+which re-measures it. Before any group is measured, every group is assumed alike and
+the split follows replica counts.
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ from control_plane.balancer.cost_model import OnlineLinearFit, StepCost, split_l
 from control_plane.balancer.load import Decision, GroupLoad, ModelLoad
 from control_plane.balancer.weights import available, even_split, to_weights, with_exploration
 
-# The line assumed for every group while none is measured and no weight is configured:
-# each costs the same per replica, so the first split follows replica counts.
+# The line assumed for every group while none is measured: each costs the same per
+# replica, so the first split follows replica counts and every group gets traffic.
 NEUTRAL_PRIOR = StepCost(a_ms=10.0, b_ms=0.1)
 
 
@@ -38,7 +37,6 @@ class AdaptivePolicy:
         self, config: AdaptiveConfig, group_weights: Mapping[str, int] | None = None
     ) -> None:
         self._config = config
-        self._configured = dict(group_weights or {})
         self._fits: dict[str, OnlineLinearFit] = {}
 
     def fitted(self, group: str) -> StepCost | None:
@@ -69,19 +67,6 @@ class AdaptivePolicy:
                 costs[name] = StepCost(a_ms=level[0], b_ms=level[1])
         return costs
 
-    def _first_split(
-        self, up: list[str], replicas: Mapping[str, int], load: float
-    ) -> dict[str, float]:
-        """Before any group is measured: the configured weights of the groups that can
-        answer, the exploration budget for those configured at 0 (so they get measured);
-        with no configured weight among them, every group alike, by replica count."""
-        configured = {name: float(self._configured.get(name, 0)) for name in up}
-        if sum(configured.values()) <= 0:
-            return split_load(dict.fromkeys(up, NEUTRAL_PRIOR), replicas, load)
-        idle = [name for name, weight in configured.items() if weight <= 0]
-        weighted = {name: weight for name, weight in configured.items() if weight > 0}
-        return with_exploration(weighted, idle, self._config.min_share)
-
     def decide(self, load: ModelLoad) -> Decision:
         for group in load.groups:
             self._observe(group)
@@ -101,7 +86,7 @@ class AdaptivePolicy:
             split = split_load(measured, replicas, in_flight + 1)
             shares = with_exploration(split, unmeasured, self._config.min_share)
         else:
-            shares = self._first_split(up, replicas, in_flight + 1)
+            shares = split_load(dict.fromkeys(up, NEUTRAL_PRIOR), replicas, in_flight + 1)
         weights = to_weights(shares, names)
         parts = [
             f"{name} a={cost.a_ms:.2f}ms b={cost.b_ms:.3f}ms x{replicas[name]} -> {weights[name]}%"

@@ -144,20 +144,6 @@ def test_before_any_group_is_measured_the_split_follows_replica_counts() -> None
     assert policy.fitted("tp8") is None
 
 
-def test_before_any_group_is_measured_the_configured_weights_stand() -> None:
-    """Groups configured at 0 share the exploration budget, so they get measured."""
-    policy = AdaptivePolicy(AdaptiveConfig(min_share=0.05), {"tp8": 100, "tp2": 0})
-    groups = (GroupLoad("tp8", 1, 0.0), GroupLoad("tp2", 4, 0.0))
-    decision = policy.decide(ModelLoad(model="mixtral", groups=groups, now=0.0))
-    assert decision.weights == {"tp8": 95, "tp2": 5}
-    # A configured group with no healthy replica: the others as configured, else replicas.
-    down = (GroupLoad("tp8", 0, 0.0), GroupLoad("tp2", 4, 0.0))
-    assert policy.decide(ModelLoad(model="m", groups=down, now=0.0)).weights == {
-        "tp8": 0,
-        "tp2": 100,
-    }
-
-
 def _steady(policy: AdaptivePolicy, groups: dict[str, tuple[int, StepCost | None]]) -> Decision:
     """One decision after a tick where each group with a line reported one step at 1 running."""
     loads = tuple(
