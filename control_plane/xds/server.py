@@ -123,9 +123,13 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         finally:
             reader.cancel()
             watcher.cancel()
-            await asyncio.gather(reader, watcher, return_exceptions=True)
-            self.stats.streams_closed += 1
-            logger.info("ADS stream from %s (node %r) closed", context.peer(), stream.node_id)
+            try:
+                # grpc.aio may cancel the handler again while this cleanup waits (a client
+                # gone mid-stream): the stream is counted closed all the same.
+                await asyncio.shield(asyncio.gather(reader, watcher, return_exceptions=True))
+            finally:
+                self.stats.streams_closed += 1
+                logger.info("ADS stream from %s (node %r) closed", context.peer(), stream.node_id)
 
 
 async def _read_requests(requests: AsyncIterator[Any], events: asyncio.Queue[Any]) -> None:
