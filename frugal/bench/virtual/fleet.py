@@ -240,9 +240,10 @@ def least_request_of_two(active: list[int], rng: random.Random) -> int:
 HASH_BALANCE_FACTOR = 1.25
 # The prompt's leading blocks that name its prefix (1,536 tokens): Mooncake's first block
 # is a system prompt nearly every request shares, the next ones tell conversations apart.
-# Tried on this trace's fleets (frugal bench routing-virtual --fleets prefix): 1 block
-# sends every request to one host and leans on the bound alone; 2 and 3 both meet the
-# goals with a factor of 1.25 or 1.5, 3 with the better tails.
+# Tried on this trace's fleets (the runs of frugal bench routing-virtual --fleets prefix,
+# these constants edited), factors 1.1, 1.25 and 1.5: 1 block sends every request to one
+# host and leans on the bound alone, missing the goals; 2 blocks met them at 1.1 and 1.5
+# but not at 1.25 (8 x tp8: p99 1,535 against 1,523 ms); 3 blocks met them at all three.
 PREFIX_KEY_BLOCKS = 3
 
 
