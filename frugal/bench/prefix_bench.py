@@ -29,6 +29,7 @@ from control_plane.config_file import load_config
 from control_plane.load_sampler import engine_samples
 from frugal.bench import machine
 from frugal.bench.driver import BenchRequest
+from frugal.bench.goals import PREFIX_HIT_GOAL, PREFIX_LOAD_GOAL, below, met, ms
 from frugal.bench.http_driver import HttpDriver, Target
 from frugal.bench.load import open_loop, warm_up
 from frugal.bench.ports import PortPicker
@@ -49,7 +50,6 @@ from frugal.wire import engine_metrics_port
 
 LOG_NAME = "prefix-stack.log"
 WARMUP_REQUESTS = 4
-HIT_GOAL, LOAD_GOAL = 1.5, 1.25
 QUERIED = "frugal_engine_prefix_cache_queried_tokens_total"
 HITS = "frugal_engine_prefix_cache_hit_tokens_total"
 RUNNING = "frugal_engine_num_requests_running"
@@ -159,20 +159,6 @@ async def run_one(
             await asyncio.shield(supervisor.stop())
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "**missed**"
-
-
-def _below(value: float | None, other: float | None, *, equal: bool = False) -> bool:
-    if value is None or other is None:
-        return False
-    return value <= other if equal else value < other
-
-
 def render(outcomes: Sequence[PrefixOutcome], header: Sequence[str]) -> str:
     lines = [
         *header,
@@ -184,20 +170,22 @@ def render(outcomes: Sequence[PrefixOutcome], header: Sequence[str]) -> str:
     for o in outcomes:
         lines.append(
             f"| {o.inside} | {o.requests} | {o.errors} | {o.hit_rate:.1%} | "
-            f"{_ms(o.ttft_p50_ms)} / {_ms(o.ttft_p99_ms)} ms | {o.throughput_tok_s:,.0f} | "
+            f"{ms(o.ttft_p50_ms)} / {ms(o.ttft_p99_ms)} ms | {o.throughput_tok_s:,.0f} | "
             f"{o.load_ratio:.2f} |"
         )
     found = {o.inside: o for o in outcomes}
     least, prefix = found.get("least_request"), found.get("prefix")
     if least is not None and prefix is not None:
         ratio = prefix.hit_rate / least.hit_rate if least.hit_rate else None
+        hits_met = ratio is not None and ratio >= PREFIX_HIT_GOAL
+        load_met = prefix.load_ratio <= PREFIX_LOAD_GOAL
         lines += [
             "",
             f"Hit rate {'-' if ratio is None else f'{ratio:.2f}x'} least-request's "
-            f"(goal >= {HIT_GOAL}: {_met(ratio is not None and ratio >= HIT_GOAL)}); TTFT p50 "
-            f"lower: {_met(_below(prefix.ttft_p50_ms, least.ttft_p50_ms))}; p99 no worse: "
-            f"{_met(_below(prefix.ttft_p99_ms, least.ttft_p99_ms, equal=True))}; busiest "
-            f"replica <= {LOAD_GOAL}x the mean: {_met(prefix.load_ratio <= LOAD_GOAL)}",
+            f"(goal >= {PREFIX_HIT_GOAL}: {met(hits_met)}); TTFT p50 "
+            f"lower: {met(below(prefix.ttft_p50_ms, least.ttft_p50_ms))}; p99 no worse: "
+            f"{met(below(prefix.ttft_p99_ms, least.ttft_p99_ms, equal=True))}; busiest "
+            f"replica <= {PREFIX_LOAD_GOAL}x the mean: {met(load_met)}",
         ]
     return "\n".join(lines) + "\n"
 

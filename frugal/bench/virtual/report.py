@@ -4,29 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from frugal.bench.goals import PREFIX_HIT_GOAL, PREFIX_LOAD_GOAL, below, met, ms
 from frugal.bench.virtual.compare import ADAPTIVE, LEAST_REQUEST, PREFIX, FleetResults, Outcome
 
 THROUGHPUT_GOAL = 0.97  # adaptive over the best static layout, at every closed load
 DECIDE_GOAL_MS = 10.0  # the balancer's CPU per decision at 1,000 replicas
-PREFIX_HIT_GOAL = 1.5  # prefix-aware routing's cache-hit rate over least-request's
-LOAD_GOAL = 1.25  # no replica above this times its group's mean load
 UPDATE_GOAL_BYTES = 16 * 1024  # "an RDS change of a few kilobytes, not a full snapshot"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
 
 
 def _cell(outcome: Outcome) -> str:
     shares = " ".join(f"{k} {v:.0%}" for k, v in outcome.shares.items())
     return (
-        f"{outcome.throughput_tok_s:,.0f} tok/s, TTFT {_ms(outcome.ttft_p50_ms)} / "
-        f"{_ms(outcome.ttft_p99_ms)} ms ({shares})"
+        f"{outcome.throughput_tok_s:,.0f} tok/s, TTFT {ms(outcome.ttft_p50_ms)} / "
+        f"{ms(outcome.ttft_p99_ms)} ms ({shares})"
     )
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "**missed**"
 
 
 def _closed_table(results: FleetResults, policies: Sequence[str]) -> list[str]:
@@ -40,7 +31,7 @@ def _closed_table(results: FleetResults, policies: Sequence[str]) -> list[str]:
         best = max(row[s].throughput_tok_s for s in fleet.statics if s in row)
         ratio = row[ADAPTIVE].throughput_tok_s / best if ADAPTIVE in row and best else None
         shown = "-" if ratio is None else f"{ratio:.2f}"
-        goal = "-" if ratio is None else _met(ratio >= THROUGHPUT_GOAL)
+        goal = "-" if ratio is None else met(ratio >= THROUGHPUT_GOAL)
         cells = " | ".join(_cell(row[p]) if p in row else "-" for p in policies)
         lines.append(f"| {level} | {cells} | {shown} | {goal} |")
     return lines
@@ -62,7 +53,7 @@ def _trace_table(
         adaptive = row[ADAPTIVE].ttft_p99_ms if ADAPTIVE in row else None
         ok = adaptive is not None and all(s is not None and adaptive < s for s in statics)
         cells = " | ".join(_cell(row[p]) if p in row else "-" for p in policies)
-        lines.append(f"| {trace} | {cells} | {_met(ok) if adaptive is not None else '-'} |")
+        lines.append(f"| {trace} | {cells} | {met(ok) if adaptive is not None else '-'} |")
     return lines
 
 
@@ -78,25 +69,20 @@ def _prefix_table(found: FleetResults) -> list[str]:
         for inside in (LEAST_REQUEST, PREFIX):
             o = runs[inside]
             lines.append(
-                f"| {policy} | {inside} | {o.cache_hit_rate:.1%} | {_ms(o.ttft_p50_ms)} / "
-                f"{_ms(o.ttft_p99_ms)} ms | {o.load_ratio:.2f} |"
+                f"| {policy} | {inside} | {o.cache_hit_rate:.1%} | {ms(o.ttft_p50_ms)} / "
+                f"{ms(o.ttft_p99_ms)} ms | {o.load_ratio:.2f} |"
             )
         least, prefix = runs[LEAST_REQUEST], runs[PREFIX]
         hits = prefix.cache_hit_rate / least.cache_hit_rate if least.cache_hit_rate else None
         verdicts.append(
             f"{policy}: hit rate {'-' if hits is None else f'{hits:.2f}x'} "
-            f"(goal >= {PREFIX_HIT_GOAL}: {_met(hits is not None and hits >= PREFIX_HIT_GOAL)}), "
-            f"TTFT p50 lower: {_met(_below(prefix.ttft_p50_ms, least.ttft_p50_ms))}, "
-            f"p99 no worse: {_met(_below(prefix.ttft_p99_ms, least.ttft_p99_ms, equal=True))}, "
-            f"busiest replica <= {LOAD_GOAL}x the mean: {_met(prefix.load_ratio <= LOAD_GOAL)}"
+            f"(goal >= {PREFIX_HIT_GOAL}: {met(hits is not None and hits >= PREFIX_HIT_GOAL)}), "
+            f"TTFT p50 lower: {met(below(prefix.ttft_p50_ms, least.ttft_p50_ms))}, "
+            f"p99 no worse: {met(below(prefix.ttft_p99_ms, least.ttft_p99_ms, equal=True))}, "
+            f"busiest replica <= {PREFIX_LOAD_GOAL}x the mean: "
+            f"{met(prefix.load_ratio <= PREFIX_LOAD_GOAL)}"
         )
     return [*lines, "", *verdicts]
-
-
-def _below(value: float | None, other: float | None, *, equal: bool = False) -> bool:
-    if value is None or other is None:
-        return False
-    return value <= other if equal else value < other
 
 
 def render(results: Sequence[FleetResults], header: Sequence[str], traces: Sequence[str]) -> str:
@@ -133,7 +119,7 @@ def render(results: Sequence[FleetResults], header: Sequence[str], traces: Seque
             lines += [
                 f"Adaptive's decision, CPU per tick (median of each run's ticks, worst run): "
                 f"{worst:.3f} ms for {fleet.replicas} replicas in {len(fleet.groups)} groups; "
-                f"goal <= {DECIDE_GOAL_MS:g} ms: {_met(worst <= DECIDE_GOAL_MS)}",
+                f"goal <= {DECIDE_GOAL_MS:g} ms: {met(worst <= DECIDE_GOAL_MS)}",
                 "",
             ]
         if found.update is not None:
@@ -145,7 +131,7 @@ def render(results: Sequence[FleetResults], header: Sequence[str], traces: Seque
                 f"{update.sotw_bytes / 1024:.1f} KiB over state-of-the-world ADS, "
                 f"{update.delta_bytes / 1024:.1f} KiB over delta ADS; the full snapshot is "
                 f"{update.full_bytes / 1024:.1f} KiB. Goal, an RDS change of a few KiB: "
-                f"{_met(small and update.delta_bytes <= UPDATE_GOAL_BYTES)}",
+                f"{met(small and update.delta_bytes <= UPDATE_GOAL_BYTES)}",
                 "",
             ]
     return "\n".join(lines) + "\n"
