@@ -3,7 +3,8 @@
 I/O layer (httpx). Envoy: `/stats?format=json` filtered to `upstream_rq_active` of
 the engine clusters (1-3 ms, ENVOY_NOTES) and `/clusters?format=json` for each
 host's health, active requests and request / error counters, summed over every
-Envoy the control plane serves. Engines: their Prometheus endpoint (replica port +
+Envoy the control plane serves (and over a prefix-routed group's two clusters, counted
+under the group's cluster). Engines: their Prometheus endpoint (replica port +
 1000), for running / waiting sequences and the generated-token counter the adaptive
 policy learns from, read with prometheus_client's parser. A source that does not answer,
 or answers with something else than metrics, is skipped for that tick, never fatal.
@@ -23,9 +24,10 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from control_plane.balancer.load import DecodeCounters, ReplicaCounters
+from control_plane.model import ENGINE_CLUSTER_PREFIX, UNKEYED_CLUSTER_PREFIX, group_cluster_of
 from frugal.wire import engine_metrics_port
 
-ACTIVE_STAT = re.compile(r"^cluster\.(engine__.+)\.upstream_rq_active$")
+ACTIVE_STAT = re.compile(r"^cluster\.(engine(?:_unkeyed)?__.+)\.upstream_rq_active$")
 ENGINE_METRIC_PREFIX = "frugal_engine_"
 
 
@@ -94,13 +96,43 @@ def _host_state(host: dict[str, Any]) -> HostState:
     )
 
 
+def merged(first: HostState, second: HostState) -> HostState:
+    """One host as a group's two clusters see it (a prefix-routed group's hashed and
+    least-request clusters): serving while both find it healthy, its requests summed."""
+    return HostState(
+        healthy=first.healthy and second.healthy,
+        draining=first.draining or second.draining,
+        active=first.active + second.active,
+        requests=first.requests + second.requests,
+        errors=first.errors + second.errors,
+    )
+
+
+def engine_cluster_hosts(statuses: Iterable[dict[str, Any]]) -> dict[str, dict[str, HostState]]:
+    """Envoy's `/clusters?format=json` cluster statuses -> group cluster -> host -> state,
+    for the engine clusters; a group's second cluster is counted under its first
+    (model.group_cluster_of)."""
+    groups: dict[str, dict[str, HostState]] = {}
+    for cluster in statuses:
+        name = str(cluster.get("name", ""))
+        if not name.startswith((ENGINE_CLUSTER_PREFIX, UNKEYED_CLUSTER_PREFIX)):
+            continue
+        hosts = groups.setdefault(group_cluster_of(name), {})
+        for host in cluster.get("host_statuses", []):
+            address, state = _address(host), _host_state(host)
+            seen = hosts.get(address)
+            hosts[address] = state if seen is None else merged(seen, state)
+    return groups
+
+
 class LoadSampler:
     def __init__(self, envoy_admin_urls: Iterable[str], timeout_s: float = 0.2) -> None:
         self._envoys = list(envoy_admin_urls)
         self._client = httpx.AsyncClient(timeout=timeout_s)
 
     async def in_flight(self) -> dict[str, float]:
-        """Cluster name -> requests active, summed over every Envoy."""
+        """Group cluster name -> requests active, summed over every Envoy and over a
+        prefix-routed group's two clusters."""
         totals: dict[str, float] = {}
         for url in self._envoys:
             with contextlib.suppress(httpx.HTTPError, ValueError):
@@ -110,7 +142,7 @@ class LoadSampler:
                 for stat in response.json().get("stats", []):
                     match = ACTIVE_STAT.match(str(stat.get("name", "")))
                     if match:
-                        cluster = match.group(1)
+                        cluster = group_cluster_of(match.group(1))
                         totals[cluster] = totals.get(cluster, 0.0) + float(stat["value"])
         return totals
 
@@ -134,13 +166,7 @@ class LoadSampler:
             statuses = response.json().get("cluster_statuses", [])
         except (httpx.HTTPError, ValueError):
             return None
-        return {
-            str(cluster["name"]): {
-                _address(host): _host_state(host) for host in cluster.get("host_statuses", [])
-            }
-            for cluster in statuses
-            if str(cluster.get("name", "")).startswith("engine__")
-        }
+        return engine_cluster_hosts(statuses)
 
     async def engine_counters(self, addresses: Iterable[str]) -> dict[str, ReplicaCounters]:
         """Replica address -> its running sequences and generated-token total, now."""

@@ -28,10 +28,31 @@ Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9]
 ContentPolicy = dict[str, object]
 
 
+ENGINE_CLUSTER_PREFIX = "engine__"
+
+
 def engine_cluster_name(model: str, group: str) -> str:
     """The Envoy cluster of one replica group. Dot-free, because Envoy's stats tag
     extraction takes a cluster name up to its first dot (Prometheus labels)."""
-    return f"engine__{_slug(model)}__{_slug(group)}"
+    return f"{ENGINE_CLUSTER_PREFIX}{_slug(model)}__{_slug(group)}"
+
+
+UNKEYED_CLUSTER_PREFIX = "engine_unkeyed__"
+
+
+def unkeyed_cluster_name(model: str, group: str) -> str:
+    """The sibling cluster of a prefix-routed group (`prefix_routing`) for requests without
+    a prefix key: the same replicas (the group's endpoint assignment), least-request. Its
+    own prefix, so no group's name can give it."""
+    return f"{UNKEYED_CLUSTER_PREFIX}{_slug(model)}__{_slug(group)}"
+
+
+def group_cluster_of(cluster: str) -> str:
+    """The group's cluster (`engine_cluster_name`) of either of its clusters: what the
+    balancer and the admin count a group's load and hosts under."""
+    if cluster.startswith(UNKEYED_CLUSTER_PREFIX):
+        return ENGINE_CLUSTER_PREFIX + cluster.removeprefix(UNKEYED_CLUSTER_PREFIX)
+    return cluster
 
 
 def _slug(name: str) -> str:
@@ -109,7 +130,9 @@ class PrefixRoutingConfig(Frozen):
     the prefix in its KV cache: inside each group, Envoy's Maglev hash on the prompt's
     prefix key (frugal.prefix_key, the `x-frugal-prefix` header) with bounded loads; the
     same key picks the group while the weights stand. A prompt with no key (shorter than
-    a block) goes to a host at random (Envoy's hash balancers do that without a hash)."""
+    a block) goes to the least-loaded replica of its group instead, through the group's
+    second, least-request cluster (`unkeyed_cluster_name`) on the same replicas: Envoy's
+    hash balancers would pick a host at random without a hash."""
 
     # A host takes a hashed request while its active requests stay within this percentage
     # of the group's mean (Envoy's hash_balance_factor; consistent hashing with bounded

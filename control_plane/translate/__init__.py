@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from control_plane.model import FrugalConfig
 from control_plane.translate import messages as m
 from control_plane.translate.clusters import (
-    build_engine_cluster,
+    build_engine_clusters,
     build_load_assignment,
     build_safety_filter_cluster,
 )
@@ -36,7 +36,7 @@ def translate(config: FrugalConfig, descriptor: bytes, created: int) -> EnvoyRes
         routes=(build_route_configuration(config, created),),
         clusters=(
             build_safety_filter_cluster(config),
-            *(build_engine_cluster(model, group) for model, group in groups),
+            *(c for model, group in groups for c in build_engine_clusters(model, group)),
         ),
         endpoints=tuple(build_load_assignment(model, group) for model, group in groups),
     )

@@ -5,7 +5,10 @@ and find dead ones fast: gRPC health checks every second even without traffic
 (`no_traffic_interval`, default 60 s) and outlier detection on gateway errors
 (ENVOY_NOTES: a SIGKILLed replica then costs 0-1 of the next 40 requests). A model with
 `prefix_routing` balances its groups with Maglev on the prompt's prefix key instead, with
-bounded loads (`hash_balance_factor`).
+bounded loads (`hash_balance_factor`), and gives each group a second, least-request cluster
+on the same endpoint assignment for requests without a key (a prompt shorter than one
+block). Each of the two health-checks and ejects on its own: a dead replica is found by
+both within the same second.
 
 The safety filter's cluster is health-checked the same way (grpc.health.v1, which it
 serves once bound): a filter replica that DNS lists before it serves (a scale-up or a
@@ -19,7 +22,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from control_plane.model import Endpoint, FrugalConfig, Model, ReplicaGroup, engine_cluster_name
+from control_plane.model import (
+    Endpoint,
+    FrugalConfig,
+    Model,
+    ReplicaGroup,
+    engine_cluster_name,
+    unkeyed_cluster_name,
+)
 from control_plane.translate import messages as m
 from control_plane.translate.listener import ADS, INFERENCE_SERVICE
 from control_plane.translate.policy_filters import SAFETY_FILTER_CLUSTER
@@ -77,20 +87,31 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def build_engine_cluster(model: Model, group: ReplicaGroup) -> m.Cluster:
+def build_engine_clusters(model: Model, group: ReplicaGroup) -> tuple[m.Cluster, ...]:
+    """The group's cluster; for a prefix-routed model, Maglev on the prefix key, plus the
+    least-request sibling for requests without a key, on the same endpoint assignment."""
     name = engine_cluster_name(model.name, group.name)
-    balancing: dict[str, Any] = {"lb_policy": "LEAST_REQUEST"}
-    if model.prefix_routing is not None:
-        factor = model.prefix_routing.hash_balance_factor
-        balancing = {
-            "lb_policy": "MAGLEV",
-            "common_lb_config": {"consistent_hashing_lb_config": {"hash_balance_factor": factor}},
-        }
+    if model.prefix_routing is None:
+        return (_engine_cluster(name, name, {"lb_policy": "LEAST_REQUEST"}),)
+    factor = model.prefix_routing.hash_balance_factor
+    hashed = {
+        "lb_policy": "MAGLEV",
+        "common_lb_config": {"consistent_hashing_lb_config": {"hash_balance_factor": factor}},
+    }
+    unkeyed = unkeyed_cluster_name(model.name, group.name)
+    return (
+        _engine_cluster(name, name, hashed),
+        _engine_cluster(unkeyed, name, {"lb_policy": "LEAST_REQUEST"}),
+    )
+
+
+def _engine_cluster(name: str, assignment: str, balancing: dict[str, Any]) -> m.Cluster:
+    """An engine cluster on the endpoint assignment (EDS service name) `assignment`."""
     return m.parse(
         {
             "name": name,
             "type": "EDS",
-            "eds_cluster_config": {"eds_config": ADS, "service_name": name},
+            "eds_cluster_config": {"eds_config": ADS, "service_name": assignment},
             "connect_timeout": "1s",
             **balancing,
             "typed_extension_protocol_options": m.http2_protocol_options(),

@@ -26,9 +26,16 @@ Envoy counts what the first-byte timeout does, per replica group:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from control_plane.model import FrugalConfig, Model, StreamsConfig, engine_cluster_name
+from control_plane.model import (
+    FrugalConfig,
+    Model,
+    StreamsConfig,
+    engine_cluster_name,
+    unkeyed_cluster_name,
+)
 from control_plane.translate import messages as m
 from control_plane.translate.gateway_overhead import microseconds_header
 from control_plane.translate.listener import PUBLIC_ROUTES
@@ -110,7 +117,26 @@ def _retry_policy(retry_on: str, per_try_timeout_s: float) -> dict[str, Any]:
     return policy
 
 
-def _inference_route(model: Model, streams: StreamsConfig, *, stream: bool) -> dict[str, Any]:
+def _inference_routes(
+    model: Model, streams: StreamsConfig, *, stream: bool
+) -> list[dict[str, Any]]:
+    """The model's route; a prefix-routed model's are two. A request with a prefix key
+    (`x-frugal-prefix`, set by the request processor) hashes on it: the key picks the host
+    inside the group (Maglev) and, as the weighted clusters' random value, the group. A
+    request without one (a prompt shorter than a block) goes by the same weights to the
+    groups' least-request clusters."""
+    if model.prefix_routing is None:
+        return [_inference_route(model, streams, engine_cluster_name, stream=stream)]
+    keyed = _inference_route(model, streams, engine_cluster_name, stream=stream)
+    keyed["match"]["headers"].append({"name": wire.PREFIX_HEADER, "present_match": True})
+    keyed["route"]["hash_policy"] = [{"header": {"header_name": wire.PREFIX_HEADER}}]
+    keyed["route"]["weighted_clusters"]["header_name"] = wire.PREFIX_HEADER
+    return [keyed, _inference_route(model, streams, unkeyed_cluster_name, stream=stream)]
+
+
+def _inference_route(
+    model: Model, streams: StreamsConfig, cluster: Callable[[str, str], str], *, stream: bool
+) -> dict[str, Any]:
     retry = (
         _retry_policy(STREAM_RETRY_ON, streams.first_byte_timeout_s)
         if stream
@@ -119,7 +145,7 @@ def _inference_route(model: Model, streams: StreamsConfig, *, stream: bool) -> d
     route: dict[str, Any] = {
         "weighted_clusters": {
             "clusters": [
-                {"name": engine_cluster_name(model.name, group.name), "weight": group.weight}
+                {"name": cluster(model.name, group.name), "weight": group.weight}
                 for group in model.groups
             ]
         },
@@ -128,11 +154,6 @@ def _inference_route(model: Model, streams: StreamsConfig, *, stream: bool) -> d
         "timeout": "0s",
         "retry_policy": retry,
     }
-    if model.prefix_routing is not None:
-        # The request processor's prefix key picks the host inside the group (Maglev) and,
-        # as the weighted clusters' random value, the group.
-        route["hash_policy"] = [{"header": {"header_name": wire.PREFIX_HEADER}}]
-        route["weighted_clusters"]["header_name"] = wire.PREFIX_HEADER
     if streams.max_stream_duration_s:
         # Set, it also replaces `timeout` as the route's global timeout (Envoy's
         # RouteAction.max_stream_duration). No grpc_timeout_header_max: clients call
@@ -165,9 +186,10 @@ def build_route_configuration(config: FrugalConfig, created: int) -> m.RouteConf
     routes = [
         *_model_routes(config, created),
         *(
-            _inference_route(model, config.streams, stream=stream)
+            route
             for model in config.models
             for stream in (True, False)
+            for route in _inference_routes(model, config.streams, stream=stream)
         ),
         _unknown_model_route(),
     ]

@@ -2,16 +2,20 @@
 prefix (`x-frugal-prefix`), Envoy hashes on it with Maglev inside the group and takes it
 as the weighted clusters' random value, and the sim engines' prefix caches find the
 repeated prefix. Two groups of two replicas, so both the group and the host are chosen
-by the hash."""
+by the hash. A prompt shorter than a block has no key and goes to the groups'
+least-request clusters instead."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from control_plane.load_sampler import LoadSampler
+from control_plane.model import engine_cluster_name
 from frugal.prefix_key import BLOCK_CHARS
 from frugal.wire import engine_metrics_port
 from tests.helpers.process_probe import metric_sum
@@ -91,3 +95,43 @@ async def test_different_prefixes_spread_over_the_groups(prefix_stack: FrugalSta
     assert sum(served) == 24
     assert sum(served[:2]) > 0 and sum(served[2:]) > 0, served  # both groups
     assert sum(1 for n in served if n) >= 3, served
+
+
+async def _upstream_requests(stack: FrugalStack) -> dict[str, int]:
+    """Envoy's requests sent, by cluster, for the model's clusters."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(stack.envoy_admin + "/stats")).text
+    pattern = r"^cluster\.(engine(?:_unkeyed)?__sim-prefix__\w+)\.upstream_rq_total: (\d+)$"
+    return {name: int(n) for name, n in re.findall(pattern, text, re.MULTILINE)}
+
+
+async def test_a_short_prompt_goes_to_the_least_request_clusters(
+    prefix_stack: FrugalStack,
+) -> None:
+    async with httpx.AsyncClient(base_url=prefix_stack.base_url, headers=prefix_stack.auth,
+                                 timeout=30) as client:  # fmt: skip
+        before = await _upstream_requests(prefix_stack)
+        for n in range(12):
+            await _ask(client, f"short question {n}")
+        await _ask(client, _conversation(200))
+        after = await _upstream_requests(prefix_stack)
+    sent = {name: after[name] - before.get(name, 0) for name in after}
+    unkeyed = sum(n for name, n in sent.items() if name.startswith("engine_unkeyed__"))
+    keyed = sum(n for name, n in sent.items() if name.startswith("engine__"))
+    assert (unkeyed, keyed) == (12, 1), sent
+
+
+async def test_the_control_plane_reads_a_groups_two_clusters_as_one(
+    prefix_stack: FrugalStack,
+) -> None:
+    sampler = LoadSampler([prefix_stack.envoy_admin])
+    try:
+        in_flight = await sampler.in_flight()
+        hosts = await sampler.hosts()
+    finally:
+        await sampler.close()
+    groups = {engine_cluster_name(MODEL, "left"), engine_cluster_name(MODEL, "right")}
+    assert groups <= set(in_flight) and not any("unkeyed" in name for name in in_flight)
+    assert groups <= set(hosts) and not any("unkeyed" in name for name in hosts)
+    left = hosts[engine_cluster_name(MODEL, "left")]
+    assert len(left) == 2 and all(state.healthy for state in left.values()), left

@@ -1,11 +1,21 @@
-"""The control plane's reading of an engine's Prometheus text (control_plane.load_sampler)."""
+"""The control plane's reading of an engine's Prometheus text and of Envoy's clusters
+(control_plane.load_sampler)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from control_plane.balancer.load import DecodeCounters, ReplicaCounters
-from control_plane.load_sampler import engine_samples, replica_counters
+from control_plane.load_sampler import (
+    ACTIVE_STAT,
+    HostState,
+    engine_cluster_hosts,
+    engine_samples,
+    replica_counters,
+)
+from control_plane.model import engine_cluster_name, group_cluster_of, unkeyed_cluster_name
 
 TEXT = """\
 # HELP frugal_engine_num_requests_running Sequences in the batch.
@@ -48,3 +58,49 @@ def test_a_reading_carries_the_decode_tally_when_the_engine_keeps_one() -> None:
     without = {k: v for k, v in values.items() if "decode" not in k}
     assert replica_counters(without, 5.0) == ReplicaCounters(5.0, 3.0, 2000.0)
     assert replica_counters({"frugal_engine_num_requests_running": 1.0}, 5.0) is None
+
+
+def _status(name: str, *hosts: tuple[int, int, int, bool]) -> dict[str, Any]:
+    """A cluster as Envoy's /clusters?format=json lists it: hosts (port, active, total, ok)."""
+    return {
+        "name": name,
+        "host_statuses": [
+            {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "health_status": {
+                    "eds_health_status": "HEALTHY",
+                    **({} if ok else {"failed_active_health_check": True}),
+                },
+                "stats": [
+                    {"name": "rq_active", "value": str(active)},
+                    {"name": "rq_total", "value": str(total)},
+                ],
+            }
+            for port, active, total, ok in hosts
+        ],
+    }
+
+
+def test_a_prefix_routed_groups_two_clusters_count_as_one() -> None:
+    hosts = engine_cluster_hosts(
+        [
+            _status("engine__m__g", (9001, 2, 10, True), (9002, 0, 4, True)),
+            _status("engine_unkeyed__m__g", (9001, 1, 5, True), (9002, 3, 6, False)),
+            _status("engine__m__h", (9101, 4, 7, True)),
+            _status("frugal_safety_filter", (7000, 9, 9, True)),
+        ]
+    )
+    assert set(hosts) == {"engine__m__g", "engine__m__h"}
+    first, second = hosts["engine__m__g"]["127.0.0.1:9001"], hosts["engine__m__g"]["127.0.0.1:9002"]
+    assert (first.active, first.requests, first.healthy) == (3, 15, True)
+    # Unhealthy in either cluster: not serving.
+    assert (second.active, second.requests, second.healthy) == (3, 10, False)
+    assert hosts["engine__m__h"]["127.0.0.1:9101"] == HostState(True, False, 4, 7, 0)
+
+
+def test_either_cluster_of_a_group_is_known_by_the_groups_cluster() -> None:
+    assert group_cluster_of(unkeyed_cluster_name("m.x", "g")) == engine_cluster_name("m.x", "g")
+    assert group_cluster_of(engine_cluster_name("m", "g")) == "engine__m__g"
+    for name in ("engine__m__g", "engine_unkeyed__m__g"):
+        match = ACTIVE_STAT.match(f"cluster.{name}.upstream_rq_active")
+        assert match is not None and group_cluster_of(match.group(1)) == "engine__m__g"

@@ -443,17 +443,46 @@ def test_prefix_routing_hashes_on_the_prefix_key_inside_and_across_groups() -> N
     data = config_data()
     data["models"][0]["prefix_routing"] = {"hash_balance_factor": 150}
     envoy = resources(make_config(data))
-    alpha = [r for r in routes_of(envoy) if r.HasField("route")][:2]
-    for route in alpha:
+    alpha = [r for r in routes_of(envoy) if r.HasField("route")][:4]
+    # Stream then unary; each first for requests with a key, then for those without.
+    keyed, unkeyed = alpha[0::2], alpha[1::2]
+    for route in keyed:
         (policy,) = route.route.hash_policy
         assert policy.header.header_name == wire.PREFIX_HEADER
         assert route.route.weighted_clusters.header_name == wire.PREFIX_HEADER
+        assert {h.name: h.present_match for h in route.match.headers}[wire.PREFIX_HEADER]
+        assert [c.name for c in route.route.weighted_clusters.clusters] == [
+            "engine__alpha__big",
+            "engine__alpha__small",
+        ]
+    for route, twin in zip(unkeyed, keyed, strict=True):
+        assert not route.route.hash_policy and not route.route.weighted_clusters.header_name
+        assert [h.name for h in route.match.headers] == [wire.MODEL_HEADER]
+        assert route.match.safe_regex.regex == twin.match.safe_regex.regex
+        assert [(c.name, c.weight.value) for c in route.route.weighted_clusters.clusters] == [
+            ("engine_unkeyed__alpha__big", twin.route.weighted_clusters.clusters[0].weight.value),
+            ("engine_unkeyed__alpha__small", twin.route.weighted_clusters.clusters[1].weight.value),
+        ]
     clusters = {c.name: c for c in envoy.clusters}
-    for name in ("engine__alpha__big", "engine__alpha__small"):
-        assert clusters[name].lb_policy == cluster_pb2.Cluster.MAGLEV
-        balance = clusters[name].common_lb_config.consistent_hashing_lb_config
+    for group in ("big", "small"):
+        hashed = clusters[f"engine__alpha__{group}"]
+        least = clusters[f"engine_unkeyed__alpha__{group}"]
+        assert hashed.lb_policy == cluster_pb2.Cluster.MAGLEV
+        balance = hashed.common_lb_config.consistent_hashing_lb_config
         assert balance.hash_balance_factor.value == 150
-    # A model without it keeps least-request and no hash.
+        # The short prompts' cluster: least-request on the group's own endpoint assignment.
+        assert least.lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
+        assert least.eds_cluster_config.service_name == hashed.eds_cluster_config.service_name
+        assert least.health_checks and least.outlier_detection == hashed.outlier_detection
+    assert {e.cluster_name for e in envoy.endpoints} == {
+        "engine__alpha__big",
+        "engine__alpha__small",
+        "engine__beta__e",
+    }
+    # A model without it keeps least-request, no hash and one cluster per group.
     assert clusters["engine__beta__e"].lb_policy == cluster_pb2.Cluster.LEAST_REQUEST
-    beta = [r for r in routes_of(envoy) if r.HasField("route")][2]
-    assert not beta.route.hash_policy and not beta.route.weighted_clusters.header_name
+    assert "engine_unkeyed__beta__e" not in clusters
+    beta = [r for r in routes_of(envoy) if r.HasField("route")][4:]
+    assert len(beta) == 2
+    for route in beta:
+        assert not route.route.hash_policy and not route.route.weighted_clusters.header_name
