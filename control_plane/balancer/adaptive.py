@@ -12,8 +12,11 @@ their own decode steps (count, seconds, sequences run), so one tick of traffic o
 group gives its step time exactly; a measured group then gets what its line earns,
 nothing held back for learning. A group left without traffic keeps its last line; when
 the others' marginal cost rises above its intercept, the split sends it traffic again,
-which re-measures it. Before any group is measured, every group is assumed alike and
-the split follows replica counts.
+which re-measures it. An engine that warms up (the `sim` backend's `warmup_steps`) has
+steps in its tally before any request, and the first reading of it is a sample
+(signals.StepSampler), so its group is measured before traffic: the first split already
+goes where one request is fastest. Before any group is measured (engines without a
+tally), every group is assumed alike and the split follows replica counts.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 of a model's load over groups that minimises total latency.
 
 Pure layer, plain floats. Engines follow `t_step = a + b * n_running`
-(SIMULATOR.md, "A step model"; ScaleLLM Table 1). Each group's line is fitted by
+(docs/simulator.md, "The step model"; ScaleLLM Table 1). Each group's line is fitted by
 exponentially weighted least squares over its replicas' step samples; the split
 is the water-filling solution of a convex problem.
 """

@@ -119,7 +119,7 @@ def step_sample(previous: ReplicaCounters, current: ReplicaCounters) -> StepSamp
     when it made none). Otherwise inferred from the token counter, as follows.
 
     A continuous-batching engine gives every running sequence one token per step
-    (SIMULATOR.md, "A step model"), so over `dt` with `n` sequences running it makes
+    (docs/simulator.md, "The step model"), so over `dt` with `n` sequences running it makes
     `n * dt / t_step` tokens: `t_step = n * dt / d_tokens`. `n` is the mean of the
     two gauge readings, exact when the batch did not change in between. None when no
     time passed, nothing ran, no token was made, or the counter went backwards (the

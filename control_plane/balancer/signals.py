@@ -9,11 +9,12 @@ same publish gate, so what the simulator judges is what the control plane runs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from control_plane.balancer.gate import WeightGate
 from control_plane.balancer.load import (
     Decision,
+    DecodeCounters,
     GroupLoad,
     ModelLoad,
     ReplicaCounters,
@@ -25,6 +26,10 @@ from control_plane.balancer.policy import BalancerPolicy
 TICK_S = 0.25  # issue 4: sample often enough (<= 250 ms) to follow bursts
 
 
+# What an engine's decode-step tally held before its first step.
+_NO_STEPS = DecodeCounters(steps=0, seconds=0.0, sequences=0)
+
+
 class StepSampler:
     """Each replica's step-time sample between its last two counter readings."""
 
@@ -32,11 +37,17 @@ class StepSampler:
         self._previous: dict[str, ReplicaCounters] = {}
 
     def samples(self, counters: Mapping[str, ReplicaCounters]) -> dict[str, StepSample]:
-        """Samples from these readings against the previous ones (a replica read for the
-        first time, or not read now, gives none); these become the previous ones."""
+        """Samples from these readings against the previous ones; these become the
+        previous ones. A replica not read now gives none. Read for the first time, one
+        with a decode-step tally gives the mean of every step it counted since it started
+        (its warm-up, before any traffic, or its whole life when the control plane comes
+        later): a point on the same line, as the step time is linear in the batch. One
+        without a tally gives none, as a token rate needs two readings."""
         found = {}
         for address, current in counters.items():
             previous = self._previous.get(address)
+            if previous is None and current.decode is not None:
+                previous = replace(current, decode=_NO_STEPS)
             sample = step_sample(previous, current) if previous is not None else None
             if sample is not None:
                 found[address] = sample

@@ -2,7 +2,9 @@
 
 One asyncio task runs the step loop over a pure `BatchScheduler`: admit waiting sequences,
 sleep for the step time of `sim_model.step_seconds`, then give every running sequence one
-token and hand it to that request's queue. See /work/shared/SIMULATOR.md for the model.
+token and hand it to that request's queue. Before it, the engine warms up: the profile's
+`warmup_steps` decode steps of one sequence, in its decode-step tally like any others. See
+docs/simulator.md for the model and its calibration.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from engine_workers.backends.sim_model import (
     SimProfile,
     sequence_source,
     step_seconds,
+    warmup_step_ms,
 )
 from engine_workers.engine import (
     DecodeSteps,
@@ -69,7 +72,15 @@ class SimBackend:
 
     async def start(self) -> None:
         if self._task is None:
+            await self._warm_up()
             self._task = asyncio.create_task(self._step_loop(), name="sim-step-loop")
+
+    async def _warm_up(self) -> None:
+        """The profile's `warmup_steps`: decode steps of one sequence, counted in the tally."""
+        duration = warmup_step_ms(self._profile) * self._profile.time_scale / 1000.0
+        for _ in range(self._profile.warmup_steps):
+            await asyncio.sleep(duration)
+            self._decode_steps = self._decode_steps.add(duration, 1)
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -1,6 +1,6 @@
 """The maths of the `sim` engine (backend layer, pure: no asyncio, no I/O).
 
-A continuous-batching engine modelled as in /work/shared/SIMULATOR.md: every step serves each
+A continuous-batching engine modelled as in docs/simulator.md: every step serves each
 running sequence one token plus the prefill of the sequences admitted in that step, and takes
 
     t_step = a + b * n_running + c * prefill_tokens_this_step
@@ -30,7 +30,8 @@ class SimProfile(BaseModel):
     c_ms: float = Field(default=0.03, ge=0)
     max_batch: int = Field(default=128, ge=1)
     kv_budget_tokens: int = Field(default=262_144, ge=1)
-    # Every simulated duration is multiplied by this (SIMULATOR.md, "Fitting a 2-core machine").
+    # Every simulated duration is multiplied by this (docs/simulator.md, "Fitting a 2-core
+    # machine").
     time_scale: float = Field(default=1.0, gt=0)
     # Each step's time is multiplied by a factor drawn uniformly from [1 - jitter, 1 + jitter].
     jitter: float = Field(default=0.05, ge=0, lt=1)
@@ -46,6 +47,10 @@ class SimProfile(BaseModel):
     # stay cached in the KV budget, least recently used out first, and a prompt's leading
     # cached blocks skip their prefill. 0: no prefix cache. Mooncake's traces use 512.
     prefix_block_tokens: int = Field(default=0, ge=0)
+    # Decode steps of one sequence the engine runs when it starts, before it serves, as real
+    # engines warm up (vLLM's profiling run, CUDA-graph capture): in its decode-step tally,
+    # so the adaptive balancer knows the replica's step time before any traffic reaches it.
+    warmup_steps: int = Field(default=4, ge=0)
 
     @property
     def prefix_cache_blocks(self) -> int:
@@ -61,10 +66,11 @@ class SimProfile(BaseModel):
         return self
 
 
-# a and b from SIMULATOR.md's table. c (prefill per prompt token): Table 1 gives TTFT 25.0 ms vs
-# TBT 8.5 ms at c=1 for the TP2 replica, i.e. ~16.5 ms of prefill for the benchmark's prompts
-# (assumed ~550 tokens) -> 0.03 ms/token; TP8 has 4x the GPUs, so ~0.0125 ms/token assuming
-# prefill (compute bound) scales near-linearly with tensor parallelism.
+# a and b from the table in docs/simulator.md. c (prefill per prompt token): Table 1 gives
+# TTFT 25.0 ms vs TBT 8.5 ms at c=1 for the TP2 replica, i.e. ~16.5 ms of prefill for the
+# benchmark's prompts (assumed ~550 tokens) -> 0.03 ms/token; TP8 has 4x the GPUs, so
+# ~0.0125 ms/token assuming prefill (compute bound) scales near-linearly with tensor
+# parallelism.
 # KV budgets: Mixtral 8x7B holds 32 layers x 8 KV heads x 128 dims x 2 (K, V) x 2 bytes
 # = 128 KiB per token; ~32 GiB free per TP2 replica -> ~256k tokens, ~4x that for TP8.
 PROFILES: dict[str, SimProfile] = {
@@ -83,6 +89,11 @@ def named_profile(name: str) -> SimProfile:
 def step_ms(profile: SimProfile, n_running: int, prefill_tokens: int) -> float:
     """Simulated duration of one engine step, in unscaled milliseconds, without jitter."""
     return profile.a_ms + profile.b_ms * n_running + profile.c_ms * prefill_tokens
+
+
+def warmup_step_ms(profile: SimProfile) -> float:
+    """The duration of one warm-up step (one sequence, no prefill), unscaled, no jitter."""
+    return step_ms(profile, 1, 0)
 
 
 def step_seconds(

@@ -79,7 +79,7 @@ def engines_description(plan: ComparePlan) -> str:
         )
         return (
             f"{plan.replicas} sim workers started by the benchmark (tp2 profile of "
-            f"SIMULATOR.md, time scale {plan.time_scale:g}, jitter 2 %, seeded{long})"
+            f"docs/simulator.md, time scale {plan.time_scale:g}, jitter 2 %, seeded{long})"
         )
     return f"{len(plan.engines)} running engines at {', '.join(plan.engines)}"
 

@@ -1,6 +1,6 @@
 """The engines every compared system shares, and Frugal's config in front of them (pure layer).
 
-One model, one replica group of tp2 sim workers (SIMULATOR.md), or the addresses of engines
+One model, one replica group of tp2 sim workers (docs/simulator.md), or the addresses of engines
 that already run (any backend). Frugal's variants (VARIANTS) differ only in the safety
 filter's section: the full chain (keys, rate limits, token quotas, the default content
 policy on prompts and output), the same without content checks (so the output redactor's

@@ -2,7 +2,7 @@
 
 Pure layer: builds the config dict a stack is started from; ports are chosen by the caller.
 One model, two replica groups: one `tp8` replica (8 GPUs, lower step time, one queue) and four
-`tp2` replicas (2 GPUs each, slower steps, four queues); profiles from SIMULATOR.md (a, b,
+`tp2` replicas (2 GPUs each, slower steps, four queues); profiles from docs/simulator.md (a, b,
 max batch) and frugal.yaml (c, the prefill cost per prompt token).
 """
 
@@ -22,13 +22,13 @@ PROFILES: dict[str, dict[str, float | int]] = {
     TP8: {"a_ms": 5.0, "b_ms": 0.10, "c_ms": 0.0125, "max_batch": 256, **_OUTPUT_TOKENS},
     TP2: {"a_ms": 8.4, "b_ms": 0.13, "c_ms": 0.03, "max_batch": 128, **_OUTPUT_TOKENS},
 }
-JITTER = 0.02  # small and seeded (SIMULATOR.md): runs are reproducible
+JITTER = 0.02  # small and seeded (docs/simulator.md): runs are reproducible
 
 # Each policy: its balancer config and the groups' weights (for the dynamic policies, the
 # weights they start from; until a balancer loop changes them they behave like static).
 BANDS = {
     "type": "concurrency_bands",
-    "threshold": 64,  # the paper's crossover, 50-64 requests in flight (SIMULATOR.md)
+    "threshold": 64,  # the paper's crossover, 50-64 requests in flight (docs/simulator.md)
     "hysteresis": 8,
     "low_load_group": TP8,
     "high_load_group": TP2,

@@ -2,7 +2,7 @@
 
 Run: `make bench-safety` (or `.venv/bin/python -m tests.benchmarks.safety_overhead`).
 Three stacks, one after the other, on the same machine and the same simulated fleet
-(4 tp2-profile replicas, SIMULATOR.md's step model with every duration multiplied by
+(4 tp2-profile replicas, the step model of docs/simulator.md with every duration multiplied by
 --time-scale so a 2-core machine can carry the chunk rate; jitter 0):
   off      safety_filter.enforce false: request parsing and routing only;
   full     keys, request and token quotas over Redis (in the request processor), content checks on

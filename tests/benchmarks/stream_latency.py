@@ -2,7 +2,7 @@
 
 Run: `make bench-latency` (or `.venv/bin/python -m tests.benchmarks.stream_latency`).
 Starts a real stack (Envoy, control plane, safety filter, one sim worker with the tp2
-profile of SIMULATOR.md, jitter 0), then alternates requests through the gateway
+profile of docs/simulator.md, jitter 0), then alternates requests through the gateway
 (HTTP/1.1 + SSE, full ext_proc chain) and straight to the worker (gRPC), so both see
 the same machine noise. Prints medians and the gateway's added cost; asserts nothing.
 """

@@ -20,7 +20,7 @@ from control_plane.balancer.load import (
     step_sample,
 )
 
-# SIMULATOR.md: one tp8 replica vs four tp2 replicas.
+# docs/simulator.md: one tp8 replica vs four tp2 replicas.
 TRUTH = {"tp8": StepCost(a_ms=5.0, b_ms=0.10), "tp2": StepCost(a_ms=8.4, b_ms=0.13)}
 REPLICAS = {"tp8": 1, "tp2": 4}
 MAX_BATCH = {"tp8": 256, "tp2": 128}
@@ -112,7 +112,7 @@ def _crossover(policy: AdaptivePolicy) -> int:
 
 
 def test_crossover_lies_where_the_paper_puts_it(trained: AdaptivePolicy) -> None:
-    # The true lines cross (tp2 past 50 %) at 51 in flight; SIMULATOR.md says near 50-64.
+    # The true lines cross (tp2 past 50 %) at 51 in flight; docs/simulator.md says near 50-64.
     assert 10 <= _crossover(trained) <= 150
     assert abs(_crossover(trained) - 51) <= 5
 

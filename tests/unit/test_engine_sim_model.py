@@ -64,7 +64,7 @@ def test_named_profiles_match_simulator_md() -> None:
         0.13,
         128,
     )
-    # SIMULATOR.md: ~30.6 ms per step for 256 sequences on tp8, ~16.7 ms for 64 on tp2.
+    # docs/simulator.md: ~30.6 ms per step for 256 sequences on tp8, ~16.7 ms for 64 on tp2.
     assert step_ms(PROFILES["tp8"], 256, 0) == pytest.approx(30.6)
     assert step_ms(PROFILES["tp2"], 64, 0) == pytest.approx(16.72)
 

@@ -94,3 +94,29 @@ def test_the_mooncake_trace_brings_its_block_ids() -> None:
     rows = mooncake_trace(MOONCAKE_CONVERSATION)
     assert rows[0].blocks[:3] == (0, 1, 2)
     assert all(len(r.blocks) == -(-r.prompt_tokens // 512) for r in rows[:200])
+
+
+def _even(warmup_steps: int) -> list[GroupSpec]:
+    """The paper fleet with configured weights 50 / 50, its engines warming up or not."""
+    return [
+        GroupSpec(
+            g.name, g.profile.model_copy(update={"warmup_steps": warmup_steps}), g.replicas, 50
+        )
+        for g in GROUPS
+    ]
+
+
+def test_warmed_up_engines_are_measured_before_traffic_so_one_client_stays_on_tp8() -> None:
+    # Their warm-up puts each group's step time in its tally: the first tick's split sends
+    # a lone client where one request is fastest, with nothing explored on the slow group.
+    fleet = VirtualFleet(_even(4), AdaptiveConfig(), seed=1)
+    done = ClosedLoop(1, seed=1, until_s=20.0).run(fleet)
+    assert done and {r.group for r in done} == {"tp8"}
+    assert fleet.weight_history[1] == (0.0, {"tp8": 100, "tp2": 0})
+
+
+def test_without_warm_up_the_first_split_follows_replica_counts() -> None:
+    fleet = VirtualFleet(_even(0), AdaptiveConfig(), seed=1)
+    done = ClosedLoop(1, seed=1, until_s=20.0).run(fleet)
+    assert fleet.weight_history[1] == (0.0, {"tp8": 20, "tp2": 80})
+    assert any(r.group == "tp2" for r in done)

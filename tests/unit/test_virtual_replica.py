@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from control_plane.balancer.load import DecodeCounters
 from engine_workers.backends.sim_model import SimProfile, step_ms
 from frugal.bench.virtual.replica import VirtualReplica, VirtualRequest
 
@@ -86,19 +87,28 @@ def test_equal_finishing_steps_leave_together_in_index_order() -> None:
 
 def test_the_decode_step_tally_leaves_out_the_prefill_step() -> None:
     replica = _replica()
+    warm = replica.decode_at(0.0)  # the engine's warm-up: one sequence, before the run
+    warm_s = step_ms(PROFILE, 1, 0) / 1000
+    assert (warm.steps, warm.sequences) == (PROFILE.warmup_steps, PROFILE.warmup_steps) == (4, 4)
+    assert warm.seconds == pytest.approx(4 * warm_s)
     for index in range(2):
         replica.submit(VirtualRequest(index, 0.0, 100, 10), 0.0)
     replica.on_event(0.0)
     prefill_s = step_ms(PROFILE, 2, 200) / 1000
     decode_s = step_ms(PROFILE, 2, 0) / 1000
     tally = replica.decode_at(prefill_s + 4.5 * decode_s)
-    assert (tally.steps, tally.sequences) == (4, 8)
-    assert tally.seconds == pytest.approx(4 * decode_s)
+    assert (tally.steps - 4, tally.sequences - 4) == (4, 8)
+    assert tally.seconds == pytest.approx(4 * warm_s + 4 * decode_s)
     done = _drive(replica, [])
     assert len(done) == 2
     final = replica.decode_at(1e9)  # 10 tokens each: the prefill step, then 9 decode steps
-    assert (final.steps, final.sequences) == (9, 18)
-    assert final.seconds == pytest.approx(9 * decode_s)
+    assert (final.steps - 4, final.sequences - 4) == (9, 18)
+    assert final.seconds == pytest.approx(4 * warm_s + 9 * decode_s)
+
+
+def test_a_replica_without_warm_up_starts_with_an_empty_tally() -> None:
+    cold = VirtualReplica(PROFILE.model_copy(update={"warmup_steps": 0}), lambda _: None)
+    assert cold.decode_at(0.0) == DecodeCounters(0, 0.0, 0)
 
 
 def test_a_cached_prefix_skips_its_prefill() -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from control_plane.balancer.load import DecodeCounters
 from engine_workers.backends.prefix_cache import PrefixCache
-from engine_workers.backends.sim_model import SimProfile, step_ms
+from engine_workers.backends.sim_model import SimProfile, step_ms, warmup_step_ms
 
 # Times are compared with this slack: event times are sums of step durations.
 _EPSILON_S = 1e-9
@@ -83,6 +83,11 @@ class VirtualReplica:
 
     def __post_init__(self) -> None:
         self.prefix_cache = PrefixCache(self.profile.prefix_cache_blocks)
+        # The engine's warm-up, done before the run starts (engine_workers' sim backend).
+        steps = self.profile.warmup_steps
+        self._decode_before = DecodeCounters(
+            steps, steps * warmup_step_ms(self.profile) / 1000.0, steps
+        )
 
     @property
     def idle(self) -> bool:
