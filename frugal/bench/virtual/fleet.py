@@ -31,6 +31,7 @@ from control_plane.balancer.config import BalancerConfig
 from control_plane.balancer.load import ModelLoad, ReplicaCounters
 from control_plane.balancer.policy import build_policy
 from control_plane.balancer.signals import TICK_S, ModelBalance, StepSampler, group_load
+from control_plane.model import PrefixRoutingConfig
 from engine_workers.backends.sim_model import SimProfile
 from frugal.bench.virtual.replica import VirtualReplica, VirtualRequest
 
@@ -236,8 +237,8 @@ def least_request_of_two(active: list[int], rng: random.Random) -> int:
 
 # Hashing with bounded loads (Mirrokni, Thorup and Zadimoghaddam, 2018), as Envoy's ring
 # hash and Maglev do with `hash_balance_factor`: a host may take a request while its active
-# requests stay within this factor of the group's mean.
-HASH_BALANCE_FACTOR = 1.25
+# requests stay within this factor of the group's mean (the model's default).
+HASH_BALANCE_FACTOR = PrefixRoutingConfig().hash_balance_factor / 100
 # The prompt's leading blocks that name its prefix (1,536 tokens): Mooncake's first block
 # is a system prompt nearly every request shares, the next ones tell conversations apart.
 # Tried on this trace's fleets (the runs of frugal bench routing-virtual --fleets prefix,
