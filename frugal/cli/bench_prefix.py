@@ -19,8 +19,8 @@ def add_parser(benches: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser = benches.add_parser(
         "prefix",
         help="prefix-aware routing against least-request on the Mooncake trace (wall clock)",
-        description="Replay the Mooncake trace, scaled down, through two fresh stacks of four "
-        "sim tp2 replicas with prefix caches: one routed by least-request inside the group, "
+        description="Replay the Mooncake trace, scaled down, through two fresh stacks of eight "
+        "sim tp8 replicas with prefix caches: one routed by least-request inside the group, "
         "one by the prompt's prefix key (models[].prefix_routing); write prefix.json and "
         "prefix.md with the cache hits, TTFT and each replica's share.",
     )
