@@ -62,6 +62,10 @@ def _conversation(topic: int) -> str:
     return f"conversation {topic}: " + " ".join(f"w{topic}-{i}" for i in range(BLOCK_CHARS))
 
 
+def _client(stack: FrugalStack) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth, timeout=30)
+
+
 async def _ask(client: httpx.AsyncClient, content: str) -> None:
     body = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": content}]}
     answer = await client.post("/v1/chat/completions", json=body)
@@ -71,8 +75,7 @@ async def _ask(client: httpx.AsyncClient, content: str) -> None:
 async def test_a_repeated_prefix_goes_to_one_replica_and_hits_its_cache(
     prefix_stack: FrugalStack,
 ) -> None:
-    async with httpx.AsyncClient(base_url=prefix_stack.base_url, headers=prefix_stack.auth,
-                                 timeout=30) as client:  # fmt: skip
+    async with _client(prefix_stack) as client:
         before = await _served(prefix_stack)
         for turn in range(6):  # one at a time: the load bound never moves them
             await _ask(client, _conversation(7) + f" turn {turn}")
@@ -85,8 +88,7 @@ async def test_a_repeated_prefix_goes_to_one_replica_and_hits_its_cache(
 
 
 async def test_different_prefixes_spread_over_the_groups(prefix_stack: FrugalStack) -> None:
-    async with httpx.AsyncClient(base_url=prefix_stack.base_url, headers=prefix_stack.auth,
-                                 timeout=30) as client:  # fmt: skip
+    async with _client(prefix_stack) as client:
         before = await _served(prefix_stack)
         for topic in range(100, 124):
             await _ask(client, _conversation(topic))
@@ -108,8 +110,7 @@ async def _upstream_requests(stack: FrugalStack) -> dict[str, int]:
 async def test_a_short_prompt_goes_to_the_least_request_clusters(
     prefix_stack: FrugalStack,
 ) -> None:
-    async with httpx.AsyncClient(base_url=prefix_stack.base_url, headers=prefix_stack.auth,
-                                 timeout=30) as client:  # fmt: skip
+    async with _client(prefix_stack) as client:
         before = await _upstream_requests(prefix_stack)
         for n in range(12):
             await _ask(client, f"short question {n}")
