@@ -431,7 +431,9 @@ def test_the_real_envoy_accepts_the_static_configs(path: Path) -> None:
 
 def test_envoy_balances_over_every_safety_filter_replica() -> None:
     services = load_compose()["services"]
-    assert services["safety-filter"]["deploy"]["replicas"] > 1
+    deploy = services["safety-filter"]["deploy"]
+    # podman-compose starts `replicas` containers only in `mode: replicated` (compose's default).
+    assert deploy["replicas"] > 1 and deploy["mode"] == "replicated"
     cluster = build_safety_filter_cluster(compose_config())
     assert cluster.type == cluster.STRICT_DNS
     endpoints = cluster.load_assignment.endpoints[0].lb_endpoints

@@ -1,7 +1,7 @@
 """The compose deployment for real, on podman: the images built from the Dockerfile, the stack
 brought up from compose.yaml by podman-compose, the official SDK through the published port
-(unary and streamed), an engine group and the safety filter scaled to 2 with traffic reaching
-the new containers, and everything torn down.
+(unary and streamed), the engine group scaled from 1 to 2 and the safety filter from its 2
+replicas to 3 with traffic reaching the new containers, and everything torn down.
 
 What differs from a user's `docker compose up`, and why:
 - Third-party images (Envoy, Redis, the Python base) are local stand-ins built from Debian
@@ -260,11 +260,12 @@ def test_scaled_services_get_traffic_without_a_config_edit(
     group = "/admin/v1/models/sim-mixtral"
     assert admin.put(f"{group}/balancer", json={"type": "static"}).status_code == 200
     assert admin.patch(f"{group}/groups/tp8", json={"weight": 0}).status_code == 200
+    assert len(compose_stack.containers("safety-filter")) == 2  # compose.yaml's replicas
     compose_stack.compose("up", "-d", "--no-build", "--scale", "engine-tp2=2")
-    compose_stack.compose("up", "-d", "--no-build", "--scale", "safety-filter=2")
+    compose_stack.compose("up", "-d", "--no-build", "--scale", "safety-filter=3")
     engines = compose_stack.containers("engine-tp2")
     filters = compose_stack.containers("safety-filter")
-    assert len(engines) == 2 and len(filters) == 2
+    assert len(engines) == 2 and len(filters) == 3
 
     def listed() -> int:
         models = admin.get("/admin/v1/models").json()["data"]
@@ -278,8 +279,8 @@ def test_scaled_services_get_traffic_without_a_config_edit(
         time.sleep(1)
     # Envoy resolves the safety filter's name every 5 s (STRICT_DNS) and sends a new
     # filter nothing before its gRPC health check passes.
-    while compose_stack.envoy_healthy_hosts(SAFETY_FILTER_CLUSTER) < 2:
-        assert time.monotonic() < deadline, "Envoy never had two healthy safety filters"
+    while compose_stack.envoy_healthy_hosts(SAFETY_FILTER_CLUSTER) < 3:
+        assert time.monotonic() < deadline, "Envoy never had three healthy safety filters"
         time.sleep(1)
     answers = asyncio.run(_chat_many(compose_stack, api_key, 40))
     assert [status for status, _ in answers] == [200] * 40, answers
