@@ -95,8 +95,13 @@ def main(args: argparse.Namespace) -> int:
         "# Routing policies in virtual time (`frugal bench routing-virtual`)",
         "",
         f"Seed {plan.seed}; traces: the first {requests} requests of each "
-        f"({', '.join(TRACES)}), at their own times and lengths. The run took {took:.0f} s "
-        f"on {machine.describe_machine()}.",
+        f"({', '.join(TRACES)}), at their own times and lengths"
+        + (
+            f"; prefix-aware routing: the first {plan.prefix_requests} of Mooncake's"
+            if plan.prefix_fleets
+            else ""
+        )
+        + f". The run took {took:.0f} s on {machine.describe_machine()}.",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     records = [{"fleet": r.fleet.name, **o.as_dict()} for r in results for o in r.outcomes]
