@@ -22,9 +22,21 @@ import logging
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from control_plane.balancer.load import GroupLoad, ModelLoad, ReplicaCounters, StepSample
+from control_plane.balancer.load import (
+    GroupLoad,
+    GroupPrefill,
+    ModelLoad,
+    ReplicaCounters,
+    StepSample,
+)
 from control_plane.balancer.policy import build_policy
-from control_plane.balancer.signals import TICK_S, ModelBalance, StepSampler, group_load
+from control_plane.balancer.signals import (
+    TICK_S,
+    ModelBalance,
+    PrefillSampler,
+    StepSampler,
+    group_load,
+)
 from control_plane.balancer.weights import available
 from control_plane.fleet import Fleet
 from control_plane.leadership import LeaderLease
@@ -60,6 +72,7 @@ class BalancerLoop:
         self.hosts: dict[str, dict[str, HostState]] = {}
         self.traffic = TrafficWindow()
         self._step_sampler = StepSampler()
+        self._prefill_sampler = PrefillSampler()
         self._ticks = 0
         self._weight = Gauge(
             "frugal_balancer_weight",
@@ -107,8 +120,9 @@ class BalancerLoop:
         addresses = [str(e) for m in config.models for g in m.groups for e in g.replicas]
         counters = await self._sampler.engine_counters(addresses)
         samples = self._step_sampler.samples(counters)
+        prefill = self._prefill_sampler.observe(counters)
         for model in config.models:
-            self._balance(model, in_flight, counters, samples)
+            self._balance(model, in_flight, counters, samples, prefill)
         if self.leading and self._shared is not None:
             await self._shared.write(self._control_plane.live_weights)
 
@@ -130,6 +144,7 @@ class BalancerLoop:
         in_flight: dict[str, float],
         counters: dict[str, ReplicaCounters],
         samples: dict[str, StepSample],
+        prefill: dict[str, GroupPrefill],
     ) -> GroupLoad:
         group = model.groups[group_index]
         cluster = engine_cluster_name(model.name, group.name)
@@ -146,6 +161,7 @@ class BalancerLoop:
             in_flight.get(cluster, 0.0),
             counters,
             samples,
+            prefill,
         )
 
     def _balance(
@@ -154,10 +170,11 @@ class BalancerLoop:
         in_flight: dict[str, float],
         counters: dict[str, ReplicaCounters],
         samples: dict[str, StepSample],
+        prefill: dict[str, GroupPrefill],
     ) -> None:
         balance = self._balance_of(model)
         groups = tuple(
-            self._group_load(model, i, in_flight, counters, samples)
+            self._group_load(model, i, in_flight, counters, samples, prefill)
             for i in range(len(model.groups))
         )
         loop = asyncio.get_running_loop()

@@ -23,7 +23,12 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from control_plane.balancer.load import DecodeCounters, ReplicaCounters
+from control_plane.balancer.load import (
+    DecodeCounters,
+    PrefillCounters,
+    ReplicaCounters,
+    RequestCounters,
+)
 from control_plane.model import ENGINE_CLUSTER_PREFIX, UNKEYED_CLUSTER_PREFIX, group_cluster_of
 from frugal.wire import engine_metrics_port
 
@@ -55,22 +60,52 @@ def engine_samples(text: str) -> dict[str, float]:
 
 def replica_counters(values: Mapping[str, float], at: float) -> ReplicaCounters | None:
     """One engine's reading from its samples (`engine_samples`); None when it has no
-    generated-token counter (not an engine). Its decode-step tally when it keeps one."""
+    generated-token counter (not an engine). Its decode-step and prefill-step tallies and
+    request counters when it keeps them."""
     if "frugal_engine_generation_tokens_total" not in values:
         return None
-    steps = values.get("frugal_engine_decode_steps_total")
-    decode = None
-    if steps is not None:
-        decode = DecodeCounters(
-            steps=steps,
-            seconds=values.get("frugal_engine_decode_step_seconds_total", 0.0),
-            sequences=values.get("frugal_engine_decode_step_sequences_total", 0.0),
-        )
     return ReplicaCounters(
         at=at,
         running=values.get("frugal_engine_num_requests_running", 0.0),
         tokens_total=values["frugal_engine_generation_tokens_total"],
-        decode=decode,
+        decode=_decode(values),
+        prefill=_prefill(values),
+        requests=_requests(values),
+    )
+
+
+def _decode(values: Mapping[str, float]) -> DecodeCounters | None:
+    steps = values.get("frugal_engine_decode_steps_total")
+    if steps is None:
+        return None
+    return DecodeCounters(
+        steps=steps,
+        seconds=values.get("frugal_engine_decode_step_seconds_total", 0.0),
+        sequences=values.get("frugal_engine_decode_step_sequences_total", 0.0),
+    )
+
+
+def _prefill(values: Mapping[str, float]) -> PrefillCounters | None:
+    steps = values.get("frugal_engine_prefill_steps_total")
+    if steps is None:
+        return None
+    return PrefillCounters(
+        steps=steps,
+        seconds=values.get("frugal_engine_prefill_step_seconds_total", 0.0),
+        sequences=values.get("frugal_engine_prefill_step_sequences_total", 0.0),
+        tokens=values.get("frugal_engine_prefill_step_tokens_total", 0.0),
+    )
+
+
+def _requests(values: Mapping[str, float]) -> RequestCounters | None:
+    finished = values.get("frugal_engine_request_generation_tokens_count")
+    if finished is None:
+        return None
+    return RequestCounters(
+        prompt_tokens=values.get("frugal_engine_prompt_tokens_total", 0.0),
+        finished=finished,
+        finished_tokens=values.get("frugal_engine_request_generation_tokens_sum", 0.0),
+        finished_prompt_tokens=values.get("frugal_engine_request_prompt_tokens_sum", 0.0),
     )
 
 

@@ -98,6 +98,24 @@ class DecodeSteps:
 
 
 @dataclass(frozen=True, slots=True)
+class PrefillSteps:
+    """An engine's own tally of its prefill steps (steps that prefilled a prompt), since it
+    started: how many, their total duration, the sequences they ran and the prompt tokens
+    they prefilled, summed over them. Less the decode line, what is left of their time per
+    token is what the adaptive balancer weighs a burst of prompts by."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    sequences: int = 0
+    tokens: int = 0
+
+    def add(self, seconds: float, sequences: int, tokens: int) -> PrefillSteps:
+        return PrefillSteps(
+            self.steps + 1, self.seconds + seconds, self.sequences + sequences, self.tokens + tokens
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PrefixCacheTally:
     """Prompt tokens looked up in an engine's prefix cache, and those found, since start
     (vLLM's `prefix_cache_queries` / `prefix_cache_hits`)."""
@@ -109,8 +127,8 @@ class PrefixCacheTally:
 @dataclass(frozen=True, slots=True)
 class LoadSnapshot:
     """What the model-server protocol of the Gateway API Inference Extension asks for,
-    and the decode-step and prefix-cache tallies of a backend that keeps them (None: it
-    does not)."""
+    and the decode-step, prefill-step and prefix-cache tallies of a backend that keeps
+    them (None: it does not)."""
 
     running: int
     waiting: int
@@ -118,6 +136,7 @@ class LoadSnapshot:
     tokens_generated_total: int
     decode_steps: DecodeSteps | None = None
     prefix_cache: PrefixCacheTally | None = None  # None: no prefix cache
+    prefill_steps: PrefillSteps | None = None
 
 
 class EngineBackend(Protocol):

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine_workers.engine import DecodeSteps, LoadSnapshot, PrefixCacheTally
+from engine_workers.engine import DecodeSteps, LoadSnapshot, PrefillSteps, PrefixCacheTally
 from frugal.asyncio_metrics import watch_asyncio_tasks
 
 LABELS = ("model_name", "group")
@@ -69,6 +69,8 @@ class _LoadCollector(Collector):
         yield tokens
         if snapshot.decode_steps is not None:
             yield from self._decode_steps(snapshot.decode_steps)
+        if snapshot.prefill_steps is not None:
+            yield from self._prefill_steps(snapshot.prefill_steps)
         if snapshot.prefix_cache is not None:
             yield from self._prefix_cache(snapshot.prefix_cache)
 
@@ -80,10 +82,25 @@ class _LoadCollector(Collector):
             ("frugal_engine_prefix_cache_hit_tokens",
              "Prompt tokens found in the prefix cache (not prefilled again).", tally.hit_tokens),
         )  # fmt: skip
-        for name, doc, value in counters:
+        yield from self._counters(counters)
+
+    def _counters(self, rows: Iterable[tuple[str, str, float]]) -> Iterable[Metric]:
+        for name, doc, value in rows:
             counter = CounterMetricFamily(name, doc, labels=LABELS)
             counter.add_metric(self._labels, float(value))
             yield counter
+
+    def _prefill_steps(self, steps: PrefillSteps) -> Iterable[Metric]:
+        counters = (
+            ("frugal_engine_prefill_steps", "Prefill steps (steps that prefilled a prompt).",
+             float(steps.steps)),
+            ("frugal_engine_prefill_step_seconds", "Time spent in prefill steps.", steps.seconds),
+            ("frugal_engine_prefill_step_sequences",
+             "Sequences run by prefill steps, summed over the steps.", float(steps.sequences)),
+            ("frugal_engine_prefill_step_tokens", "Prompt tokens prefilled by prefill steps.",
+             float(steps.tokens)),
+        )  # fmt: skip
+        yield from self._counters(counters)
 
     def _decode_steps(self, steps: DecodeSteps) -> Iterable[Metric]:
         counters = (
@@ -93,10 +110,7 @@ class _LoadCollector(Collector):
             ("frugal_engine_decode_step_sequences",
              "Sequences run by decode steps, summed over the steps.", float(steps.sequences)),
         )  # fmt: skip
-        for name, doc, value in counters:
-            counter = CounterMetricFamily(name, doc, labels=LABELS)
-            counter.add_metric(self._labels, value)
-            yield counter
+        yield from self._counters(counters)
 
 
 class EngineMetrics:

@@ -17,6 +17,13 @@ steps in its tally before any request, and the first reading of it is a sample
 (signals.StepSampler), so its group is measured before traffic: the first split already
 goes where one request is fastest. Before any group is measured (engines without a
 tally), every group is assumed alike and the split follows replica counts.
+
+Prefill is in the split too, where the engines report it (a prefill-step tally and request
+counters): each group's prefill time per prompt token (prefill_watch.PrefillFit) and the
+model's largest recent burst of prompt tokens go into the line's slope
+(cost_model.with_prefill), so a burst of long prompts is spread over the groups by their
+prefill speed rather than queued on the group with the fastest decode step. A group whose
+prefill is not measured yet is given the mean of those that are.
 """
 
 from __future__ import annotations
@@ -24,8 +31,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from control_plane.balancer.config import AdaptiveConfig
-from control_plane.balancer.cost_model import OnlineLinearFit, StepCost, split_load
+from control_plane.balancer.cost_model import OnlineLinearFit, StepCost, split_load, with_prefill
 from control_plane.balancer.load import Decision, GroupLoad, ModelLoad
+from control_plane.balancer.prefill_watch import BurstWatch, PrefillFit
 from control_plane.balancer.weights import available, even_split, to_weights, with_exploration
 
 # The line assumed for every group while none is measured: each costs the same per
@@ -41,6 +49,8 @@ class AdaptivePolicy:
     ) -> None:
         self._config = config
         self._fits: dict[str, OnlineLinearFit] = {}
+        self._prefill: dict[str, PrefillFit] = {}
+        self._bursts = BurstWatch(config.burst_horizon_s, config.forgetting)
 
     def fitted(self, group: str) -> StepCost | None:
         """The group's fitted step-time line, or None while it has too few spread samples."""
@@ -70,9 +80,41 @@ class AdaptivePolicy:
                 costs[name] = StepCost(a_ms=level[0], b_ms=level[1])
         return costs
 
+    def prefill_ms_per_token(self, group: str) -> float | None:
+        """The group's fitted prefill time per prompt token, or None before a sample."""
+        fit = self._prefill.get(group)
+        return fit.ms_per_token() if fit is not None else None
+
+    def _observe_prefill(self, load: ModelLoad) -> None:
+        """Fold the new prefill samples in, against each group's decode line now."""
+        reported = [g.prefill for g in load.groups if g.prefill is not None]
+        if not reported or self._config.burst_horizon_s == 0:
+            return
+        self._bursts.observe(load.now, reported)
+        lines = self._measured(list(load.group_names))
+        for group in load.groups:
+            line = lines.get(group.group)
+            if group.prefill is None or line is None:
+                continue
+            fit = self._prefill.setdefault(group.group, PrefillFit(self._config.forgetting))
+            for sample in group.prefill.samples:
+                fit.add(sample, line)
+
+    def _with_prefill(self, costs: dict[str, StepCost], load: float) -> dict[str, StepCost]:
+        pressure = self._bursts.pressure()
+        known = {n: c for n in costs if (c := self.prefill_ms_per_token(n)) is not None}
+        if pressure is None or not known:
+            return costs
+        fallback = sum(known.values()) / len(known)
+        return {
+            name: with_prefill(cost, known.get(name, fallback), pressure, load)
+            for name, cost in costs.items()
+        }
+
     def decide(self, load: ModelLoad) -> Decision:
         for group in load.groups:
             self._observe(group)
+        self._observe_prefill(load)
         names = load.group_names
         up = available(load.groups)
         in_flight = load.in_flight
@@ -86,15 +128,22 @@ class AdaptivePolicy:
         replicas = {group.group: group.replicas for group in load.groups}
         # The new request counts too: at no load it still goes where one request is fastest.
         if measured:
-            split = split_load(measured, replicas, in_flight + 1)
+            split = split_load(self._with_prefill(measured, in_flight + 1), replicas, in_flight + 1)
             shares = with_exploration(split, unmeasured, self._config.min_share)
         else:
             shares = split_load(dict.fromkeys(up, NEUTRAL_PRIOR), replicas, in_flight + 1)
         weights = to_weights(shares, names)
         parts = [
-            f"{name} a={cost.a_ms:.2f}ms b={cost.b_ms:.3f}ms x{replicas[name]} -> {weights[name]}%"
+            f"{name} a={cost.a_ms:.2f}ms b={cost.b_ms:.3f}ms{self._prefill_part(name)} "
+            f"x{replicas[name]} -> {weights[name]}%"
             for name, cost in measured.items()
         ]
+        pressure = self._bursts.pressure()
+        if pressure is not None:
+            parts.append(
+                f"prompt burst {pressure.burst_tokens:.0f} tokens, "
+                f"{pressure.output_tokens:.0f} out per request"
+            )
         if unmeasured:
             parts.append(f"exploring {', '.join(f'{n} {weights[n]}%' for n in unmeasured)}")
         down = [name for name in names if name not in up]
@@ -103,3 +152,7 @@ class AdaptivePolicy:
         return Decision(
             weights=weights, reason=f"adaptive: {in_flight:g} in flight; " + "; ".join(parts)
         )
+
+    def _prefill_part(self, group: str) -> str:
+        c = self.prefill_ms_per_token(group)
+        return "" if c is None else f" c={c:.4f}ms/token"

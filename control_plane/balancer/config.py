@@ -46,6 +46,9 @@ class AdaptiveConfig(_PolicyConfig):
     min_share: float = Field(default=0.05, ge=0, le=0.5)
     # Weight of the past in the online fit (exponential forgetting per sample).
     forgetting: float = Field(default=0.98, gt=0, le=1)
+    # How far back the split looks for the largest burst of prompt tokens, whose prefill
+    # it spreads over the groups by their prefill speed; 0 leaves prefill out.
+    burst_horizon_s: float = Field(default=10.0, ge=0)
 
 
 BalancerConfig = Annotated[

@@ -91,6 +91,36 @@ class OnlineLinearFit:
         return self._wy / self._w - slope * mean_x, slope
 
 
+@dataclass(frozen=True)
+class PrefillPressure:
+    """A model's prompts as the split weighs them: the most prompt tokens that reached its
+    engines in one tick of the recent past (a burst), and the mean tokens a finished
+    request generated."""
+
+    burst_tokens: float
+    output_tokens: float
+    prompt_tokens: float = 0.0  # a finished request's mean prompt
+
+
+def with_prefill(
+    cost: StepCost, prefill_ms_per_token: float, pressure: PrefillPressure, load: float
+) -> StepCost:
+    """The step line with a burst's prefill in its slope, so that `split_load` weighs a
+    request's whole latency: its O decode steps and, arriving in a burst of Q prompt
+    tokens, the prefill of its replica's part of the burst first.
+
+    A share s_g of `load` = X requests on group g (R_g replicas, prefill c_g ms a token)
+    costs each request O * (a_g + b_g * s_g * X / R_g) + c_g * s_g * Q / R_g. Over O and
+    times X, that is split_load's x_g * (a_g + b'_g * x_g / R_g) with x_g = s_g * X and
+    b'_g = b_g + c_g * Q / (O * X): long prompts that come together spread over groups
+    in proportion to their prefill speed, short ones leave the decode line as it was."""
+    if pressure.output_tokens <= 0 or load <= 0:
+        return cost
+    extra = prefill_ms_per_token * pressure.burst_tokens / (pressure.output_tokens * load)
+    own = prefill_ms_per_token * pressure.prompt_tokens / pressure.output_tokens
+    return StepCost(a_ms=cost.a_ms + own, b_ms=cost.b_ms + max(extra, 0.0))
+
+
 def usable(cost: StepCost) -> StepCost:
     """A fitted line made safe for the split: no negative step time, a positive slope."""
     return StepCost(a_ms=max(cost.a_ms, 0.0), b_ms=max(cost.b_ms, MIN_SLOPE_MS))

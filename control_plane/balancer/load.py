@@ -25,13 +25,38 @@ class StepSample:
 
 
 @dataclass(frozen=True)
+class PrefillSample:
+    """One observation of a replica's prefill steps (steps that prefilled a prompt): the
+    mean sequences running in them, their mean duration, and the mean prompt tokens each
+    prefilled."""
+
+    running_per_replica: float
+    step_seconds: float
+    tokens_per_step: float
+
+
+@dataclass(frozen=True)
+class GroupPrefill:
+    """A group's prefill since the last tick, summed over its replicas: the prompt tokens
+    its engines were sent, the requests they finished, the tokens those generated and
+    their prompts, and the prefill-step observations."""
+
+    prompt_tokens: float = 0.0
+    finished: float = 0.0
+    finished_tokens: float = 0.0
+    finished_prompt_tokens: float = 0.0
+    samples: tuple[PrefillSample, ...] = ()
+
+
+@dataclass(frozen=True)
 class GroupLoad:
     """The live load of one replica group (one Envoy cluster).
 
     `replicas`: healthy replicas not draining. `in_flight`: requests active in Envoy
     for the group's cluster, summed over Envoys. `running` / `waiting`: the engines'
     own gauges summed over the group's replicas, None when not reported.
-    `samples`: step-time observations new since the last tick.
+    `samples`: step-time observations new since the last tick. `prefill`: what its engines
+    prefilled and were sent since the last tick, when they report it.
     """
 
     group: str
@@ -40,6 +65,7 @@ class GroupLoad:
     running: float | None = None
     waiting: float | None = None
     samples: tuple[StepSample, ...] = ()
+    prefill: GroupPrefill | None = None
 
 
 @dataclass(frozen=True)
@@ -95,15 +121,42 @@ class DecodeCounters:
 
 
 @dataclass(frozen=True)
+class PrefillCounters:
+    """An engine's own prefill-step tally (`frugal_engine_prefill_steps_total` and its
+    siblings): steps that prefilled a prompt, their seconds, the sequences they ran and
+    the prompt tokens they prefilled."""
+
+    steps: float
+    seconds: float
+    sequences: float
+    tokens: float
+
+
+@dataclass(frozen=True)
+class RequestCounters:
+    """An engine's request counters: prompt tokens it was sent, requests it finished, the
+    tokens those generated and their prompts (`frugal_engine_prompt_tokens_total`, the
+    count and sum of `frugal_engine_request_generation_tokens`, and the sum of
+    `frugal_engine_request_prompt_tokens`)."""
+
+    prompt_tokens: float
+    finished: float
+    finished_tokens: float
+    finished_prompt_tokens: float
+
+
+@dataclass(frozen=True)
 class ReplicaCounters:
     """One reading of a replica's engine: monotonic time `at` (seconds), sequences
     `running` now (a gauge), generated tokens so far (a counter), and its decode-step
-    tally when the engine keeps one."""
+    and prefill-step tallies and request counters when the engine keeps them."""
 
     at: float
     running: float
     tokens_total: float
     decode: DecodeCounters | None = None
+    prefill: PrefillCounters | None = None
+    requests: RequestCounters | None = None
 
 
 # The largest change of the running batch between two readings (as a fraction of it)
@@ -146,3 +199,15 @@ def _decode_sample(previous: DecodeCounters, current: DecodeCounters) -> StepSam
     if steps <= 0 or seconds <= 0 or sequences <= 0:
         return None  # none made, or the engine restarted
     return StepSample(running_per_replica=sequences / steps, step_seconds=seconds / steps)
+
+
+def prefill_sample(previous: PrefillCounters, current: PrefillCounters) -> PrefillSample | None:
+    """The prefill steps of one replica between two tallies, or None when it made none
+    (or restarted)."""
+    steps = current.steps - previous.steps
+    seconds = current.seconds - previous.seconds
+    tokens = current.tokens - previous.tokens
+    sequences = current.sequences - previous.sequences
+    if steps <= 0 or seconds <= 0 or tokens <= 0 or sequences < 0:
+        return None
+    return PrefillSample(sequences / steps, seconds / steps, tokens / steps)

@@ -16,9 +16,11 @@ from control_plane.balancer.load import (
     Decision,
     DecodeCounters,
     GroupLoad,
+    GroupPrefill,
     ModelLoad,
     ReplicaCounters,
     StepSample,
+    prefill_sample,
     step_sample,
 )
 from control_plane.balancer.policy import BalancerPolicy
@@ -55,6 +57,45 @@ class StepSampler:
         return found
 
 
+class PrefillSampler:
+    """Each replica's prefill between its last two readings: its prefill-step sample and
+    the prompt tokens, finished requests and their generated tokens in between."""
+
+    def __init__(self) -> None:
+        self._previous: dict[str, ReplicaCounters] = {}
+
+    def observe(self, counters: Mapping[str, ReplicaCounters]) -> dict[str, GroupPrefill]:
+        """What each replica read now and before did in between; these readings become
+        the previous ones. A replica read for the first time gives nothing: its counters
+        hold its whole life, not one tick (a burst of prompt tokens it is not)."""
+        found = {}
+        for address, current in counters.items():
+            previous = self._previous.get(address)
+            if previous is not None and current.requests is not None:
+                found[address] = _replica_prefill(previous, current)
+        self._previous = dict(counters)
+        return found
+
+
+def _replica_prefill(previous: ReplicaCounters, current: ReplicaCounters) -> GroupPrefill:
+    assert current.requests is not None
+    before = previous.requests
+    sample = None
+    if previous.prefill is not None and current.prefill is not None:
+        sample = prefill_sample(previous.prefill, current.prefill)
+    if before is None or current.requests.finished < before.finished:
+        return GroupPrefill(samples=() if sample is None else (sample,))  # it restarted
+    return GroupPrefill(
+        prompt_tokens=current.requests.prompt_tokens - before.prompt_tokens,
+        finished=current.requests.finished - before.finished,
+        finished_tokens=current.requests.finished_tokens - before.finished_tokens,
+        finished_prompt_tokens=(
+            current.requests.finished_prompt_tokens - before.finished_prompt_tokens
+        ),
+        samples=() if sample is None else (sample,),
+    )
+
+
 def group_load(
     group: str,
     replicas: Iterable[str],
@@ -62,11 +103,14 @@ def group_load(
     in_flight: float,
     counters: Mapping[str, ReplicaCounters],
     samples: Mapping[str, StepSample],
+    prefill: Mapping[str, GroupPrefill] | None = None,
 ) -> GroupLoad:
     """One group's load: `serving` of its `replicas` (addresses) are healthy and not
-    draining; `in_flight` is Envoy's active requests for its cluster."""
+    draining; `in_flight` is Envoy's active requests for its cluster; `prefill`, what
+    its replicas prefilled since the last tick (PrefillSampler)."""
     addresses = list(replicas)
     seen = [counters[a] for a in addresses if a in counters]
+    prefilled = [prefill[a] for a in addresses if prefill is not None and a in prefill]
     return GroupLoad(
         group=group,
         replicas=serving,
@@ -74,6 +118,18 @@ def group_load(
         running=sum(c.running for c in seen) if seen else None,
         waiting=None,
         samples=tuple(samples[a] for a in addresses if a in samples),
+        prefill=_summed(prefilled) if prefilled else None,
+    )
+
+
+def _summed(parts: Iterable[GroupPrefill]) -> GroupPrefill:
+    parts = list(parts)
+    return GroupPrefill(
+        prompt_tokens=sum(p.prompt_tokens for p in parts),
+        finished=sum(p.finished for p in parts),
+        finished_tokens=sum(p.finished_tokens for p in parts),
+        finished_prompt_tokens=sum(p.finished_prompt_tokens for p in parts),
+        samples=tuple(sample for p in parts for sample in p.samples),
     )
 
 

@@ -30,6 +30,7 @@ from engine_workers.engine import (
     Delta,
     GenerationRequest,
     LoadSnapshot,
+    PrefillSteps,
     PrefixCacheTally,
     PromptInput,
     RenderedPrompt,
@@ -65,6 +66,7 @@ class SimBackend:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._decode_steps = DecodeSteps()
+        self._prefill_steps = PrefillSteps()
 
     @property
     def profile(self) -> SimProfile:
@@ -103,6 +105,7 @@ class SimBackend:
             kv_cache_usage=self._batch.kv_usage(),
             tokens_generated_total=self._batch.tokens_generated,
             decode_steps=self._decode_steps,
+            prefill_steps=self._prefill_steps,
             prefix_cache=PrefixCacheTally(
                 self._batch.prefix_queried_tokens, self._batch.prefix_hit_tokens
             )
@@ -173,9 +176,11 @@ class SimBackend:
             duration = step_seconds(self._profile, n_running, prefill_tokens, self._rng)
             step_end = max(step_end + duration, loop.time())
             await asyncio.sleep(step_end - loop.time())
-            if prefill_tokens == 0 and n_running > 0:
-                # The model's duration, not the wall clock's: asyncio's oversleep is the
-                # simulation's, and the timeline above makes up for it.
+            # The model's duration, not the wall clock's: asyncio's oversleep is the
+            # simulation's, and the timeline above makes up for it.
+            if prefill_tokens > 0:
+                self._prefill_steps = self._prefill_steps.add(duration, n_running, prefill_tokens)
+            elif n_running > 0:
                 self._decode_steps = self._decode_steps.add(duration, n_running)
             for output in self._batch.decode():
                 self._publish(output)

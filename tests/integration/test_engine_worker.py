@@ -285,6 +285,10 @@ async def test_metrics_endpoint_shows_engine_metrics(worker: EngineWorker, stub:
         "frugal_engine_decode_steps_total",
         "frugal_engine_decode_step_seconds_total",
         "frugal_engine_decode_step_sequences_total",
+        "frugal_engine_prefill_steps_total",
+        "frugal_engine_prefill_step_seconds_total",
+        "frugal_engine_prefill_step_sequences_total",
+        "frugal_engine_prefill_step_tokens_total",
     ):
         assert f"{name}{labels}" in body, name
     assert f"frugal_engine_num_requests_running{labels} 0.0" in body
@@ -292,6 +296,16 @@ async def test_metrics_endpoint_shows_engine_metrics(worker: EngineWorker, stub:
     after = engine_samples(body)
     for name in ("frugal_engine_decode_steps_total", "frugal_engine_decode_step_sequences_total"):
         assert after[name] - before.get(name, 0.0) == 4, name
+
+    def made(name: str) -> float:
+        return after[name] - before.get(name, 0.0)
+
+    # ... and the prefill step, one sequence, its whole prompt (the prompt-token counter's).
+    assert made("frugal_engine_prefill_steps_total") == 1
+    assert made("frugal_engine_prefill_step_sequences_total") == 1
+    prompt = made("frugal_engine_prompt_tokens_total")
+    assert prompt > 0 and made("frugal_engine_prefill_step_tokens_total") == prompt
+    assert made("frugal_engine_prefill_step_seconds_total") > 0
 
 
 async def test_many_concurrent_streams_are_batched(stub: Any, worker: EngineWorker) -> None:

@@ -9,7 +9,7 @@ from collections import Counter
 from control_plane.balancer.config import AdaptiveConfig, StaticConfig
 from engine_workers.backends.sim_model import PROFILES
 from frugal.bench.traces import MOONCAKE_CONVERSATION
-from frugal.bench.virtual.compare import VirtualPlan, paper_fleet, run_closed
+from frugal.bench.virtual.compare import VirtualPlan, paper_fleet, run_closed, ttft_p99_bound_ms
 from frugal.bench.virtual.fleet import (
     GroupSpec,
     VirtualFleet,
@@ -18,7 +18,7 @@ from frugal.bench.virtual.fleet import (
     prefix_with_bounded_load,
 )
 from frugal.bench.virtual.replica import VirtualRequest
-from frugal.bench.virtual.workload import ClosedLoop, mooncake_trace
+from frugal.bench.virtual.workload import ClosedLoop, TraceRow, mooncake_trace
 
 GROUPS = [GroupSpec("tp8", PROFILES["tp8"], 1, 100), GroupSpec("tp2", PROFILES["tp2"], 4, 0)]
 
@@ -120,3 +120,11 @@ def test_without_warm_up_the_first_split_follows_replica_counts() -> None:
     done = ClosedLoop(1, seed=1, until_s=20.0).run(fleet)
     assert fleet.weight_history[1] == (0.0, {"tp8": 20, "tp2": 80})
     assert any(r.group == "tp2" for r in done)
+
+
+def test_the_ttft_bound_is_each_prompt_alone_on_its_fastest_profile() -> None:
+    rows = [TraceRow(0.0, prompt, 10) for prompt in range(100, 10_100, 100)]
+    bound = ttft_p99_bound_ms(rows, [PROFILES["tp8"], PROFILES["tp2"]])
+    # The 99th of 100 prompts (9,900 tokens) in one tp8 step: 5 + 0.1 + 0.0125 * 9,900 ms.
+    assert bound == 5.0 + 0.1 + 0.0125 * 9_900
+    assert ttft_p99_bound_ms([], [PROFILES["tp8"]]) is None

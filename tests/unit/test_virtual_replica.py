@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from control_plane.balancer.load import DecodeCounters
+from control_plane.balancer.load import DecodeCounters, PrefillCounters, RequestCounters
 from engine_workers.backends.sim_model import SimProfile, step_ms
 from frugal.bench.virtual.replica import VirtualReplica, VirtualRequest
 
@@ -122,3 +122,20 @@ def test_a_cached_prefix_skips_its_prefill() -> None:
     assert done.ttft_s == pytest.approx(step_ms(profile, 1, 350) / 1000)
     assert hit.ttft_s == pytest.approx(step_ms(profile, 1, 50) / 1000)
     assert replica.prefix_cache.hit_blocks == 3
+
+
+def test_the_prefill_tally_and_request_counters_are_the_engines() -> None:
+    replica = _replica()
+    assert replica.prefill_at(0.0) == PrefillCounters(0, 0.0, 0, 0)
+    for index in range(2):
+        replica.submit(VirtualRequest(index, 0.0, 100, 10), 0.0)
+    assert replica.requests == RequestCounters(200, 0, 0, 0)
+    replica.on_event(0.0)
+    prefill_s = step_ms(PROFILE, 2, 200) / 1000
+    assert replica.prefill_at(prefill_s / 2) == PrefillCounters(0, 0.0, 0, 0)  # under way
+    tally = replica.prefill_at(prefill_s)
+    assert (tally.steps, tally.sequences, tally.tokens) == (1, 2, 200)
+    assert tally.seconds == pytest.approx(prefill_s)
+    _drive(replica, [])
+    assert replica.prefill_at(1e9) == tally  # the decode steps after it add nothing
+    assert replica.requests == RequestCounters(200, 2, 20, 200)

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from control_plane.balancer.config import BalancerConfig
-from engine_workers.backends.sim_model import PROFILES, SimProfile
+from engine_workers.backends.sim_model import PROFILES, SimProfile, step_ms
 from frugal.bench.fleet import POLICIES as PAPER_POLICIES
 from frugal.bench.fleet import TP2, TP2_REPLICAS, TP8
 from frugal.bench.traces import AZURE_CODE, AZURE_CONVERSATION, MOONCAKE_CONVERSATION
@@ -244,6 +244,15 @@ class FleetResults:
     fleet: FleetPlan
     outcomes: list[Outcome] = field(default_factory=list)
     update: UpdateSize | None = None  # a change from one static layout to the other
+    ttft_bounds_ms: dict[str, float] = field(default_factory=dict)  # trace -> p99 bound
+
+
+def ttft_p99_bound_ms(rows: Sequence[TraceRow], profiles: Iterable[SimProfile]) -> float | None:
+    """The TTFT p99 no routing can beat: each request alone on an idle replica of the
+    profile that prefills its prompt fastest (one step: a + b + c * prompt)."""
+    kinds = list(profiles)
+    alone = [min(step_ms(p, 1, row.prompt_tokens) for p in kinds) for row in rows]
+    return _percentile(alone, 0.99)
 
 
 def run_closed(plan: VirtualPlan, fleet: FleetPlan, policy: str, level: int) -> Outcome:
@@ -297,6 +306,11 @@ def run_virtual(
             for trace in plan.traces:
                 found.outcomes.append(run_trace(plan, fleet, policy, trace))
                 report(found.outcomes[-1])
+        for trace in plan.traces:
+            rows = TRACES[trace]()[: plan.trace_requests]
+            bound = ttft_p99_bound_ms(rows, [g.profile for g in fleet.groups])
+            if bound is not None:
+                found.ttft_bounds_ms[trace] = bound
         results.append(found)
     for fleet in plan.prefix_fleets:
         found = FleetResults(fleet)

@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from control_plane.balancer.config import BalancerConfig
 from control_plane.balancer.load import ModelLoad, ReplicaCounters
 from control_plane.balancer.policy import build_policy
-from control_plane.balancer.signals import TICK_S, ModelBalance, StepSampler, group_load
+from control_plane.balancer.signals import (
+    TICK_S,
+    ModelBalance,
+    PrefillSampler,
+    StepSampler,
+    group_load,
+)
 from control_plane.model import PrefixRoutingConfig
 from engine_workers.backends.sim_model import SimProfile
 from frugal.bench.virtual.replica import VirtualReplica, VirtualRequest
@@ -96,6 +102,7 @@ class VirtualFleet:
         self.balance = ModelBalance(build_policy(balancer, weights), "virtual")
         self._weights = dict(weights)  # what Envoy routes by (the configured ones first)
         self._sampler = StepSampler()
+        self._prefill_sampler = PrefillSampler()
         self._now = 0.0
         self._events: list[tuple[float, int, int, int, int]] = []  # time, seq, group, replica, ver
         self._versions: dict[tuple[int, int], int] = {}
@@ -208,14 +215,28 @@ class VirtualFleet:
         now = self._now
         counters = {
             address: ReplicaCounters(
-                now, replica.running_at(now), replica.tokens_at(now), replica.decode_at(now)
+                now,
+                replica.running_at(now),
+                replica.tokens_at(now),
+                replica.decode_at(now),
+                replica.prefill_at(now),
+                replica.requests,
             )
             for group in self._groups
             for address, replica in zip(group.addresses, group.replicas, strict=True)
         }
         samples = self._sampler.samples(counters)
+        prefill = self._prefill_sampler.observe(counters)
         loads = tuple(
-            group_load(g.spec.name, g.addresses, len(g.replicas), sum(g.active), counters, samples)
+            group_load(
+                g.spec.name,
+                g.addresses,
+                len(g.replicas),
+                sum(g.active),
+                counters,
+                samples,
+                prefill,
+            )
             for g in self._groups
         )
         self.balance.decide(ModelLoad(model=MODEL, groups=loads, now=now))

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from control_plane.balancer.load import DecodeCounters
+from control_plane.balancer.load import DecodeCounters, PrefillCounters, RequestCounters
 from engine_workers.backends.prefix_cache import PrefixCache
 from engine_workers.backends.sim_model import SimProfile, step_ms, warmup_step_ms
 
@@ -60,7 +60,11 @@ class _Epoch:
     step_s: float
     running: int
     steps_before: int  # the replica's steps done when the epoch began
-    prefills: bool  # its first step prefills the sequences it took in
+    prefill_tokens: int  # what its first step prefills (the sequences it took in)
+
+    @property
+    def prefills(self) -> bool:
+        return self.prefill_tokens > 0
 
     def decode_steps_in(self, steps: int) -> int:
         """Of its first `steps` steps, those that prefilled nothing."""
@@ -78,6 +82,8 @@ class VirtualReplica:
     _steps_done: int = 0
     _tokens_before: int = 0  # tokens generated before the current epoch
     _decode_before: DecodeCounters = field(default_factory=lambda: DecodeCounters(0, 0.0, 0))
+    _prefill_before: PrefillCounters = field(default_factory=lambda: PrefillCounters(0, 0.0, 0, 0))
+    _requests: RequestCounters = field(default_factory=lambda: RequestCounters(0, 0, 0, 0))
     _epoch: _Epoch | None = None
     prefix_cache: PrefixCache = field(init=False)
 
@@ -111,10 +117,27 @@ class VirtualReplica:
             return self._decode_before
         return _plus_decode(self._decode_before, epoch, self._steps_in(epoch, now_s))
 
+    def prefill_at(self, now_s: float) -> PrefillCounters:
+        """Prefill steps so far (the engine's `frugal_engine_prefill_steps_total` tally)."""
+        epoch = self._epoch
+        if epoch is None:
+            return self._prefill_before
+        return _plus_prefill(self._prefill_before, epoch, self._steps_in(epoch, now_s))
+
+    @property
+    def requests(self) -> RequestCounters:
+        """Prompt tokens sent here, requests finished and the tokens they generated."""
+        return self._requests
+
     def submit(self, request: VirtualRequest, now_s: float) -> None:
         """Queue `request`; an idle replica takes it in at its next event, now (with any
         other request that comes at the same moment)."""
         self.waiting.append(request)
+        counted = self._requests
+        self._requests = RequestCounters(
+            counted.prompt_tokens + request.prompt_tokens, counted.finished,
+            counted.finished_tokens, counted.finished_prompt_tokens,
+        )  # fmt: skip
 
     def next_event_s(self, now_s: float) -> float | None:
         """When this replica next changes: a sequence finishes, a step ends with a waiting
@@ -140,6 +163,7 @@ class VirtualReplica:
         self._steps_done = epoch.steps_before + steps
         self._tokens_before += epoch.running * steps
         self._decode_before = _plus_decode(self._decode_before, epoch, steps)
+        self._prefill_before = _plus_prefill(self._prefill_before, epoch, steps)
         finished = []
         while self._finishing and self._finishing[0][0] <= self._steps_done:
             finish_step, index = heapq.heappop(self._finishing)
@@ -147,6 +171,12 @@ class VirtualReplica:
             self._kv_reserved -= request.prompt_tokens + request.output_tokens
             request.finished_s = self._end_of_step(epoch, finish_step - epoch.steps_before)
             finished.append(request)
+            counted = self._requests
+            self._requests = RequestCounters(
+                counted.prompt_tokens, counted.finished + 1,
+                counted.finished_tokens + request.output_tokens,
+                counted.finished_prompt_tokens + request.prompt_tokens,
+            )  # fmt: skip
         self._begin_epoch(now_s)
         # Told once the replica is whole again: a client may send its next request here.
         for request in finished:
@@ -176,7 +206,7 @@ class VirtualReplica:
         first = step_ms(self.profile, running, prefill) / 1000.0
         self._epoch = _Epoch(
             now_s, first, step_ms(self.profile, running, 0) / 1000.0, running, self._steps_done,
-            prefills=prefill > 0,
+            prefill_tokens=prefill,
         )  # fmt: skip
         for request in admitted:
             request.first_token_s = now_s + first
@@ -210,4 +240,16 @@ def _plus_decode(before: DecodeCounters, epoch: _Epoch, steps: int) -> DecodeCou
         steps=before.steps + decode,
         seconds=before.seconds + decode * epoch.step_s,
         sequences=before.sequences + decode * epoch.running,
+    )
+
+
+def _plus_prefill(before: PrefillCounters, epoch: _Epoch, steps: int) -> PrefillCounters:
+    """The epoch's first step, once done, if it prefilled."""
+    if not epoch.prefills or steps < 1:
+        return before
+    return PrefillCounters(
+        steps=before.steps + 1,
+        seconds=before.seconds + epoch.first_step_s,
+        sequences=before.sequences + epoch.running,
+        tokens=before.tokens + epoch.prefill_tokens,
     )
