@@ -83,7 +83,11 @@ class VirtualReplica:
     _tokens_before: int = 0  # tokens generated before the current epoch
     _decode_before: DecodeCounters = field(default_factory=lambda: DecodeCounters(0, 0.0, 0))
     _prefill_before: PrefillCounters = field(default_factory=lambda: PrefillCounters(0, 0.0, 0, 0))
-    _requests: RequestCounters = field(default_factory=lambda: RequestCounters(0, 0, 0, 0))
+    # The request counters, as plain numbers: they change on every arrival and finish.
+    _prompt_sent: int = 0
+    _finished: int = 0
+    _finished_tokens: int = 0
+    _finished_prompt_tokens: int = 0
     _epoch: _Epoch | None = None
     prefix_cache: PrefixCache = field(init=False)
 
@@ -126,18 +130,18 @@ class VirtualReplica:
 
     @property
     def requests(self) -> RequestCounters:
-        """Prompt tokens sent here, requests finished and the tokens they generated."""
-        return self._requests
+        """Prompt tokens sent here, requests finished, the tokens they generated and their
+        prompts."""
+        return RequestCounters(
+            self._prompt_sent, self._finished, self._finished_tokens,
+            self._finished_prompt_tokens,
+        )  # fmt: skip
 
     def submit(self, request: VirtualRequest, now_s: float) -> None:
         """Queue `request`; an idle replica takes it in at its next event, now (with any
         other request that comes at the same moment)."""
         self.waiting.append(request)
-        counted = self._requests
-        self._requests = RequestCounters(
-            counted.prompt_tokens + request.prompt_tokens, counted.finished,
-            counted.finished_tokens, counted.finished_prompt_tokens,
-        )  # fmt: skip
+        self._prompt_sent += request.prompt_tokens
 
     def next_event_s(self, now_s: float) -> float | None:
         """When this replica next changes: a sequence finishes, a step ends with a waiting
@@ -171,12 +175,9 @@ class VirtualReplica:
             self._kv_reserved -= request.prompt_tokens + request.output_tokens
             request.finished_s = self._end_of_step(epoch, finish_step - epoch.steps_before)
             finished.append(request)
-            counted = self._requests
-            self._requests = RequestCounters(
-                counted.prompt_tokens, counted.finished + 1,
-                counted.finished_tokens + request.output_tokens,
-                counted.finished_prompt_tokens + request.prompt_tokens,
-            )  # fmt: skip
+            self._finished += 1
+            self._finished_tokens += request.output_tokens
+            self._finished_prompt_tokens += request.prompt_tokens
         self._begin_epoch(now_s)
         # Told once the replica is whole again: a client may send its next request here.
         for request in finished:
