@@ -102,7 +102,6 @@ def _requests(values: Mapping[str, float]) -> RequestCounters | None:
     if finished is None:
         return None
     return RequestCounters(
-        prompt_tokens=values.get("frugal_engine_prompt_tokens_total", 0.0),
         finished=finished,
         finished_tokens=values.get("frugal_engine_request_generation_tokens_sum", 0.0),
         finished_prompt_tokens=values.get("frugal_engine_request_prompt_tokens_sum", 0.0),

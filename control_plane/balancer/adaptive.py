@@ -19,11 +19,12 @@ goes where one request is fastest. Before any group is measured (engines without
 tally), every group is assumed alike and the split follows replica counts.
 
 Prefill is in the split too, where the engines report it (a prefill-step tally and request
-counters): each group's prefill time per prompt token (prefill_watch.PrefillFit) and the
-model's largest recent burst of prompt tokens go into the line's slope
-(cost_model.with_prefill), so a burst of long prompts is spread over the groups by their
-prefill speed rather than queued on the group with the fastest decode step. A group whose
-prefill is not measured yet is given the mean of those that are.
+counters): each group's prefill time per prompt token (prefill_watch.PrefillFit), the
+model's largest recent burst of prompt tokens prefilled at once and its requests' mean
+prompt and output go into the line (cost_model.with_prefill), so a burst of long prompts
+is spread over the groups by their prefill speed rather than queued on the group with the
+fastest decode step. A group whose prefill is not measured yet is given the mean of those
+that are.
 """
 
 from __future__ import annotations

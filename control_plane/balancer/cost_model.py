@@ -93,13 +93,13 @@ class OnlineLinearFit:
 
 @dataclass(frozen=True)
 class PrefillPressure:
-    """A model's prompts as the split weighs them: the most prompt tokens that reached its
-    engines in one tick of the recent past (a burst), and the mean tokens a finished
-    request generated."""
+    """A model's prompts as the split weighs them: the most prompt tokens its replicas
+    prefilled at once in the recent past (a burst), and a finished request's mean output
+    and prompt."""
 
     burst_tokens: float
     output_tokens: float
-    prompt_tokens: float = 0.0  # a finished request's mean prompt
+    prompt_tokens: float = 0.0
 
 
 def with_prefill(
@@ -110,8 +110,9 @@ def with_prefill(
     tokens, the prefill of its replica's part of the burst first.
 
     A share s_g of `load` = X requests on group g (R_g replicas, prefill c_g ms a token)
-    costs each request O * (a_g + b_g * s_g * X / R_g) + c_g * s_g * Q / R_g. Over O and
-    times X, that is split_load's x_g * (a_g + b'_g * x_g / R_g) with x_g = s_g * X and
+    costs each request, of mean prompt L, O * (a_g + b_g * s_g * X / R_g) + c_g * L +
+    c_g * s_g * Q / R_g. Over O and times X, that is split_load's
+    x_g * (a'_g + b'_g * x_g / R_g) with x_g = s_g * X, a'_g = a_g + c_g * L / O and
     b'_g = b_g + c_g * Q / (O * X): long prompts that come together spread over groups
     in proportion to their prefill speed, short ones leave the decode line as it was."""
     if pressure.output_tokens <= 0 or load <= 0:

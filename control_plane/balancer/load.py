@@ -37,11 +37,10 @@ class PrefillSample:
 
 @dataclass(frozen=True)
 class GroupPrefill:
-    """A group's prefill since the last tick, summed over its replicas: the prompt tokens
-    its engines were sent, the requests they finished, the tokens those generated and
-    their prompts, and the prefill-step observations."""
+    """A group's prefill since the last tick, summed over its replicas: the requests its
+    engines finished, the tokens those generated and their prompts, and the prefill-step
+    observations (one a replica)."""
 
-    prompt_tokens: float = 0.0
     finished: float = 0.0
     finished_tokens: float = 0.0
     finished_prompt_tokens: float = 0.0
@@ -134,12 +133,10 @@ class PrefillCounters:
 
 @dataclass(frozen=True)
 class RequestCounters:
-    """An engine's request counters: prompt tokens it was sent, requests it finished, the
-    tokens those generated and their prompts (`frugal_engine_prompt_tokens_total`, the
+    """An engine's finished requests, the tokens they generated and their prompts (the
     count and sum of `frugal_engine_request_generation_tokens`, and the sum of
     `frugal_engine_request_prompt_tokens`)."""
 
-    prompt_tokens: float
     finished: float
     finished_tokens: float
     finished_prompt_tokens: float

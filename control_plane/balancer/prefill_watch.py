@@ -5,8 +5,11 @@ Pure layer, plain floats. An engine's prefill steps (its prefill-step tally) las
 decode line's step plus c ms for each prompt token they prefill (docs/simulator.md, "The
 step model"): c is what is left of their mean duration once the group's decode line is
 taken off, per token, fitted with the same exponential forgetting as the line. The burst
-is the most prompt tokens the model's engines were sent in one tick within the horizon;
-the output length is the mean of the finished requests', forgotten alike.
+is the most prompt tokens the model's replicas prefilled at once (each replica's mean
+tokens per prefill step in a tick, summed over them) within the horizon: what a request
+that arrives with them waits for, where prompts that merely came in the same tick but
+were prefilled steps apart would overstate it. The output length and the prompt length are
+the means of the finished requests', forgotten alike.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ from collections import deque
 
 from control_plane.balancer.cost_model import PrefillPressure, StepCost
 from control_plane.balancer.load import GroupPrefill, PrefillSample
+
+# Finished requests (forgetting-weighted) before their mean output stands for the model's:
+# the first to finish are the shortest, and a mean of a few of them would make every
+# request's prefill look large against its decode steps.
+MIN_FINISHED = 32.0
 
 
 class PrefillFit:
@@ -39,7 +47,8 @@ class PrefillFit:
 
 
 class BurstWatch:
-    """The model's prompt-token bursts over `horizon_s`, and its mean output length."""
+    """The model's prefill bursts over `horizon_s`, and its requests' mean output and
+    prompt lengths."""
 
     def __init__(self, horizon_s: float, forgetting: float) -> None:
         self._horizon_s = horizon_s
@@ -50,7 +59,7 @@ class BurstWatch:
         self._finished_prompt_tokens = 0.0
 
     def observe(self, now: float, groups: list[GroupPrefill]) -> None:
-        self._ticks.append((now, sum(g.prompt_tokens for g in groups)))
+        self._ticks.append((now, sum(s.tokens_per_step for g in groups for s in g.samples)))
         while self._ticks and self._ticks[0][0] < now - self._horizon_s:
             self._ticks.popleft()
         finished = sum(g.finished for g in groups)
@@ -65,9 +74,9 @@ class BurstWatch:
             )
 
     def pressure(self) -> PrefillPressure | None:
-        """None before a request has finished or a prompt has come."""
+        """None before MIN_FINISHED requests have finished or while nothing was prefilled."""
         burst = max((tokens for _, tokens in self._ticks), default=0.0)
-        if burst <= 0 or self._finished <= 0:
+        if burst <= 0 or self._finished < MIN_FINISHED:
             return None
         return PrefillPressure(
             burst,

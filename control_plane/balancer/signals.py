@@ -59,7 +59,7 @@ class StepSampler:
 
 class PrefillSampler:
     """Each replica's prefill between its last two readings: its prefill-step sample and
-    the prompt tokens, finished requests and their generated tokens in between."""
+    the requests it finished in between, with their generated and prompt tokens."""
 
     def __init__(self) -> None:
         self._previous: dict[str, ReplicaCounters] = {}
@@ -67,7 +67,7 @@ class PrefillSampler:
     def observe(self, counters: Mapping[str, ReplicaCounters]) -> dict[str, GroupPrefill]:
         """What each replica read now and before did in between; these readings become
         the previous ones. A replica read for the first time gives nothing: its counters
-        hold its whole life, not one tick (a burst of prompt tokens it is not)."""
+        hold its whole life, not one tick."""
         found = {}
         for address, current in counters.items():
             previous = self._previous.get(address)
@@ -86,7 +86,6 @@ def _replica_prefill(previous: ReplicaCounters, current: ReplicaCounters) -> Gro
     if before is None or current.requests.finished < before.finished:
         return GroupPrefill(samples=() if sample is None else (sample,))  # it restarted
     return GroupPrefill(
-        prompt_tokens=current.requests.prompt_tokens - before.prompt_tokens,
         finished=current.requests.finished - before.finished,
         finished_tokens=current.requests.finished_tokens - before.finished_tokens,
         finished_prompt_tokens=(
@@ -125,7 +124,6 @@ def group_load(
 def _summed(parts: Iterable[GroupPrefill]) -> GroupPrefill:
     parts = list(parts)
     return GroupPrefill(
-        prompt_tokens=sum(p.prompt_tokens for p in parts),
         finished=sum(p.finished for p in parts),
         finished_tokens=sum(p.finished_tokens for p in parts),
         finished_prompt_tokens=sum(p.finished_prompt_tokens for p in parts),

@@ -71,7 +71,6 @@ def test_a_reading_carries_the_prefill_tally_and_request_counters() -> None:
         "frugal_engine_prefill_step_seconds_total": 0.3,
         "frugal_engine_prefill_step_sequences_total": 40.0,
         "frugal_engine_prefill_step_tokens_total": 9000.0,
-        "frugal_engine_prompt_tokens_total": 9500.0,
         "frugal_engine_request_generation_tokens_count": 15.0,
         "frugal_engine_request_generation_tokens_sum": 1900.0,
         "frugal_engine_request_prompt_tokens_sum": 8800.0,
@@ -79,7 +78,7 @@ def test_a_reading_carries_the_prefill_tally_and_request_counters() -> None:
     reading = replica_counters(values, 5.0)
     assert reading is not None
     assert reading.prefill == PrefillCounters(12.0, 0.3, 40.0, 9000.0)
-    assert reading.requests == RequestCounters(9500.0, 15.0, 1900.0, 8800.0)
+    assert reading.requests == RequestCounters(15.0, 1900.0, 8800.0)
     bare = replica_counters({"frugal_engine_generation_tokens_total": 1.0}, 5.0)
     assert bare is not None and bare.prefill is None and bare.requests is None
     assert replica_counters({"frugal_engine_num_requests_running": 1.0}, 5.0) is None

@@ -45,7 +45,7 @@ def test_a_prefill_sample_is_the_mean_prefill_step_between_two_tallies() -> None
 def _reading(at: float, prompt: float, finished: float, out: float) -> ReplicaCounters:
     return ReplicaCounters(
         at, 2, out, prefill=PrefillCounters(at, at / 10, 2 * at, prompt),
-        requests=RequestCounters(prompt, finished, out, prompt),
+        requests=RequestCounters(finished, out, prompt),
     )  # fmt: skip
 
 
@@ -53,22 +53,22 @@ def test_the_sampler_gives_what_happened_between_readings_never_a_whole_life() -
     sampler = PrefillSampler()
     assert sampler.observe({"r": _reading(10, 50_000, 40, 4000)}) == {}
     (later,) = sampler.observe({"r": _reading(12, 53_000, 43, 4300)}).values()
-    assert (later.prompt_tokens, later.finished, later.finished_tokens) == (3000, 3, 300)
+    assert (later.finished, later.finished_tokens, later.finished_prompt_tokens) == (3, 300, 3000)
     (sample,) = later.samples
     assert (sample.running_per_replica, sample.tokens_per_step) == (2.0, 1500)
     assert sample.step_seconds == pytest.approx(0.1)
     # A restarted engine (its counters went back) gives no traffic that tick.
     (restarted,) = sampler.observe({"r": _reading(1, 100, 1, 10)}).values()
-    assert (restarted.prompt_tokens, restarted.finished) == (0, 0)
+    assert (restarted.finished, restarted.finished_tokens) == (0, 0)
 
 
 def test_a_group_sums_its_replicas_prefill() -> None:
     prefill = {
-        "a": GroupPrefill(1000, 2, 200, 900, (PrefillSample(1, 0.02, 1000),)),
-        "b": GroupPrefill(500, 1, 50, 400, ()),
+        "a": GroupPrefill(2, 200, 900, (PrefillSample(1, 0.02, 1000),)),
+        "b": GroupPrefill(1, 50, 400, ()),
     }
     load = group_load("g", ["a", "b", "c"], 3, 4.0, {}, {}, prefill)
-    assert load.prefill == GroupPrefill(1500, 3, 250, 1300, (PrefillSample(1, 0.02, 1000),))
+    assert load.prefill == GroupPrefill(3, 250, 1300, (PrefillSample(1, 0.02, 1000),))
     assert group_load("g", ["c"], 1, 0.0, {}, {}, prefill).prefill is None
 
 
@@ -81,14 +81,22 @@ def test_the_fit_takes_the_decode_line_off_the_prefill_step() -> None:
     assert fit.ms_per_token() == pytest.approx(PREFILL_MS["tp2"])
 
 
+def _prefilling(*tokens_per_step: float) -> GroupPrefill:
+    """A group none of whose requests finished, each replica prefilling so many at once."""
+    return GroupPrefill(samples=tuple(PrefillSample(1, 0.1, t) for t in tokens_per_step))
+
+
 def test_the_watch_keeps_the_largest_burst_of_its_horizon_and_the_mean_output() -> None:
     watch = BurstWatch(horizon_s=2.0, forgetting=1.0)
     assert watch.pressure() is None
-    watch.observe(0.0, [GroupPrefill(90_000, 0, 0, 0)])
+    # The burst: what the replicas prefilled at once, summed over them.
+    watch.observe(0.0, [_prefilling(60_000, 20_000), _prefilling(10_000)])
     assert watch.pressure() is None  # no request has finished yet
-    watch.observe(1.0, [GroupPrefill(1000, 2, 300, 800), GroupPrefill(0, 2, 100, 400)])
-    assert watch.pressure() == PrefillPressure(90_000, 100, 300)
-    watch.observe(2.5, [GroupPrefill(2000, 0, 0, 0)])  # the burst at 0 s is past the horizon
+    watch.observe(0.5, [GroupPrefill(2, 20, 100)])
+    assert watch.pressure() is None  # too few: the first to finish are the short ones
+    watch.observe(1.0, [GroupPrefill(20, 3880, 9100), GroupPrefill(18, 2100, 2800)])
+    assert watch.pressure() == PrefillPressure(90_000, 150, 300)
+    watch.observe(2.5, [_prefilling(2000)])  # the burst at 0 s is past the horizon
     pressure = watch.pressure()
     assert pressure is not None and pressure.burst_tokens == 2000
 
@@ -118,12 +126,11 @@ def _group(name: str, in_flight: float, prefill: GroupPrefill | None) -> GroupLo
     return GroupLoad(name, REPLICAS[name], in_flight, samples=samples, prefill=prefill)
 
 
-def _prefilled(name: str, prompt: float) -> GroupPrefill:
-    """A tick in which the group was sent `prompt` tokens and prefilled 8,000 in a step."""
-    step_ms = LINE[name].step_ms(4) + PREFILL_MS[name] * 8000
-    return GroupPrefill(
-        prompt, 10, 3000, 10 * prompt / 40, (PrefillSample(4, step_ms / 1000, 8000),)
-    )
+def _prefilled(name: str, tokens: float) -> GroupPrefill:
+    """A tick in which the group prefilled `tokens` in a step and finished 20 requests of
+    300 tokens out and 5,000 in."""
+    step_ms = LINE[name].step_ms(4) + PREFILL_MS[name] * tokens
+    return GroupPrefill(20, 6000, 100_000, (PrefillSample(4, step_ms / 1000, tokens),))
 
 
 def _burst(now: float) -> ModelLoad:

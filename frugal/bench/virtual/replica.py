@@ -83,8 +83,7 @@ class VirtualReplica:
     _tokens_before: int = 0  # tokens generated before the current epoch
     _decode_before: DecodeCounters = field(default_factory=lambda: DecodeCounters(0, 0.0, 0))
     _prefill_before: PrefillCounters = field(default_factory=lambda: PrefillCounters(0, 0.0, 0, 0))
-    # The request counters, as plain numbers: they change on every arrival and finish.
-    _prompt_sent: int = 0
+    # The request counters, as plain numbers: they change on every finish.
     _finished: int = 0
     _finished_tokens: int = 0
     _finished_prompt_tokens: int = 0
@@ -130,18 +129,13 @@ class VirtualReplica:
 
     @property
     def requests(self) -> RequestCounters:
-        """Prompt tokens sent here, requests finished, the tokens they generated and their
-        prompts."""
-        return RequestCounters(
-            self._prompt_sent, self._finished, self._finished_tokens,
-            self._finished_prompt_tokens,
-        )  # fmt: skip
+        """Requests finished here, the tokens they generated and their prompts."""
+        return RequestCounters(self._finished, self._finished_tokens, self._finished_prompt_tokens)
 
     def submit(self, request: VirtualRequest, now_s: float) -> None:
         """Queue `request`; an idle replica takes it in at its next event, now (with any
         other request that comes at the same moment)."""
         self.waiting.append(request)
-        self._prompt_sent += request.prompt_tokens
 
     def next_event_s(self, now_s: float) -> float | None:
         """When this replica next changes: a sequence finishes, a step ends with a waiting
