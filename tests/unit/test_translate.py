@@ -362,18 +362,6 @@ def test_engine_clusters_use_eds_least_request_and_health_checks() -> None:
         assert cluster.outlier_detection.consecutive_gateway_failure.value == 1
 
 
-def test_every_cluster_hands_health_changes_to_the_workers_at_once() -> None:
-    data = config_data()
-    data["models"][0]["prefix_routing"] = {"hash_balance_factor": 150}
-    data["safety_filter"]["host"] = "safety.internal"
-    plain, hashed = resources(), resources(make_config(data))
-    for cluster in [*plain.clusters, *hashed.clusters]:
-        window = cluster.common_lb_config.update_merge_window
-        assert cluster.common_lb_config.HasField("update_merge_window"), cluster.name
-        assert (window.seconds, window.nanos) == (0, 0), cluster.name
-    assert len(hashed.clusters) == len(plain.clusters) + 2  # the two unkeyed siblings
-
-
 def test_load_assignments_list_exactly_the_replicas() -> None:
     assignments = {
         a.cluster_name: [
