@@ -86,13 +86,12 @@ class AdaptivePolicy:
         fit = self._prefill.get(group)
         return fit.ms_per_token() if fit is not None else None
 
-    def _observe_prefill(self, load: ModelLoad) -> None:
+    def _observe_prefill(self, load: ModelLoad, lines: Mapping[str, StepCost]) -> None:
         """Fold the new prefill samples in, against each group's decode line now."""
         reported = [g.prefill for g in load.groups if g.prefill is not None]
         if not reported or self._config.burst_horizon_s == 0:
             return
         self._bursts.observe(load.now, reported)
-        lines = self._measured(list(load.group_names))
         for group in load.groups:
             line = lines.get(group.group)
             if group.prefill is None or line is None:
@@ -115,8 +114,10 @@ class AdaptivePolicy:
     def decide(self, load: ModelLoad) -> Decision:
         for group in load.groups:
             self._observe(group)
-        self._observe_prefill(load)
         names = load.group_names
+        # Every group's line, once a tick: the prefill fit and the split both use them.
+        lines = self._measured(list(names))
+        self._observe_prefill(load, lines)
         up = available(load.groups)
         in_flight = load.in_flight
         if not up:
@@ -124,7 +125,7 @@ class AdaptivePolicy:
                 weights=even_split(names, names),
                 reason=f"adaptive: {in_flight:g} in flight, no group has healthy replicas",
             )
-        measured = self._measured(up)
+        measured = {name: lines[name] for name in up if name in lines}
         unmeasured = [name for name in up if name not in measured]
         replicas = {group.group: group.replicas for group in load.groups}
         # The new request counts too: at no load it still goes where one request is fastest.
