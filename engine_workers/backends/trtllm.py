@@ -7,7 +7,10 @@ A sequence is `LLM.generate_async(token_ids, SamplingParams, streaming=True)`: o
 `RequestOutput`, mutated in place each step and async-iterated, whose `outputs[0]` carries
 `text_diff`, `token_ids_diff` and, at the end, `finish_reason`. Load comes from the engine's
 iteration stats (`get_stats_async`, camelCase dicts), drained by a background task, since
-`load()` must answer at once.
+`load()` must answer at once. Each drained iteration also goes into the decode-step and
+prefill-step tallies the adaptive balancer fits (`fold_iteration`): an iteration that ran a
+context request is a prefill step of its `numCtxTokens`, one that ran only generation
+requests a decode step, each timed by its `iterLatencyMS`.
 
 The pure parts (profile -> LLM arguments, request -> SamplingParams arguments, stats ->
 LoadSnapshot, finish reasons) are module functions, tested without any engine.
@@ -21,15 +24,17 @@ import importlib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from engine_workers.backends.trtllm_parameters import TrtllmParameters
 from engine_workers.engine import (
+    DecodeSteps,
     Delta,
     GenerationRequest,
     LoadSnapshot,
+    PrefillSteps,
     PromptInput,
     RenderedPrompt,
     TokenUsage,
@@ -124,16 +129,57 @@ def openai_finish_reason(reason: str) -> str:
     raise EngineFaultError(f"the engine ended the sequence with finish reason {reason!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class StepTally:
+    """The engine's decode and prefill steps so far, from its iteration stats."""
+
+    decode: DecodeSteps = field(default_factory=DecodeSteps)
+    prefill: PrefillSteps = field(default_factory=PrefillSteps)
+
+
+def fold_iteration(tally: StepTally, stats: Mapping[str, Any]) -> StepTally:
+    """The tally with one more iteration (IterationStats' JSON form) in it.
+
+    The PyTorch executor fills `inflightBatchingStats` from the batch it scheduled
+    (py_executor.py `_update_iter_stats`): `numContextRequests` and `numCtxTokens` (prompt
+    tokens computed, a chunk of a long prompt under chunked prefill), `numGenRequests`,
+    `numScheduledRequests`; `iterLatencyMS` is the iteration's time. An iteration without
+    a time or without a scheduled request says nothing and is left out. The executor keeps
+    a bounded list of stats and drops the oldest when it is not drained in time; the
+    tally then misses steps, but its means (step time, batch, tokens per step) stay right.
+    """
+    batching = stats.get("inflightBatchingStats") or {}
+    seconds = float(stats.get("iterLatencyMS", 0.0)) / 1000.0
+    context = int(batching.get("numContextRequests", 0))
+    generation = int(batching.get("numGenRequests", 0))
+    scheduled = int(batching.get("numScheduledRequests", context + generation))
+    if seconds <= 0 or scheduled <= 0:
+        return tally
+    if context > 0:
+        tokens = int(batching.get("numCtxTokens", 0))
+        return StepTally(tally.decode, tally.prefill.add(seconds, scheduled, tokens))
+    return StepTally(tally.decode.add(seconds, scheduled), tally.prefill)
+
+
 def load_snapshot(
-    stats: Mapping[str, Any] | None, *, in_flight: int, tokens_generated_total: int
+    stats: Mapping[str, Any] | None,
+    *,
+    in_flight: int,
+    tokens_generated_total: int,
+    tally: StepTally | None = None,
 ) -> LoadSnapshot:
-    """The load gauges from the last iteration stats (IterationStats' JSON form).
+    """The load gauges from the last iteration stats (IterationStats' JSON form), and the
+    step tallies when given.
 
     The engine publishes stats only for iterations it runs, so the last ones go stale once
     it is idle; with no sequence in flight the worker reports an idle engine instead.
     """
+    decode = tally.decode if tally is not None else None
+    prefill = tally.prefill if tally is not None else None
     if stats is None or in_flight == 0:
-        return LoadSnapshot(0, 0, 0.0, tokens_generated_total)
+        return LoadSnapshot(
+            0, 0, 0.0, tokens_generated_total, decode_steps=decode, prefill_steps=prefill
+        )
     batching = stats.get("inflightBatchingStats") or {}
     kv = stats.get("kvCacheStats") or {}
     max_blocks = int(kv.get("maxNumBlocks", 0))
@@ -144,6 +190,8 @@ def load_snapshot(
         waiting=int(stats.get("numQueuedRequests", 0)) + int(batching.get("numPausedRequests", 0)),
         kv_cache_usage=min(max(used, 0.0), 1.0),
         tokens_generated_total=tokens_generated_total,
+        decode_steps=decode,
+        prefill_steps=prefill,
     )
 
 
@@ -224,6 +272,7 @@ class TrtllmBackend:
         self._llm: _Llm | None = None
         self._outputs: dict[str, _RequestOutput] = {}
         self._stats: Mapping[str, Any] | None = None
+        self._tally = StepTally()
         self._tokens_generated = 0
         self._stats_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -285,6 +334,7 @@ class TrtllmBackend:
             self._stats,
             in_flight=len(self._outputs),
             tokens_generated_total=self._tokens_generated,
+            tally=self._tally,
         )
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
@@ -353,6 +403,7 @@ class TrtllmBackend:
                 # The iterator ends when no stats arrive within the timeout (IterationResult).
                 async for stats in llm.get_stats_async(timeout=interval):
                     self._stats = stats
+                    self._tally = fold_iteration(self._tally, stats)
                     if self._stopping.is_set():
                         return
             except Exception:

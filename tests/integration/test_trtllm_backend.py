@@ -16,14 +16,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 from google.protobuf import json_format
 
+from control_plane.load_sampler import engine_samples
 from engine_workers.backends.trtllm import TrtllmStartError
 from engine_workers.server import EngineWorker
 from engine_workers.settings import EngineSettings
 from frugal.v1 import inference_pb2 as pb
 from tests.helpers.engine_worker import inference_stub, proto_value, serving
+from tests.helpers.envoy_process import free_port
 
 MODEL = "trtllm-test"
 DOUBLE_ROOT = Path(__file__).resolve().parents[1] / "doubles" / "tensorrt_llm_double"
@@ -48,9 +51,10 @@ def trtllm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(**parameters: Any) -> AsyncIterator[EngineWorker]:
+async def running_worker(metrics_port: int = 0, **parameters: Any) -> AsyncIterator[EngineWorker]:
     settings = EngineSettings(
         port=0,
+        metrics_port=metrics_port,
         model=MODEL,
         group="tp2",
         backend="trtllm",
@@ -138,7 +142,7 @@ async def test_completion_prompt_is_encoded_by_the_engine_tokenizer(trtllm: Modu
 
 
 async def test_llm_is_built_from_the_profile_off_the_event_loop(trtllm: ModuleType) -> None:
-    profile = {
+    profile: dict[str, Any] = {
         "tokenizer": "/models/mixtral-tokenizer",
         "tensor_parallel_size": 4,
         "pipeline_parallel_size": 2,
@@ -232,6 +236,35 @@ async def test_load_follows_the_engine_iteration_stats(trtllm: ModuleType) -> No
             await asyncio.gather(*readers, return_exceptions=True)
         idle = (0, 0, 0.0)
         await _wait_until(lambda: _gauges(worker) == idle)
+
+
+async def test_iteration_stats_become_the_step_tallies_the_balancer_reads(
+    trtllm: ModuleType,
+) -> None:
+    trtllm.settings.prefill_seconds_per_token = 0.001
+    port = free_port()
+    async with running_worker(metrics_port=port) as worker:
+        async with inference_stub(worker.address) as stub:
+            await stub.CreateChatCompletion(chat_request())
+        # The iteration that admits the sequence prefills its prompt and makes the first
+        # token; nine more make the rest and a tenth ends it at the end-of-sequence token.
+        await _wait_until(lambda: _steps(worker) == (1, 10))
+        async with httpx.AsyncClient() as http:
+            body = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    values = engine_samples(body)
+    assert values["frugal_engine_prefill_steps_total"] == 1
+    assert values["frugal_engine_prefill_step_sequences_total"] == 1
+    assert values["frugal_engine_prefill_step_tokens_total"] == CHAT_PROMPT_TOKENS
+    assert values["frugal_engine_prefill_step_seconds_total"] > 0
+    assert values["frugal_engine_decode_steps_total"] == 10
+    assert values["frugal_engine_decode_step_sequences_total"] == 10
+    assert values["frugal_engine_decode_step_seconds_total"] > 0
+
+
+def _steps(worker: EngineWorker) -> tuple[int, int]:
+    load = worker.backend.load()
+    assert load.prefill_steps is not None and load.decode_steps is not None
+    return load.prefill_steps.steps, load.decode_steps.steps
 
 
 async def test_fp8_prequantized_weights_are_checked_before_loading(

@@ -1,5 +1,6 @@
 """Unit tests of the `trtllm` backend's pure parts (no engine, no double): LLM arguments,
-SamplingParams arguments, finish reasons, load from iteration stats, checkpoint checks."""
+SamplingParams arguments, finish reasons, load and step tallies from iteration stats,
+checkpoint checks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 import pytest
 
 from engine_workers.backends.trtllm import (
+    StepTally,
     checkpoint_declares_fp8,
+    fold_iteration,
     llm_arguments,
     load_snapshot,
     openai_finish_reason,
@@ -18,7 +21,7 @@ from engine_workers.backends.trtllm import (
     token_ids_of,
 )
 from engine_workers.backends.trtllm_parameters import TrtllmParameters
-from engine_workers.engine import GenerationRequest, LoadSnapshot
+from engine_workers.engine import DecodeSteps, GenerationRequest, LoadSnapshot, PrefillSteps
 from engine_workers.errors import EngineFaultError, EngineUnavailableError
 
 
@@ -116,6 +119,48 @@ def test_load_snapshot_is_idle_without_sequences_or_stats() -> None:
 def test_load_snapshot_survives_missing_sections() -> None:
     load = load_snapshot({"numActiveRequests": 1}, in_flight=1, tokens_generated_total=0)
     assert load == LoadSnapshot(1, 0, 0.0, 0)
+
+
+def _iteration(latency_ms: float, context: int, generation: int, ctx_tokens: int) -> dict[str, Any]:
+    return {
+        "iterLatencyMS": latency_ms,
+        "inflightBatchingStats": {
+            "numContextRequests": context,
+            "numGenRequests": generation,
+            "numScheduledRequests": context + generation,
+            "numCtxTokens": ctx_tokens,
+        },
+    }
+
+
+def test_iterations_fold_into_decode_and_prefill_steps() -> None:
+    tally = StepTally()
+    for stats in (
+        _iteration(500.0, 2, 1, 900),  # two prompts prefilled beside one decoding sequence
+        _iteration(125.0, 0, 3, 0),
+        _iteration(250.0, 0, 3, 0),
+        _iteration(250.0, 1, 3, 300),
+    ):
+        tally = fold_iteration(tally, stats)
+    # (Binary fractions of a second: the sums are exact.)
+    assert tally.decode == DecodeSteps(steps=2, seconds=0.375, sequences=6)
+    assert tally.prefill == PrefillSteps(steps=2, seconds=0.75, sequences=7, tokens=1200)
+
+
+def test_iterations_without_a_time_or_a_batch_are_left_out() -> None:
+    tally = StepTally()
+    for stats in (_iteration(0.0, 0, 3, 0), _iteration(5.0, 0, 0, 0), {"iter": 3}):
+        tally = fold_iteration(tally, stats)
+    assert tally == StepTally()
+
+
+def test_load_snapshot_carries_the_tally_when_idle_too() -> None:
+    tally = fold_iteration(StepTally(), _iteration(125.0, 0, 2, 0))
+    idle = load_snapshot(None, in_flight=0, tokens_generated_total=4, tally=tally)
+    assert idle.decode_steps == DecodeSteps(1, 0.125, 2)
+    assert idle.prefill_steps == PrefillSteps()
+    busy = load_snapshot(STATS, in_flight=8, tokens_generated_total=4, tally=tally)
+    assert (busy.running, busy.decode_steps) == (5, tally.decode)
 
 
 def test_token_ids_of_accepts_a_list_or_a_batch_encoding() -> None:

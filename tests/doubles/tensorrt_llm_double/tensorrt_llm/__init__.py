@@ -13,7 +13,10 @@ tensorrt_llm/executor/result.py):
   max_tokens; "cancelled" after `abort()`);
 - `get_stats_async(timeout)` returns one shared IterationResult: camelCase dicts, one per
   engine iteration, published only with `enable_iter_perf_stats=True`; it ends when none
-  arrive within the timeout and stays ended until a new request is submitted;
+  arrive within the timeout and stays ended until a new request is submitted. As the
+  PyTorch executor fills them (py_executor.py `_update_iter_stats`), a sequence is a
+  context request in the iteration that admits it (`numCtxTokens`: its prompt) and a
+  generation request after, and `iterLatencyMS` is the iteration's time;
 - `llm.tokenizer` has `encode`, `decode` and `apply_chat_template` (a word per token).
 
 What it cannot prove: anything about kernels, TP/PP/EP sharding, fp8, real in-flight batching
@@ -40,6 +43,7 @@ class DoubleSettings:
 
     load_seconds: float = 0.05
     step_seconds: float = 0.002
+    prefill_seconds_per_token: float = 0.0  # added to an iteration for each prompt token
     tokens_before_eos: int = 10
     kv_capacity_tokens: int = 4096
     # The stats iterator loses a cancel and goes on waiting, as asyncio.wait_for does in
@@ -245,12 +249,18 @@ class _Engine:
             if not self._queued and not self._active:
                 self._wake.clear()
                 await self._wake.wait()
+            admitted = []
             while self._queued and len(self._active) < self._max_batch:
                 request_id = next(iter(self._queued))
                 self._active[request_id] = self._queued.pop(request_id)
-            await asyncio.sleep(settings.step_seconds)
+                admitted.append(self._active[request_id])
+            started = time.perf_counter()
+            ctx_tokens = sum(s.prompt_tokens for s in admitted)
+            await asyncio.sleep(
+                settings.step_seconds + settings.prefill_seconds_per_token * ctx_tokens
+            )
             self._iteration += 1
-            self._publish_stats()
+            self._publish_stats(len(admitted), ctx_tokens, time.perf_counter() - started)
             for request_id, sequence in list(self._active.items()):
                 response = self._step(sequence)
                 if response.finish_reason is not None:
@@ -274,7 +284,7 @@ class _Engine:
             return _Response((token,), "length")
         return _Response((token,), None)
 
-    def _publish_stats(self) -> None:
+    def _publish_stats(self, context: int, ctx_tokens: int, seconds: float) -> None:
         if self.stats is None:
             return
         per_block = self._tokens_per_block
@@ -284,15 +294,16 @@ class _Engine:
         stats: dict[str, Any] = {
             "iter": self._iteration,
             "timestamp": f"{time.time():.6f}",
+            "iterLatencyMS": seconds * 1000.0,
             "numActiveRequests": len(self._active),
             "numQueuedRequests": len(self._queued),
             "maxNumActiveRequests": self._max_batch,
             "inflightBatchingStats": {
                 "numScheduledRequests": len(self._active),
-                "numContextRequests": 0,
-                "numGenRequests": len(self._active),
+                "numContextRequests": context,
+                "numGenRequests": len(self._active) - context,
                 "numPausedRequests": 0,
-                "numCtxTokens": 0,
+                "numCtxTokens": ctx_tokens,
             },
             "kvCacheStats": {
                 "maxNumBlocks": settings.kv_capacity_tokens // per_block,
