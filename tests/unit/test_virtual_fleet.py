@@ -18,7 +18,7 @@ from frugal.bench.virtual.fleet import (
     prefix_with_bounded_load,
 )
 from frugal.bench.virtual.replica import VirtualRequest
-from frugal.bench.virtual.workload import ClosedLoop, TraceRow, mooncake_trace
+from frugal.bench.virtual.workload import ClosedLoop, TraceRow, mooncake_trace, tiled
 
 GROUPS = [GroupSpec("tp8", PROFILES["tp8"], 1, 100), GroupSpec("tp2", PROFILES["tp2"], 4, 0)]
 
@@ -128,3 +128,23 @@ def test_the_ttft_bound_is_each_prompt_alone_on_its_fastest_profile() -> None:
     # The 99th of 100 prompts (9,900 tokens) in one tp8 step: 5 + 0.1 + 0.0125 * 9,900 ms.
     assert bound == 5.0 + 0.1 + 0.0125 * 9_900
     assert ttft_p99_bound_ms([], [PROFILES["tp8"]]) is None
+
+
+def test_copies_of_a_trace_keep_its_sizes_spread_its_times_and_share_no_blocks() -> None:
+    rows = [TraceRow(0.0, 10, 2, (1, 2)), TraceRow(4.0, 20, 3, (1, 3)), TraceRow(10.0, 5, 1, ())]
+    copies = tiled(rows, 3, seed=7)
+    assert len(copies) == 9
+    assert [r.at_s for r in copies] == sorted(r.at_s for r in copies)
+    assert all(0.0 <= r.at_s <= 10.0 for r in copies)
+    assert Counter((r.prompt_tokens, r.output_tokens) for r in copies) == Counter(
+        {(10, 2): 3, (20, 3): 3, (5, 1): 3}
+    )
+    # The first copy is the trace itself; each copy's blocks repeat only within it.
+    assert [r for r in copies if r.blocks[:1] == (1,)] == rows[:2]
+    assert rows[2] in copies
+    firsts = sorted(r.blocks[0] for r in copies if r.blocks)
+    assert firsts == [1, 1, 5, 5, 9, 9]
+    # The copies' arrivals do not all coincide with the trace's.
+    assert len({round(r.at_s, 6) for r in copies}) > 3
+    assert tiled(rows, 3, seed=7) == copies
+    assert tiled(rows, 1, seed=7) == rows

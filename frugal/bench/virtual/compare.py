@@ -12,9 +12,10 @@ virtual time; its first `warmup_s` are left out of the figures. A trace runs its
 `trace_requests` requests at their own times and lengths.
 
 Prefix-aware routing is compared apart (`prefix_fleets`): the first `prefix_requests` of the
-Mooncake trace, with a prefix cache on every replica (512-token blocks, its `hash_ids`),
-routed inside each group by least-request and by prefix hash with bounded loads
-(frugal.bench.virtual.fleet); figures add the cache-hit rate and the busiest replica's load.
+Mooncake trace (several copies at once on the 1,000-replica fleet), with a prefix cache on
+every replica (512-token blocks, its `hash_ids`), routed inside each group by least-request
+and by prefix hash with bounded loads (frugal.bench.virtual.fleet); figures add the
+cache-hit rate and the busiest replica's load.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from frugal.bench.virtual.workload import (
     TraceRow,
     azure_trace,
     mooncake_trace,
+    tiled,
     trace_arrivals,
 )
 from frugal.bench.virtual.xds_update import UpdateSize, fleet_config, update_size
@@ -63,6 +65,7 @@ class FleetPlan:
     levels: tuple[int, ...]
     duration_s: float = 60.0  # of each closed level, virtual
     warmup_s: float = 10.0  # left out of its figures
+    trace_copies: int = 1  # of the prefix run's trace, replayed at once (workload.tiled)
 
     @property
     def replicas(self) -> int:
@@ -208,7 +211,10 @@ def prefix_fleets() -> tuple[FleetPlan, ...]:
     """Fleets for prefix-aware routing on the Mooncake trace, each loaded by it: one group
     of 8 `tp8` or of 16 `tp2` replicas (the paper's 4 `tp2` replicas hold too little KV
     for a block to outlive the minutes between a conversation's turns), and the 1,000-replica
-    fleet's `tp8` layout, 25 groups of 8."""
+    fleet's `tp8` layout, 25 groups of 8, loaded by 25 copies of the trace at once (each
+    replica as loaded as the 8 `tp8` replicas are by one: a fleet 25 times larger serves 25
+    times the users; by one copy, its replicas sat nearly idle and the busiest replica's
+    load over the mean said only which of them drew the long conversations)."""
     fleets = []
     for profile, replicas in ((TP8, 8), (TP2, 16)):
         group = GroupSpec(profile, PROFILES[profile], replicas, 0)
@@ -216,7 +222,10 @@ def prefix_fleets() -> tuple[FleetPlan, ...]:
         fleets.append(FleetPlan(f"{replicas} x {profile}", (group,), policies, (), ()))
     large = large_fleet(())
     tp8 = {"static-tp8": large.policies["static-tp8"]}
-    fleets.append(FleetPlan("1,000 replicas, tp8 layout", large.groups, tp8, (), ()))
+    # Its 200 `tp8` replicas serve 25 users of the trace, each as many as the 8 above serve.
+    copies = LARGE_GROUPS * LARGE_TP8_REPLICAS // 8
+    name = f"1,000 replicas, tp8 layout, {copies} copies of the trace"
+    fleets.append(FleetPlan(name, large.groups, tp8, (), (), trace_copies=copies))
     return tuple(fleets)
 
 
@@ -280,7 +289,7 @@ def run_trace(plan: VirtualPlan, fleet: FleetPlan, policy: str, trace: str) -> O
 def run_prefix(plan: VirtualPlan, fleet: FleetPlan, policy: str, inside: str) -> Outcome:
     """The Mooncake trace with a prefix cache on every replica, routed `inside` groups."""
     started = time.perf_counter()
-    rows = TRACES[MOONCAKE]()[: plan.prefix_requests]
+    rows = tiled(TRACES[MOONCAKE]()[: plan.prefix_requests], fleet.trace_copies, plan.seed)
     virtual = fleet.fleet(policy, plan.seed, inside=inside, prefix_cache=True)
     decide_ms = _timed_decisions(virtual)
     end = rows[-1].at_s if rows else 0.0

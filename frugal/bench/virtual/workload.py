@@ -3,7 +3,8 @@
 A closed loop keeps `concurrency` clients busy: each sends its next request the moment
 its last one finished, with the wall-clock benchmark's sizes (its 64-word prompt, an
 output of 16, 32 or 64 tokens drawn with a seed). A trace replays its requests at their
-own times and lengths (virtual time needs no compression or scaling).
+own times and lengths (virtual time needs no compression or scaling); a fleet many times
+the trace's own is loaded by several copies of it at once (`tiled`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,31 @@ def mooncake_trace(path: Path) -> list[TraceRow]:
         (TraceRow(r.at_s - first, r.prompt_tokens, r.output_tokens, r.blocks) for r in rows),
         key=lambda r: r.at_s,
     )
+
+
+def tiled(rows: Sequence[TraceRow], copies: int, seed: int) -> list[TraceRow]:
+    """`copies` users of the trace at once, as a fleet `copies` times larger would serve.
+
+    Copy k's block ids are its own (offset past every id of the trace), so no copy finds
+    another's prefixes in a cache, and its times are the trace's shifted by a seeded offset,
+    wrapping around the trace's span, so that the copies' bursts do not coincide and the load
+    stays as even over the span as the trace's own. The first copy is the trace itself. A
+    conversation whose turns straddle a copy's wrap point has its later turns first.
+    """
+    ordered = sorted(rows, key=lambda r: r.at_s)
+    if copies <= 1 or not ordered:
+        return ordered
+    start, span = ordered[0].at_s, ordered[-1].at_s - ordered[0].at_s
+    stride = 1 + max((block for r in ordered for block in r.blocks), default=0)
+    rng = random.Random(seed)
+    out = list(ordered)
+    for copy in range(1, copies):
+        shift = rng.uniform(0.0, span)
+        for r in ordered:
+            at = start + ((r.at_s - start + shift) % span if span > 0 else 0.0)
+            blocks = tuple(block + copy * stride for block in r.blocks)
+            out.append(TraceRow(at, r.prompt_tokens, r.output_tokens, blocks))
+    return sorted(out, key=lambda r: r.at_s)
 
 
 def trace_arrivals(rows: Sequence[TraceRow]) -> Iterator[VirtualRequest]:
