@@ -32,7 +32,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from control_plane.balancer.config import AdaptiveConfig
-from control_plane.balancer.cost_model import OnlineLinearFit, StepCost, split_load, with_prefill
+from control_plane.balancer.cost_model import (
+    OnlineLinearFit,
+    PrefillPressure,
+    StepCost,
+    split_load,
+    with_prefill,
+)
 from control_plane.balancer.load import Decision, GroupLoad, ModelLoad
 from control_plane.balancer.prefill_watch import BurstWatch, PrefillFit
 from control_plane.balancer.weights import available, even_split, to_weights, with_exploration
@@ -100,8 +106,9 @@ class AdaptivePolicy:
             for sample in group.prefill.samples:
                 fit.add(sample, line)
 
-    def _with_prefill(self, costs: dict[str, StepCost], load: float) -> dict[str, StepCost]:
-        pressure = self._bursts.pressure()
+    def _with_prefill(
+        self, costs: dict[str, StepCost], load: float, pressure: PrefillPressure | None
+    ) -> dict[str, StepCost]:
         known = {n: c for n in costs if (c := self.prefill_ms_per_token(n)) is not None}
         if pressure is None or not known:
             return costs
@@ -128,9 +135,11 @@ class AdaptivePolicy:
         measured = {name: lines[name] for name in up if name in lines}
         unmeasured = [name for name in up if name not in measured]
         replicas = {group.group: group.replicas for group in load.groups}
+        pressure = self._bursts.pressure()
         # The new request counts too: at no load it still goes where one request is fastest.
         if measured:
-            split = split_load(self._with_prefill(measured, in_flight + 1), replicas, in_flight + 1)
+            costs = self._with_prefill(measured, in_flight + 1, pressure)
+            split = split_load(costs, replicas, in_flight + 1)
             shares = with_exploration(split, unmeasured, self._config.min_share)
         else:
             shares = split_load(dict.fromkeys(up, NEUTRAL_PRIOR), replicas, in_flight + 1)
@@ -140,7 +149,6 @@ class AdaptivePolicy:
             f"x{replicas[name]} -> {weights[name]}%"
             for name, cost in measured.items()
         ]
-        pressure = self._bursts.pressure()
         if pressure is not None:
             parts.append(
                 f"prompt burst {pressure.burst_tokens:.0f} tokens, "

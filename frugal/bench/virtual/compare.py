@@ -20,6 +20,7 @@ cache-hit rate and the busiest replica's load.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -248,6 +249,12 @@ TRACES: Mapping[str, Callable[[], list[TraceRow]]] = {
 }
 
 
+@functools.cache
+def trace_rows(name: str) -> tuple[TraceRow, ...]:
+    """A shipped trace's rows, parsed once a process (every policy on every fleet replays it)."""
+    return tuple(TRACES[name]())
+
+
 @dataclass
 class FleetResults:
     fleet: FleetPlan
@@ -277,7 +284,7 @@ def run_closed(plan: VirtualPlan, fleet: FleetPlan, policy: str, level: int) -> 
 
 def run_trace(plan: VirtualPlan, fleet: FleetPlan, policy: str, trace: str) -> Outcome:
     started = time.perf_counter()
-    rows = TRACES[trace]()[: plan.trace_requests]
+    rows = trace_rows(trace)[: plan.trace_requests]
     virtual = fleet.fleet(policy, plan.seed)
     decide_ms = _timed_decisions(virtual)
     end = rows[-1].at_s if rows else 0.0
@@ -289,7 +296,7 @@ def run_trace(plan: VirtualPlan, fleet: FleetPlan, policy: str, trace: str) -> O
 def run_prefix(plan: VirtualPlan, fleet: FleetPlan, policy: str, inside: str) -> Outcome:
     """The Mooncake trace with a prefix cache on every replica, routed `inside` groups."""
     started = time.perf_counter()
-    rows = tiled(TRACES[MOONCAKE]()[: plan.prefix_requests], fleet.trace_copies, plan.seed)
+    rows = tiled(trace_rows(MOONCAKE)[: plan.prefix_requests], fleet.trace_copies, plan.seed)
     virtual = fleet.fleet(policy, plan.seed, inside=inside, prefix_cache=True)
     decide_ms = _timed_decisions(virtual)
     end = rows[-1].at_s if rows else 0.0
@@ -316,7 +323,7 @@ def run_virtual(
                 found.outcomes.append(run_trace(plan, fleet, policy, trace))
                 report(found.outcomes[-1])
         for trace in plan.traces:
-            rows = TRACES[trace]()[: plan.trace_requests]
+            rows = trace_rows(trace)[: plan.trace_requests]
             bound = ttft_p99_bound_ms(rows, [g.profile for g in fleet.groups])
             if bound is not None:
                 found.ttft_bounds_ms[trace] = bound
