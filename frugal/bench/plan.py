@@ -1,6 +1,6 @@
 """What a routing benchmark run does: policies, load levels, trace window (pure layer).
 
-Budget: the default plan keeps a run near 12 minutes on a 2-core machine at time_scale 10
+Budget: the default plan keeps a run near 15 minutes on a 2-core machine at time_scale 10
 (four policies, each its own stack); the quick plan near 3 minutes.
 """
 
@@ -41,14 +41,19 @@ class TracePlan:
         )
 
 
-# Fewer requests per client as concurrency grows: each level then lasts ~15-40 s wall.
+# Fewer requests per client as concurrency grows: each level then lasts ~15-70 s wall. A
+# level's first round (one request a client) arrives at once, routed by the weights its
+# idle start left (all on tp8 after a lull), before the balancer's first tick can move
+# them; the high levels get enough rounds after it that a run measures the policy, not only
+# that burst (at 256 x 2 half the requests were in it: adaptive / static-tp2 0.92, against
+# 1.07 at 256 x 6, frugal bench routing --levels 256 on b9563e7).
 DEFAULT_LEVELS = (
     LevelPlan(1, 8),
     LevelPlan(4, 6),
     LevelPlan(16, 4),
     LevelPlan(64, 3),
-    LevelPlan(128, 2),
-    LevelPlan(256, 2),
+    LevelPlan(128, 4),
+    LevelPlan(256, 6),
 )
 QUICK_LEVELS = (LevelPlan(1, 3), LevelPlan(16, 2), LevelPlan(64, 1))
 # The default window is the trace's first 600 requests (~262 s of trace, ~26 s wall at 10x:
