@@ -33,8 +33,7 @@ from control_plane.balancer.policy import build_policy
 from control_plane.balancer.signals import (
     TICK_S,
     ModelBalance,
-    PrefillSampler,
-    StepSampler,
+    ReplicaSampler,
     group_load,
 )
 from control_plane.balancer.weights import available
@@ -71,8 +70,7 @@ class BalancerLoop:
         self.models: dict[str, ModelBalance] = {}
         self.hosts: dict[str, dict[str, HostState]] = {}
         self.traffic = TrafficWindow()
-        self._step_sampler = StepSampler()
-        self._prefill_sampler = PrefillSampler()
+        self._replica_sampler = ReplicaSampler()
         self._ticks = 0
         self._weight = Gauge(
             "frugal_balancer_weight",
@@ -119,10 +117,9 @@ class BalancerLoop:
         self._ticks += 1
         addresses = [str(e) for m in config.models for g in m.groups for e in g.replicas]
         counters = await self._sampler.engine_counters(addresses)
-        samples = self._step_sampler.samples(counters)
-        prefill = self._prefill_sampler.observe(counters)
+        sampled = self._replica_sampler.observe(counters)
         for model in config.models:
-            self._balance(model, in_flight, counters, samples, prefill)
+            self._balance(model, in_flight, counters, sampled.steps, sampled.prefill)
         if self.leading and self._shared is not None:
             await self._shared.write(self._control_plane.live_weights)
 

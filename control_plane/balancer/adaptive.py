@@ -14,7 +14,7 @@ nothing held back for learning. A group left without traffic keeps its last line
 the others' marginal cost rises above its intercept, the split sends it traffic again,
 which re-measures it. An engine that warms up (the `sim` backend's `warmup_steps`) has
 steps in its tally before any request, and the first reading of it is a sample
-(signals.StepSampler), so its group is measured before traffic: the first split already
+(signals.ReplicaSampler), so its group is measured before traffic: the first split already
 goes where one request is fastest. Before any group is measured (engines without a
 tally), every group is assumed alike and the split follows replica counts.
 

@@ -99,7 +99,7 @@ class PrefillPressure:
 
     burst_tokens: float
     output_tokens: float
-    prompt_tokens: float = 0.0
+    prompt_tokens: float
 
 
 def with_prefill(

@@ -32,49 +32,46 @@ TICK_S = 0.25  # issue 4: sample often enough (<= 250 ms) to follow bursts
 _NO_STEPS = DecodeCounters(steps=0, seconds=0.0, sequences=0)
 
 
-class StepSampler:
-    """Each replica's step-time sample between its last two counter readings."""
+@dataclass(frozen=True)
+class TickSamples:
+    """What the replicas read at one tick did since the tick before, by address: their
+    step-time samples and their prefill."""
+
+    steps: dict[str, StepSample]
+    prefill: dict[str, GroupPrefill]
+
+
+class ReplicaSampler:
+    """Each replica's step-time sample and prefill between its last two counter readings."""
 
     def __init__(self) -> None:
         self._previous: dict[str, ReplicaCounters] = {}
 
-    def samples(self, counters: Mapping[str, ReplicaCounters]) -> dict[str, StepSample]:
-        """Samples from these readings against the previous ones; these become the
-        previous ones. A replica not read now gives none. Read for the first time, one
-        with a decode-step tally gives the mean of every step it counted since it started
-        (its warm-up, before any traffic, or its whole life when the control plane comes
-        later): a point on the same line, as the step time is linear in the batch. One
-        without a tally gives none, as a token rate needs two readings."""
-        found = {}
+    def observe(self, counters: Mapping[str, ReplicaCounters]) -> TickSamples:
+        """What these readings say against the previous ones; these become the previous
+        ones. A replica not read now gives nothing.
+
+        Steps: read for the first time, a replica with a decode-step tally gives the mean of
+        every step it counted since it started (its warm-up, before any traffic, or its
+        whole life when the control plane comes later): a point on the same line, as the
+        step time is linear in the batch. One without a tally gives none, as a token rate
+        needs two readings.
+
+        Prefill: a replica read for the first time gives nothing, since its counters hold
+        its whole life, not one tick."""
+        steps, prefill = {}, {}
         for address, current in counters.items():
             previous = self._previous.get(address)
-            if previous is None and current.decode is not None:
-                previous = replace(current, decode=_NO_STEPS)
-            sample = step_sample(previous, current) if previous is not None else None
+            before = previous
+            if before is None and current.decode is not None:
+                before = replace(current, decode=_NO_STEPS)
+            sample = step_sample(before, current) if before is not None else None
             if sample is not None:
-                found[address] = sample
-        self._previous = dict(counters)
-        return found
-
-
-class PrefillSampler:
-    """Each replica's prefill between its last two readings: its prefill-step sample and
-    the requests it finished in between, with their generated and prompt tokens."""
-
-    def __init__(self) -> None:
-        self._previous: dict[str, ReplicaCounters] = {}
-
-    def observe(self, counters: Mapping[str, ReplicaCounters]) -> dict[str, GroupPrefill]:
-        """What each replica read now and before did in between; these readings become
-        the previous ones. A replica read for the first time gives nothing: its counters
-        hold its whole life, not one tick."""
-        found = {}
-        for address, current in counters.items():
-            previous = self._previous.get(address)
+                steps[address] = sample
             if previous is not None and current.requests is not None:
-                found[address] = _replica_prefill(previous, current)
+                prefill[address] = _replica_prefill(previous, current)
         self._previous = dict(counters)
-        return found
+        return TickSamples(steps, prefill)
 
 
 def _replica_prefill(previous: ReplicaCounters, current: ReplicaCounters) -> GroupPrefill:
@@ -106,7 +103,7 @@ def group_load(
 ) -> GroupLoad:
     """One group's load: `serving` of its `replicas` (addresses) are healthy and not
     draining; `in_flight` is Envoy's active requests for its cluster; `prefill`, what
-    its replicas prefilled since the last tick (PrefillSampler)."""
+    its replicas prefilled since the last tick (ReplicaSampler)."""
     addresses = list(replicas)
     seen = [counters[a] for a in addresses if a in counters]
     prefilled = [prefill[a] for a in addresses if prefill is not None and a in prefill]

@@ -12,7 +12,7 @@ from control_plane.balancer.load import (
     ReplicaCounters,
     step_sample,
 )
-from control_plane.balancer.signals import StepSampler
+from control_plane.balancer.signals import ReplicaSampler
 
 
 def test_step_time_from_tokens_made_by_a_steady_batch() -> None:
@@ -99,18 +99,18 @@ def test_model_load_needs_distinct_groups() -> None:
 
 def test_a_first_reading_with_a_tally_is_the_mean_of_the_steps_counted_so_far() -> None:
     # A warmed-up engine read for the first time: 4 steps of one sequence, 5.1 ms each.
-    sampler = StepSampler()
-    first = sampler.samples({"r1": ReplicaCounters(3.0, 0, 0, DecodeCounters(4, 0.0204, 4))})
+    sampler = ReplicaSampler()
+    first = sampler.observe({"r1": ReplicaCounters(3.0, 0, 0, DecodeCounters(4, 0.0204, 4))}).steps
     assert first["r1"].running_per_replica == pytest.approx(1.0)
     assert first["r1"].step_seconds == pytest.approx(0.0051)
     # Next time, only what happened since.
     later = ReplicaCounters(4.0, 8, 80, DecodeCounters(14, 0.0804, 84))
-    assert sampler.samples({"r1": later})["r1"].step_seconds == pytest.approx(0.006)
+    assert sampler.observe({"r1": later}).steps["r1"].step_seconds == pytest.approx(0.006)
 
 
 def test_a_first_reading_without_a_tally_gives_no_sample() -> None:
-    sampler = StepSampler()
-    assert sampler.samples({"r1": ReplicaCounters(3.0, 8, 500)}) == {}
-    assert sampler.samples({"r1": ReplicaCounters(4.0, 8, 1500)})["r1"].step_seconds == (
+    sampler = ReplicaSampler()
+    assert sampler.observe({"r1": ReplicaCounters(3.0, 8, 500)}).steps == {}
+    assert sampler.observe({"r1": ReplicaCounters(4.0, 8, 1500)}).steps["r1"].step_seconds == (
         pytest.approx(0.008)
     )

@@ -23,7 +23,7 @@ from control_plane.balancer.load import (
     prefill_sample,
 )
 from control_plane.balancer.prefill_watch import BurstWatch, PrefillFit
-from control_plane.balancer.signals import PrefillSampler, group_load
+from control_plane.balancer.signals import ReplicaSampler, group_load
 
 # docs/simulator.md: the tp8 and tp2 profiles' step lines and prefill cost per token.
 LINE = {"tp8": StepCost(5.0, 0.10), "tp2": StepCost(8.4, 0.13)}
@@ -50,15 +50,15 @@ def _reading(at: float, prompt: float, finished: float, out: float) -> ReplicaCo
 
 
 def test_the_sampler_gives_what_happened_between_readings_never_a_whole_life() -> None:
-    sampler = PrefillSampler()
-    assert sampler.observe({"r": _reading(10, 50_000, 40, 4000)}) == {}
-    (later,) = sampler.observe({"r": _reading(12, 53_000, 43, 4300)}).values()
+    sampler = ReplicaSampler()
+    assert sampler.observe({"r": _reading(10, 50_000, 40, 4000)}).prefill == {}
+    (later,) = sampler.observe({"r": _reading(12, 53_000, 43, 4300)}).prefill.values()
     assert (later.finished, later.finished_tokens, later.finished_prompt_tokens) == (3, 300, 3000)
     (sample,) = later.samples
     assert (sample.running_per_replica, sample.tokens_per_step) == (2.0, 1500)
     assert sample.step_seconds == pytest.approx(0.1)
     # A restarted engine (its counters went back) gives no traffic that tick.
-    (restarted,) = sampler.observe({"r": _reading(1, 100, 1, 10)}).values()
+    (restarted,) = sampler.observe({"r": _reading(1, 100, 1, 10)}).prefill.values()
     assert (restarted.finished, restarted.finished_tokens) == (0, 0)
 
 

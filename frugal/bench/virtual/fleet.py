@@ -33,8 +33,7 @@ from control_plane.balancer.policy import build_policy
 from control_plane.balancer.signals import (
     TICK_S,
     ModelBalance,
-    PrefillSampler,
-    StepSampler,
+    ReplicaSampler,
     group_load,
 )
 from control_plane.model import PrefixRoutingConfig
@@ -101,8 +100,7 @@ class VirtualFleet:
         weights = {spec.name: spec.weight for spec in groups}
         self.balance = ModelBalance(build_policy(balancer, weights), "virtual")
         self._weights = dict(weights)  # what Envoy routes by (the configured ones first)
-        self._sampler = StepSampler()
-        self._prefill_sampler = PrefillSampler()
+        self._sampler = ReplicaSampler()
         self._now = 0.0
         self._events: list[tuple[float, int, int, int, int]] = []  # time, seq, group, replica, ver
         self._versions: dict[tuple[int, int], int] = {}
@@ -225,8 +223,7 @@ class VirtualFleet:
             for group in self._groups
             for address, replica in zip(group.addresses, group.replicas, strict=True)
         }
-        samples = self._sampler.samples(counters)
-        prefill = self._prefill_sampler.observe(counters)
+        sampled = self._sampler.observe(counters)
         loads = tuple(
             group_load(
                 g.spec.name,
@@ -234,8 +231,8 @@ class VirtualFleet:
                 len(g.replicas),
                 sum(g.active),
                 counters,
-                samples,
-                prefill,
+                sampled.steps,
+                sampled.prefill,
             )
             for g in self._groups
         )
