@@ -12,12 +12,16 @@ both within the same second.
 
 Envoy merges health changes (a check passed or failed, an outlier ejected, an endpoint
 draining) for `update_merge_window`, 1 s by default, before its worker threads' balancers see
-them; its admin `/clusters` shows them at once. So a replica that joins and passes its first
-check is listed healthy up to a second before it takes requests (the compose test waits for
-its traffic, not for the listing). The default is kept: with the window at 0, a test that
-starts 64 streams on a fresh stack found one of its two replicas without any, twice in the
-full suite and never alone (tests/e2e/test_replica_failure.py); the window also smooths
-what a check that flaps on a starved machine does to the split.
+them; its admin `/clusters` shows them at once. A change that comes more than a window after
+the previous one is delivered at once, so the gap shows when replicas change together: at a
+start where the engine workers were still binding as Envoy warmed their cluster, the first
+checks fail, and of two replicas that then pass within a second the second is listed healthy
+up to a second before it takes requests (seen as 64 streams all on one of two replicas, with
+`cluster_manager.cluster_updated_via_merge` counting the merge only after they had started).
+Tests that need every replica to take requests wait until each has served one
+(tests/helpers/replica_spread.py; the compose test does the same). The default is kept: the
+window smooths what a check that flaps on a starved machine does to the split, and a replica
+that waits a second for its first request loses nothing.
 
 The safety filter's cluster is health-checked the same way (grpc.health.v1, which it
 serves once bound): a filter replica that DNS lists before it serves (a scale-up or a

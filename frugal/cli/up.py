@@ -117,7 +117,8 @@ async def start_stack(
 async def _until_replicas_healthy(config: FrugalConfig, supervisor: Supervisor) -> set[str]:
     """Wait until Envoy's health checks pass on every configured replica, so the first
     request after the banner finds its model served; returns the replicas still not healthy
-    when the time runs out."""
+    when the time runs out. A replica listed healthy within a second of another may take
+    requests only a second later (update_merge_window, control_plane/translate/clusters.py)."""
     expected = {str(e) for m in config.models for g in m.groups for e in g.replicas}
     sampler = LoadSampler([f"http://127.0.0.1:{config.envoy.admin_port}"], timeout_s=2.0)
     deadline = time.monotonic() + REPLICAS_TIMEOUT_S

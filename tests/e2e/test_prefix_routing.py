@@ -19,6 +19,7 @@ from control_plane.model import engine_cluster_name
 from frugal.prefix_key import BLOCK_CHARS
 from frugal.wire import engine_metrics_port
 from tests.helpers.process_probe import metric_sum
+from tests.helpers.replica_spread import until_every_replica_serves
 from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, replicas, stack_config
 
 pytestmark = [*STACK_MARKS, pytest.mark.timeout(180)]
@@ -39,6 +40,8 @@ async def prefix_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     running = FrugalStack(Path(tmp_path_factory.mktemp("prefix")), config)
     try:
         await running.start()
+        # Through the keyed (Maglev) clusters: distinct prefixes longer than the key's blocks.
+        await until_every_replica_serves(running, MODEL, lambda n: _conversation(1000 + n))
         yield running
     finally:
         await running.stop()

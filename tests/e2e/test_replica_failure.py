@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from tests.helpers.process_probe import metric_sum
+from tests.helpers.replica_spread import until_every_replica_serves
 from tests.helpers.stack import FAST, FrugalStack, replicas, stack_config
 from tests.helpers.steady_load import SteadyLoad, eventually, seconds_until
 from tests.helpers.usage_ledger import create_key
@@ -51,6 +52,7 @@ async def pair_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     running = FrugalStack(Path(tmp_path_factory.mktemp("pair")), stack_config(models, profiles))
     try:
         await running.start()
+        await until_every_replica_serves(running, "sim-pair")
         yield running
     finally:
         await running.stop()

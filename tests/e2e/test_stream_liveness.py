@@ -26,6 +26,7 @@ import httpx
 import openai
 import pytest
 
+from tests.helpers.replica_spread import until_every_replica_serves
 from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, replicas, stack_config
 
 pytestmark = STACK_MARKS
@@ -66,6 +67,7 @@ async def live_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     running = FrugalStack(Path(tmp_path_factory.mktemp("liveness")), data)
     try:
         await running.start()
+        await until_every_replica_serves(running, "sim-pair")
         yield running
     finally:
         await running.stop()
