@@ -19,9 +19,11 @@ checks fail, and of two replicas that then pass within a second the second is li
 up to a second before it takes requests (seen as 64 streams all on one of two replicas, with
 `cluster_manager.cluster_updated_via_merge` counting the merge only after they had started).
 Tests that need every replica to take requests wait until each has served one
-(tests/helpers/replica_spread.py; the compose test does the same). The default is kept: the
-window smooths what a check that flaps on a starved machine does to the split, and a replica
-that waits a second for its first request loses nothing.
+(tests/helpers/replica_spread.py; the compose test does the same). Envoy's default is kept: it
+batches the balancer rebuilds that many changes at once cost every worker thread (a group
+restarted, a Maglev table of 65,537 entries each time), and it costs a replica at most a
+second before its first request; a change after a quiet second, such as a replica's death,
+is delivered at once.
 
 The safety filter's cluster is health-checked the same way (grpc.health.v1, which it
 serves once bound): a filter replica that DNS lists before it serves (a scale-up or a
