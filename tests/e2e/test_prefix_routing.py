@@ -19,14 +19,13 @@ from control_plane.model import engine_cluster_name
 from frugal.prefix_key import BLOCK_CHARS
 from frugal.wire import engine_metrics_port
 from tests.helpers.process_probe import metric_sum
-from tests.helpers.replica_spread import until_every_replica_serves
+from tests.helpers.replica_spread import finished_by_replica, until_every_replica_serves
 from tests.helpers.stack import FAST, STACK_MARKS, FrugalStack, replicas, stack_config
 
 pytestmark = [*STACK_MARKS, pytest.mark.timeout(180)]
 
 MODEL = "sim-prefix"
 CACHED = {**FAST, "output_tokens_min": 4, "output_tokens_max": 4, "prefix_block_tokens": 16}
-REQUESTS = "frugal_engine_request_duration_seconds_count"
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +51,6 @@ def _addresses(stack: FrugalStack) -> list[str]:
     return [str(e) for g in model.groups for e in g.replicas]
 
 
-async def _served(stack: FrugalStack) -> dict[str, float]:
-    """Requests each replica has finished so far."""
-    return {
-        address: await metric_sum(engine_metrics_port(int(address.rsplit(":", 1)[1])), REQUESTS)
-        for address in _addresses(stack)
-    }
-
-
 def _conversation(topic: int) -> str:
     """A prompt longer than the key's blocks, different from the first character on."""
     return f"conversation {topic}: " + " ".join(f"w{topic}-{i}" for i in range(BLOCK_CHARS))
@@ -79,10 +70,10 @@ async def test_a_repeated_prefix_goes_to_one_replica_and_hits_its_cache(
     prefix_stack: FrugalStack,
 ) -> None:
     async with _client(prefix_stack) as client:
-        before = await _served(prefix_stack)
+        before = await finished_by_replica(prefix_stack, MODEL)
         for turn in range(6):  # one at a time: the load bound never moves them
             await _ask(client, _conversation(7) + f" turn {turn}")
-        after = await _served(prefix_stack)
+        after = await finished_by_replica(prefix_stack, MODEL)
     served = {a: after[a] - before[a] for a in after}
     assert sorted(served.values()) == [0, 0, 0, 6], served
     (home,) = [a for a, n in served.items() if n]
@@ -92,10 +83,10 @@ async def test_a_repeated_prefix_goes_to_one_replica_and_hits_its_cache(
 
 async def test_different_prefixes_spread_over_the_groups(prefix_stack: FrugalStack) -> None:
     async with _client(prefix_stack) as client:
-        before = await _served(prefix_stack)
+        before = await finished_by_replica(prefix_stack, MODEL)
         for topic in range(100, 124):
             await _ask(client, _conversation(topic))
-        after = await _served(prefix_stack)
+        after = await finished_by_replica(prefix_stack, MODEL)
     served = [after[a] - before[a] for a in _addresses(prefix_stack)]
     assert sum(served) == 24
     assert sum(served[:2]) > 0 and sum(served[2:]) > 0, served  # both groups

@@ -26,13 +26,14 @@ FINISHED = "frugal_engine_request_duration_seconds_count"
 PER_ROUND = 4
 
 
-def _metrics_ports(stack: FrugalStack, model: str) -> dict[str, int]:
+async def finished_by_replica(stack: FrugalStack, model: str) -> dict[str, float]:
+    """Requests each replica of `model` has finished so far, by its address."""
     (served,) = [m for m in stack.config.models if m.name == model]
-    return {str(e): engine_metrics_port(e.port) for g in served.groups for e in g.replicas}
-
-
-async def _finished(ports: dict[str, int]) -> dict[str, float]:
-    return {address: await metric_sum(port, FINISHED) for address, port in ports.items()}
+    return {
+        str(e): await metric_sum(engine_metrics_port(e.port), FINISHED)
+        for g in served.groups
+        for e in g.replicas
+    }
 
 
 async def until_every_replica_serves(
@@ -43,8 +44,7 @@ async def until_every_replica_serves(
 ) -> None:
     """Send rounds of short chat completions to `model` (the n-th with `prompt(n)`) until
     every replica of it has finished one; AssertionError naming those that did not."""
-    ports = _metrics_ports(stack, model)
-    before = await _finished(ports)
+    before = await finished_by_replica(stack, model)
     deadline = asyncio.get_running_loop().time() + seconds
     sent = 0
     async with httpx.AsyncClient(base_url=stack.base_url, headers=stack.auth, timeout=30) as c:
@@ -58,8 +58,8 @@ async def until_every_replica_serves(
             )
             assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
             sent += PER_ROUND
-            now = await _finished(ports)
-            idle = sorted(a for a in ports if now[a] == before[a])
+            now = await finished_by_replica(stack, model)
+            idle = sorted(a for a in now if now[a] == before[a])
             if not idle:
                 return
             assert asyncio.get_running_loop().time() < deadline, (
