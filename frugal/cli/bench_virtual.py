@@ -96,6 +96,12 @@ def main(args: argparse.Namespace) -> int:
         "",
         f"Seed {plan.seed}; traces: the first {requests} requests of each "
         f"({', '.join(TRACES)}), at their own times and lengths"
+        + "".join(
+            f"; on fleet `{f.name}` also the next {f.trace_windows - 1} windows of as many, "
+            "each replayed alone from an idle fleet"
+            for f in plan.fleets
+            if f.trace_windows > 1
+        )
         + (
             f"; prefix-aware routing: the first {plan.prefix_requests} of Mooncake's"
             if plan.prefix_fleets

@@ -4,7 +4,8 @@ A closed loop keeps `concurrency` clients busy: each sends its next request the 
 its last one finished, with the wall-clock benchmark's sizes (its 64-word prompt, an
 output of 16, 32 or 64 tokens drawn with a seed). A trace replays its requests at their
 own times and lengths (virtual time needs no compression or scaling); a fleet many times
-the trace's own is loaded by several copies of it at once (`tiled`).
+the trace's own is loaded by several copies of it at once (`tiled`), and a later stretch of
+a trace is replayed from its own start (`window`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ def mooncake_trace(path: Path) -> list[TraceRow]:
         (TraceRow(r.at_s - first, r.prompt_tokens, r.output_tokens, r.blocks) for r in rows),
         key=lambda r: r.at_s,
     )
+
+
+def window(rows: Sequence[TraceRow], start: int, count: int) -> list[TraceRow]:
+    """Requests `start` to `start + count` of a trace (fewer where it ends), their times
+    shifted so that the first arrives at 0: a later stretch of the trace replayed alone."""
+    chosen = sorted(rows, key=lambda r: r.at_s)[start : start + count]
+    first = chosen[0].at_s if chosen else 0.0
+    return [TraceRow(r.at_s - first, r.prompt_tokens, r.output_tokens, r.blocks) for r in chosen]
 
 
 def tiled(rows: Sequence[TraceRow], copies: int, seed: int) -> list[TraceRow]:

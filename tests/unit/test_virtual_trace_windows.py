@@ -1,0 +1,102 @@
+"""Trace windows in the virtual-time benchmark: later stretches of a trace replayed alone
+(frugal.bench.virtual.workload.window, compare.trace_windows), and the trace goal judged over
+every window (frugal.bench.virtual.report)."""
+
+from __future__ import annotations
+
+from frugal.bench.virtual.compare import (
+    ADAPTIVE,
+    FleetResults,
+    Outcome,
+    VirtualPlan,
+    large_fleet,
+    paper_fleet,
+    trace_rows,
+    trace_windows,
+    window_label,
+    window_rows,
+)
+from frugal.bench.virtual.report import render
+from frugal.bench.virtual.workload import TraceRow, window
+
+
+def test_a_window_starts_at_zero_and_keeps_its_requests_sizes() -> None:
+    rows = [TraceRow(float(at), 10 + at, 2, (at,)) for at in (5, 7, 12, 20)]
+    assert window(rows, 1, 2) == [TraceRow(0.0, 17, 2, (7,)), TraceRow(5.0, 22, 2, (12,))]
+    # The trace's end cuts the last window short, and past it there is none.
+    assert window(rows, 3, 2) == [TraceRow(0.0, 30, 2, (20,))]
+    assert window(rows, 4, 2) == []
+
+
+def test_the_first_window_is_the_trace_as_the_benchmark_replayed_it_before() -> None:
+    plan = VirtualPlan(fleets=(paper_fleet(()),), trace_requests=500)
+    rows = trace_rows("azure-conv")
+    first = window_rows(plan, "azure-conv", 0)
+    assert first == list(rows[:500])
+    second = window_rows(plan, "azure-conv", 1)
+    assert second[0].at_s == 0.0
+    assert [r.prompt_tokens for r in second] == [r.prompt_tokens for r in rows[500:1000]]
+    assert window_label("azure-conv", 0, 500) == "azure-conv"
+    assert window_label("azure-conv", 1, 500) == "azure-conv, requests 501-1,000"
+
+
+def test_only_windows_that_the_trace_fills_are_run() -> None:
+    plan = VirtualPlan(fleets=(paper_fleet(()),), trace_requests=2000)
+    paper, large = paper_fleet(()), large_fleet(())
+    # Azure code, the shortest trace, holds 4 whole windows of 2,000 (8,819 requests).
+    assert list(trace_windows(plan, paper, "azure-code")) == [0, 1, 2, 3]
+    assert list(trace_windows(plan, large, "azure-code")) == [0]
+    # A window longer than the trace: the trace once, as far as it goes.
+    longer = VirtualPlan(fleets=(paper,), trace_requests=100_000)
+    assert list(trace_windows(longer, paper, "azure-code")) == [0]
+
+
+def _outcome(policy: str, load: str, p99: float) -> Outcome:
+    return Outcome(policy, load, 100, 10.0, 5.0, p99, {"tp8": 1.0}, 0.1, 1.0, 0)
+
+
+def _results(p99s: dict[str, tuple[float, float, float]]) -> FleetResults:
+    """A paper fleet's trace windows with (static-tp8, static-tp2, adaptive) p99s, and one
+    closed load."""
+    found = FleetResults(paper_fleet((1,)))
+    for policy in ("static-tp8", "static-tp2", ADAPTIVE):
+        found.outcomes.append(_outcome(policy, "1", 10.0))
+    for label, (tp8, tp2, adaptive) in p99s.items():
+        found.windows.setdefault(label.split(",")[0], []).append(label)
+        for policy, p99 in (("static-tp8", tp8), ("static-tp2", tp2), (ADAPTIVE, adaptive)):
+            found.outcomes.append(_outcome(policy, label, p99))
+        found.ttft_bounds_ms[label] = 50.0
+    return found
+
+
+def _verdict(table: str, trace: str) -> str:
+    return next(line for line in table.splitlines() if line.startswith(f"{trace}: "))
+
+
+def test_the_trace_goal_is_met_only_when_adaptive_is_below_both_layouts_in_every_window() -> None:
+    found = _results(
+        {
+            "code": (500.0, 400.0, 230.0),
+            "code, requests 3-4": (380.0, 360.0, 232.0),
+            "conv": (70.2, 140.0, 70.6),
+            "conv, requests 3-4": (73.0, 140.0, 72.7),
+        }
+    )
+    table = render([found], ["# header"], ["code", "conv"])
+    assert _verdict(table, "code") == (
+        "code: adaptive's TTFT p99 below both static layouts in 2 of 2 windows "
+        "(adaptive minus the best layout: -170.0 to -128.0 ms): met"
+    )
+    assert _verdict(table, "conv") == (
+        "conv: adaptive's TTFT p99 below both static layouts in 1 of 2 windows "
+        "(adaptive minus the best layout: -0.3 to +0.4 ms): **missed**"
+    )
+    rows = [line for line in table.splitlines() if line.startswith("| conv")]
+    assert [row.rsplit("|", 2)[-2].strip() for row in rows] == ["**missed**", "met"]
+
+
+def test_a_trace_run_once_has_no_verdict_over_windows() -> None:
+    table = render([_results({"code": (500.0, 400.0, 230.0)})], ["# header"], ["code"])
+    assert not any(line.startswith("code: ") for line in table.splitlines())
+    assert any(line.startswith("| code |") and line.endswith("| met |") for line in
+               table.splitlines())  # fmt: skip
