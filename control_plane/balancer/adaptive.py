@@ -29,7 +29,7 @@ that are.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from control_plane.balancer.config import AdaptiveConfig
 from control_plane.balancer.cost_model import (
@@ -42,6 +42,7 @@ from control_plane.balancer.cost_model import (
 from control_plane.balancer.load import Decision, GroupLoad, ModelLoad
 from control_plane.balancer.prefill_watch import BurstWatch, PrefillFit
 from control_plane.balancer.weights import available, even_split, to_weights, with_exploration
+from frugal.group_picker import GroupLine
 
 # The line assumed for every group while none is measured: each costs the same per
 # replica, so the first split follows replica counts and every group gets traffic.
@@ -91,6 +92,21 @@ class AdaptivePolicy:
         """The group's fitted prefill time per prompt token, or None before a sample."""
         fit = self._prefill.get(group)
         return fit.ms_per_token() if fit is not None else None
+
+    def group_lines(self, groups: Sequence[str]) -> dict[str, GroupLine]:
+        """The groups' step lines as the per-request group picker weighs them
+        (frugal.group_picker): each measured group's decode line (its fit, or its level),
+        and its prefill time per token, the mean of the measured groups' where its own is
+        not measured yet (0 while none is). Groups without a decode sample are left out."""
+        lines = self._measured(list(groups))
+        prefill = {name: self.prefill_ms_per_token(name) for name in lines}
+        known = [c for c in prefill.values() if c is not None]
+        fallback = sum(known) / len(known) if known else 0.0
+        out = {}
+        for name, line in lines.items():
+            c = prefill[name]
+            out[name] = GroupLine(line.a_ms, line.b_ms, fallback if c is None else c)
+        return out
 
     def _observe_prefill(self, load: ModelLoad, lines: Mapping[str, StepCost]) -> None:
         """Fold the new prefill samples in, against each group's decode line now."""

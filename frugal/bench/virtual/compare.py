@@ -2,7 +2,9 @@
 
 Two fleets of the sim engine's calibrated profiles (engine_workers.backends.sim_model):
 - `paper`: the ScaleLLM paper's section 6, one `tp8` replica against four `tp2` replicas
-  (8 GPUs each way), with the wall-clock benchmark's policies (frugal.bench.fleet);
+  (8 GPUs each way), with the wall-clock benchmark's policies (frugal.bench.fleet), and
+  `adaptive+picker`: `adaptive` with the group picked per request (frugal.group_picker), a
+  model of a data path Frugal does not have yet (issue 13), shown beside the policies it has;
 - `large`: 1,000 replicas in 50 groups, 25 groups of 8 `tp8` replicas and 25 of 32 `tp2`
   replicas (1,600 GPUs each way), with a static layout on each profile and `adaptive`.
 
@@ -49,9 +51,11 @@ from frugal.bench.virtual.workload import (
     window,
 )
 from frugal.bench.virtual.xds_update import UpdateSize, fleet_config, update_size
+from frugal.group_picker import PickerConfig
 
 _BALANCER: TypeAdapter[BalancerConfig] = TypeAdapter(BalancerConfig)
 ADAPTIVE = "adaptive"
+PICKED = "adaptive+picker"
 LEAST_REQUEST, PREFIX = "least_request", "prefix"
 MOONCAKE_BLOCK_TOKENS = 512
 PAPER_LEVELS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -75,6 +79,7 @@ class FleetPlan:
     warmup_s: float = 10.0  # left out of its figures
     trace_copies: int = 1  # of the prefix run's trace, replayed at once (workload.tiled)
     trace_windows: int = 1  # consecutive stretches of each trace, each replayed alone
+    picked: tuple[str, ...] = ()  # policies whose group is picked per request (group_picker)
 
     @property
     def replicas(self) -> int:
@@ -89,7 +94,10 @@ class FleetPlan:
                       weights[g.name])
             for g in self.groups
         ]  # fmt: skip
-        return VirtualFleet(groups, _BALANCER.validate_python(balancer), seed=seed, inside=inside)
+        picker = PickerConfig() if policy in self.picked else None
+        return VirtualFleet(
+            groups, _BALANCER.validate_python(balancer), seed=seed, inside=inside, picker=picker
+        )
 
 
 def _cached(profile: SimProfile) -> SimProfile:
@@ -102,9 +110,10 @@ def paper_fleet(levels: Sequence[int] = PAPER_LEVELS) -> FleetPlan:
         GroupSpec(TP2, PROFILES[TP2], TP2_REPLICAS, 0),
     )
     statics = ("static-tp8", "static-tp2")
+    policies = {**PAPER_POLICIES, PICKED: PAPER_POLICIES[ADAPTIVE]}
     return FleetPlan(
-        "paper", groups, dict(PAPER_POLICIES), statics, tuple(levels),
-        trace_windows=PAPER_TRACE_WINDOWS,
+        "paper", groups, policies, statics, tuple(levels),
+        trace_windows=PAPER_TRACE_WINDOWS, picked=(PICKED,),
     )  # fmt: skip
 
 

@@ -20,32 +20,41 @@ def _cell(outcome: Outcome) -> str:
     )
 
 
+def _judged(results: FleetResults) -> list[str]:
+    """The policies held to the goals: `adaptive`, and the fleet's per-request-picked ones."""
+    return [ADAPTIVE, *results.fleet.picked]
+
+
 def _closed_table(results: FleetResults, policies: Sequence[str]) -> list[str]:
     fleet = results.fleet
+    judged = _judged(results)
+    ratios = " | ".join(f"{p} / best static | goal >= {THROUGHPUT_GOAL}" for p in judged)
     lines = [
-        f"| load | {' | '.join(policies)} | adaptive / best static | goal >= {THROUGHPUT_GOAL} |",
-        "|---|" + "---|" * len(policies) + "---:|---|",
+        f"| load | {' | '.join(policies)} | {ratios} |",
+        "|---|" + "---|" * len(policies) + "---:|---|" * len(judged),
     ]
     for level in fleet.levels:
         row = {o.policy: o for o in results.outcomes if o.load == str(level)}
         best = max(row[s].throughput_tok_s for s in fleet.statics if s in row)
-        ratio = row[ADAPTIVE].throughput_tok_s / best if ADAPTIVE in row and best else None
-        shown = "-" if ratio is None else f"{ratio:.2f}"
-        goal = "-" if ratio is None else met(ratio >= THROUGHPUT_GOAL)
+        verdicts = []
+        for policy in judged:
+            ratio = row[policy].throughput_tok_s / best if policy in row and best else None
+            shown = "-" if ratio is None else f"{ratio:.2f}"
+            verdicts.append(f"{shown} | {'-' if ratio is None else met(ratio >= THROUGHPUT_GOAL)}")
         cells = " | ".join(_cell(row[p]) if p in row else "-" for p in policies)
-        lines.append(f"| {level} | {cells} | {shown} | {goal} |")
+        lines.append(f"| {level} | {cells} | {' | '.join(verdicts)} |")
     return lines
 
 
-def _below_every_static(results: FleetResults, load: str) -> tuple[float, float] | None:
-    """(adaptive's TTFT p99, the best static layout's) on one trace window, or None when a
+def _against_statics(results: FleetResults, load: str, policy: str) -> tuple[float, float] | None:
+    """(`policy`'s TTFT p99, the best static layout's) on one trace window, or None when a
     run is missing."""
     row = {o.policy: o for o in results.outcomes if o.load == load}
-    adaptive = row[ADAPTIVE].ttft_p99_ms if ADAPTIVE in row else None
+    judged = row[policy].ttft_p99_ms if policy in row else None
     statics = [row[s].ttft_p99_ms for s in results.fleet.statics if s in row]
-    if adaptive is None or not statics or any(s is None for s in statics):
+    if judged is None or not statics or any(s is None for s in statics):
         return None
-    return adaptive, min(s for s in statics if s is not None)
+    return judged, min(s for s in statics if s is not None)
 
 
 def _trace_table(
@@ -58,33 +67,39 @@ def _trace_table(
     verdicts = []
     for trace in traces:
         labels = results.windows.get(trace, [])
-        margins = []
         for label in labels:
             row = {o.policy: o for o in results.outcomes if o.load == label}
             if not row:
                 continue
-            pair = _below_every_static(results, label)
+            pair = _against_statics(results, label, ADAPTIVE)
             bound = results.ttft_bounds_ms.get(label)
+            at_bound = pair is not None and bound is not None and pair[1] <= pair[0] <= bound + 0.5
             verdict = "-" if pair is None else met(pair[0] < pair[1])
-            if pair is not None:
-                margins.append(pair[0] - pair[1])
-                if pair[0] >= pair[1] and bound is not None and pair[0] <= bound + 0.5:
-                    verdict += " (at the bound)"
+            verdict += " (at the bound)" if at_bound else ""
             cells = " | ".join(_cell(row[p]) if p in row else "-" for p in policies)
             lines.append(f"| {label} | {cells} | {ms(bound)} ms | {verdict} |")
-        if len(labels) > 1 and margins:
-            verdicts.append(_windows_verdict(trace, margins))
+        if len(labels) > 1:
+            for policy in _judged(results):
+                margins = _margins(results, labels, policy)
+                if margins:
+                    verdicts.append(_windows_verdict(trace, policy, margins))
     return [*lines, *(["", *verdicts] if verdicts else [])]
 
 
-def _windows_verdict(trace: str, margins: Sequence[float]) -> str:
-    """The goal on a trace judged over its windows: adaptive's p99 below both static
-    layouts in every one; `margins` are adaptive's p99 minus the best layout's."""
+def _margins(results: FleetResults, labels: Sequence[str], policy: str) -> list[float]:
+    """`policy`'s TTFT p99 minus the best static layout's, per trace window."""
+    pairs = [_against_statics(results, label, policy) for label in labels]
+    return [pair[0] - pair[1] for pair in pairs if pair is not None]
+
+
+def _windows_verdict(trace: str, policy: str, margins: Sequence[float]) -> str:
+    """The goal on a trace judged over its windows: `policy`'s p99 below both static
+    layouts in every one; `margins` are its p99 minus the best layout's."""
     below_in = sum(1 for margin in margins if margin < 0)
     spread = f"{min(margins):+,.1f} to {max(margins):+,.1f} ms"
     return (
-        f"{trace}: adaptive's TTFT p99 below both static layouts in {below_in} of "
-        f"{len(margins)} windows (adaptive minus the best layout: {spread}): "
+        f"{trace}: {policy}'s TTFT p99 below both static layouts in {below_in} of "
+        f"{len(margins)} windows ({policy} minus the best layout: {spread}): "
         f"{met(below_in == len(margins))}"
     )
 
