@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from frugal.bench.virtual.compare import (
     ADAPTIVE,
+    PICKED,
     FleetResults,
     Outcome,
     VirtualPlan,
@@ -100,3 +101,23 @@ def test_a_trace_run_once_has_no_verdict_over_windows() -> None:
     assert not any(line.startswith("code: ") for line in table.splitlines())
     assert any(line.startswith("| code |") and line.endswith("| met |") for line in
                table.splitlines())  # fmt: skip
+
+
+def test_a_picked_policy_is_judged_beside_adaptive() -> None:
+    found = _results({"conv": (70.2, 140.0, 70.6), "conv, requests 3-4": (73.0, 140.0, 73.1)})
+    found.outcomes += [_outcome(PICKED, "1", 10.0), _outcome(PICKED, "conv", 65.0),
+                       _outcome(PICKED, "conv, requests 3-4", 66.0)]  # fmt: skip
+    table = render([found], ["# header"], ["conv"])
+    verdicts = [line for line in table.splitlines() if line.startswith("conv: ")]
+    assert verdicts == [
+        "conv: adaptive's TTFT p99 below both static layouts in 0 of 2 windows "
+        "(adaptive minus the best layout: +0.1 to +0.4 ms): **missed**",
+        "conv: adaptive+picker's TTFT p99 below both static layouts in 2 of 2 windows "
+        "(adaptive+picker minus the best layout: -7.0 to -5.2 ms): met",
+    ]
+    header = next(line for line in table.splitlines() if line.startswith("| load |"))
+    assert header.endswith(
+        "| adaptive / best static | goal >= 0.97 | adaptive+picker / best static | goal >= 0.97 |"
+    )
+    row = next(line for line in table.splitlines() if line.startswith("| 1 |"))
+    assert row.endswith("| 1.00 | met | 1.00 | met |")
