@@ -29,7 +29,7 @@ that are.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from control_plane.balancer.config import AdaptiveConfig
 from control_plane.balancer.cost_model import (
@@ -99,14 +99,21 @@ class AdaptivePolicy:
         and its prefill time per token, the mean of the measured groups' where its own is
         not measured yet (0 while none is). Groups without a decode sample are left out."""
         lines = self._measured(list(groups))
-        prefill = {name: self.prefill_ms_per_token(name) for name in lines}
-        known = [c for c in prefill.values() if c is not None]
-        fallback = sum(known) / len(known) if known else 0.0
-        out = {}
-        for name, line in lines.items():
-            c = prefill[name]
-            out[name] = GroupLine(line.a_ms, line.b_ms, fallback if c is None else c)
-        return out
+        per_token = self._prefill_per_token(lines)
+        return {
+            name: GroupLine(line.a_ms, line.b_ms, per_token.get(name, 0.0))
+            for name, line in lines.items()
+        }
+
+    def _prefill_per_token(self, names: Iterable[str]) -> dict[str, float]:
+        """Each group's prefill ms per token, the mean of the measured ones' where its own
+        is not measured yet; empty while none is."""
+        names = list(names)
+        known = {n: c for n in names if (c := self.prefill_ms_per_token(n)) is not None}
+        if not known:
+            return {}
+        fallback = sum(known.values()) / len(known)
+        return {name: known.get(name, fallback) for name in names}
 
     def _observe_prefill(self, load: ModelLoad, lines: Mapping[str, StepCost]) -> None:
         """Fold the new prefill samples in, against each group's decode line now."""
@@ -125,12 +132,11 @@ class AdaptivePolicy:
     def _with_prefill(
         self, costs: dict[str, StepCost], load: float, pressure: PrefillPressure | None
     ) -> dict[str, StepCost]:
-        known = {n: c for n in costs if (c := self.prefill_ms_per_token(n)) is not None}
-        if pressure is None or not known:
+        per_token = self._prefill_per_token(costs)
+        if pressure is None or not per_token:
             return costs
-        fallback = sum(known.values()) / len(known)
         return {
-            name: with_prefill(cost, known.get(name, fallback), pressure, load)
+            name: with_prefill(cost, per_token[name], pressure, load)
             for name, cost in costs.items()
         }
 

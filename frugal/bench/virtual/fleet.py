@@ -65,7 +65,7 @@ class _Group:
     active: list[int]  # Envoy's active requests per host
     busy: list[float]  # active requests integrated over time, per host
     since: list[float]  # when each host's active count last changed
-    in_flight: set[VirtualRequest] = field(default_factory=set)  # what the picker sent it
+    in_flight: set[VirtualRequest] = field(default_factory=set)  # what the picker sent it (if one)
 
     def set_active(self, index: int, change: int, now: float) -> None:
         self.busy[index] += self.active[index] * (now - self.since[index])
@@ -165,7 +165,8 @@ class VirtualFleet:
         if group_index is None:
             group_index = self._pick_group(self._rng.random() if key is None else _unit(key))
         group = self._groups[group_index]
-        group.in_flight.add(request)
+        if self._picker is not None:
+            group.in_flight.add(request)
         index = self._pick_host(group.active, request, self._rng)
         group.set_active(index, +1, self._now)
         request.group, request.replica = group.spec.name, index

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from frugal.bench.goals import PREFIX_HIT_GOAL, PREFIX_LOAD_GOAL, below, met, ms
 from frugal.bench.virtual.compare import ADAPTIVE, LEAST_REQUEST, PREFIX, FleetResults, Outcome
@@ -46,10 +46,16 @@ def _closed_table(results: FleetResults, policies: Sequence[str]) -> list[str]:
     return lines
 
 
-def _against_statics(results: FleetResults, load: str, policy: str) -> tuple[float, float] | None:
-    """(`policy`'s TTFT p99, the best static layout's) on one trace window, or None when a
+def _row(results: FleetResults, load: str) -> dict[str, Outcome]:
+    """Each policy's outcome on one load."""
+    return {o.policy: o for o in results.outcomes if o.load == load}
+
+
+def _against_statics(
+    results: FleetResults, row: Mapping[str, Outcome], policy: str
+) -> tuple[float, float] | None:
+    """(`policy`'s TTFT p99, the best static layout's) in one load's `row`, or None when a
     run is missing."""
-    row = {o.policy: o for o in results.outcomes if o.load == load}
     judged = row[policy].ttft_p99_ms if policy in row else None
     statics = [row[s].ttft_p99_ms for s in results.fleet.statics if s in row]
     if judged is None or not statics or any(s is None for s in statics):
@@ -68,10 +74,10 @@ def _trace_table(
     for trace in traces:
         labels = results.windows.get(trace, [])
         for label in labels:
-            row = {o.policy: o for o in results.outcomes if o.load == label}
+            row = _row(results, label)
             if not row:
                 continue
-            pair = _against_statics(results, label, ADAPTIVE)
+            pair = _against_statics(results, row, ADAPTIVE)
             bound = results.ttft_bounds_ms.get(label)
             at_bound = pair is not None and bound is not None and pair[1] <= pair[0] <= bound + 0.5
             verdict = "-" if pair is None else met(pair[0] < pair[1])
@@ -88,7 +94,7 @@ def _trace_table(
 
 def _margins(results: FleetResults, labels: Sequence[str], policy: str) -> list[float]:
     """`policy`'s TTFT p99 minus the best static layout's, per trace window."""
-    pairs = [_against_statics(results, label, policy) for label in labels]
+    pairs = [_against_statics(results, _row(results, label), policy) for label in labels]
     return [pair[0] - pair[1] for pair in pairs if pair is not None]
 
 
