@@ -31,6 +31,7 @@ from control_plane.server import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.shared_state import SharedWeights, shared_created
 from frugal.asyncio_metrics import watch_asyncio_tasks
+from frugal.group_lines_store import GroupLinesStore
 from frugal.keys import KeyStore
 from frugal.keys.admin_token import AdminTokenError, load_admin_token
 from frugal.keys.hashing import PepperError, load_peppers
@@ -67,7 +68,13 @@ async def run(settings: ControlPlaneSettings) -> None:
     sampler = LoadSampler(envoy_admin_urls(config))
     lease = LeaderLease(redis, replica_id())
     balancer = BalancerLoop(
-        control_plane, fleet, sampler, registry, lease=lease, shared=SharedWeights(redis)
+        control_plane,
+        fleet,
+        sampler,
+        registry,
+        lease=lease,
+        shared=SharedWeights(redis),
+        lines=GroupLinesStore(redis),
     )
     routers = [
         usage_router(redis),

@@ -22,6 +22,7 @@ import logging
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from control_plane.balancer.adaptive import AdaptivePolicy
 from control_plane.balancer.load import (
     GroupLoad,
     GroupPrefill,
@@ -40,10 +41,12 @@ from control_plane.balancer.weights import available
 from control_plane.fleet import Fleet
 from control_plane.leadership import LeaderLease
 from control_plane.load_sampler import HostState, LoadSampler
-from control_plane.model import Model, engine_cluster_name
+from control_plane.model import FrugalConfig, Model, engine_cluster_name
 from control_plane.server import ControlPlane
 from control_plane.shared_state import SharedWeights
 from control_plane.traffic_rates import Reading, RequestCounts, TrafficWindow
+from frugal.group_lines_store import GroupLinesStore
+from frugal.group_picker import ModelPicker
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +62,17 @@ class BalancerLoop:
         registry: CollectorRegistry,
         lease: LeaderLease | None = None,
         shared: SharedWeights | None = None,
+        lines: GroupLinesStore | None = None,
     ) -> None:
-        """Without a lease, this replica is the only one and always leads."""
+        """Without a lease, this replica is the only one and always leads. With `lines`,
+        the leader publishes the lines of the models whose requests are picked per group
+        (`balancer.group_picker`) there, every tick."""
         self._control_plane = control_plane
         self._fleet = fleet
         self._sampler = sampler
         self._lease = lease
         self._shared = shared
+        self._lines = lines
         self.leading = lease is None
         self.models: dict[str, ModelBalance] = {}
         self.hosts: dict[str, dict[str, HostState]] = {}
@@ -122,6 +129,23 @@ class BalancerLoop:
             self._balance(model, in_flight, counters, sampled.steps, sampled.prefill)
         if self.leading and self._shared is not None:
             await self._shared.write(self._control_plane.live_weights)
+        if self.leading and self._lines is not None:
+            await self._lines.write(self._pickers(config))
+
+    def _pickers(self, config: FrugalConfig) -> dict[str, ModelPicker]:
+        """Each picked model's lines as its policy has them after this tick."""
+        pickers = {}
+        for model in config.models:
+            settings = model.group_picker
+            balance = self.models.get(model.name)
+            if settings is None or balance is None or balance.load is None:
+                continue
+            if not isinstance(balance.policy, AdaptivePolicy):
+                continue
+            picker = balance.policy.picker(balance.load, settings.settings())
+            if picker is not None:
+                pickers[model.name] = picker
+        return pickers
 
     async def _follow(self) -> None:
         """Serve the weights the leader decided (a model it has none for is static)."""

@@ -13,8 +13,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from control_plane.balancer.config import (
+    AdaptiveConfig,
     BalancerConfig,
     ConcurrencyBandsConfig,
+    GroupPickerConfig,
     StaticConfig,
 )
 from frugal.wire import DEFAULT_SAFETY_FILTER_PORT
@@ -167,7 +169,19 @@ class Model(Frozen):
             for field in ("low_load_group", "high_load_group"):
                 if getattr(self.balancer, field) not in names:
                     raise ValueError(f"balancer.{field}: no group of that name in {names}")
+        if self.group_picker is not None and self.prefix_routing is not None:
+            # Both choose the group: the prefix key as the weighted clusters' random value,
+            # the picker by its predicted latency. One model uses one of them.
+            raise ValueError(
+                f"model {self.name!r}: balancer.group_picker and prefix_routing both pick the "
+                "group; set one of them"
+            )
         return self
+
+    @property
+    def group_picker(self) -> GroupPickerConfig | None:
+        """The per-request group picker's settings (`balancer.group_picker` of `adaptive`)."""
+        return self.balancer.group_picker if isinstance(self.balancer, AdaptiveConfig) else None
 
 
 class ListenerConfig(Frozen):

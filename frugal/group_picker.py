@@ -11,8 +11,14 @@ the engines' own step tallies (control_plane.balancer.adaptive: `a + b * running
 step, `c` ms a prompt token); the queue is what the picker itself has sent: requests in
 flight, and the prompt tokens of those without a first token yet.
 
-Only the virtual-time benchmark runs it so far (`frugal bench routing-virtual`, policy
-`adaptive+picker`); the request processor does not pick yet (issue 13).
+A model picks per request when its balancer is `adaptive` with `group_picker` set. The
+control plane's balancer leader publishes each such model's lines, with its groups' serving
+replicas, every tick (`ModelPicker`, through frugal.group_lines_store, with a short TTL);
+the safety filter's request processor reads them every second, keeps the queue of what it
+sent each group (safety_filter/extproc/group_tally.py) and sets the request's
+`x-frugal-group` header (frugal.wire.GROUP_HEADER), which a route per group matches ahead
+of the weighted one. The virtual-time benchmark runs the same picker (`frugal bench
+routing-virtual`, policy `adaptive+picker`).
 
 The prediction for a group of R replicas, n requests in flight, W prompt tokens awaiting
 their first token, and a request of L prompt tokens, with least-request spreading them:
@@ -25,6 +31,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 
 @dataclass(frozen=True)
@@ -81,3 +90,61 @@ def pick_group(
         if queue.replicas > 0
     }
     return min(costs, key=costs.__getitem__) if costs else None
+
+
+@dataclass(frozen=True)
+class ModelPicker:
+    """What a request processor needs to pick one model's group: the settings, and each
+    serving group's line and number of serving replicas."""
+
+    config: PickerConfig
+    groups: Mapping[str, tuple[GroupLine, int]]
+
+    def candidates(
+        self, queue: Mapping[str, tuple[int, int]]
+    ) -> dict[str, tuple[GroupLine, GroupQueue]]:
+        """Each group's line with its queue, from what was sent it: (in flight, prompt
+        tokens awaiting a first token)."""
+        return {
+            name: (line, GroupQueue(replicas, *queue.get(name, (0, 0))))
+            for name, (line, replicas) in self.groups.items()
+        }
+
+
+def encode_pickers(pickers: Mapping[str, ModelPicker]) -> bytes:
+    """The JSON the control plane publishes: model -> settings and groups."""
+    return orjson.dumps(
+        {
+            model: {
+                "decode_weight": picker.config.decode_weight,
+                "decode_tokens": picker.config.decode_tokens,
+                "groups": {
+                    name: {"a_ms": line.a_ms, "b_ms": line.b_ms, "c_ms": line.c_ms,
+                           "replicas": replicas}
+                    for name, (line, replicas) in picker.groups.items()
+                },
+            }
+            for model, picker in pickers.items()
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )  # fmt: skip
+
+
+def decode_pickers(raw: bytes | str) -> dict[str, ModelPicker]:
+    """`encode_pickers`' JSON back; raises ValueError (orjson's, or a KeyError or
+    TypeError turned into one) when it is not that."""
+    try:
+        data: dict[str, Any] = orjson.loads(raw)
+        return {
+            model: ModelPicker(
+                PickerConfig(float(entry["decode_weight"]), int(entry["decode_tokens"])),
+                {
+                    name: (GroupLine(float(g["a_ms"]), float(g["b_ms"]), float(g["c_ms"])),
+                           int(g["replicas"]))
+                    for name, g in entry["groups"].items()
+                },
+            )
+            for model, entry in data.items()
+        }  # fmt: skip
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"not a group picker state: {error!r}") from error

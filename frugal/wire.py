@@ -36,6 +36,9 @@ IDENTITY_HEADERS = (KEY_ID_HEADER, TENANT_HEADER, KEY_RPM_HEADER, KEY_TPM_HEADER
 # Set by the request processor (never by a client): the key of the prompt's prefix
 # (frugal.prefix_key), which a model with `prefix_routing` is routed by.
 PREFIX_HEADER = "x-frugal-prefix"
+# Set by the request processor (never by a client) for a model with a group picker
+# (frugal.group_picker): the replica group it picked; a route per group matches it.
+GROUP_HEADER = "x-frugal-group"
 
 # ext_proc attributes (CEL) Envoy sends the request processor: the replica that answers
 # (on the response headers), so a stream that ends early can ask it what it generated.

@@ -21,11 +21,13 @@ from frugal.accounting.admission import Admission
 from frugal.accounting.settlements import Settlements
 from frugal.accounting.token_budget import TokenBudget
 from frugal.engine_usage import EngineUsageClient
+from frugal.group_lines_store import READ_EVERY_S, GroupLinesStore
 from frugal.keys import KeyStore, KeyStoreUnavailable
 from frugal.keys.hashing import Peppers
 from frugal.policy_store import PolicyStore
 from frugal.redis_connection import SAFETY_FILTER_CLIENT, PoolBounds, RedisClient, redis_client
 from safety_filter.authz.key_check import KeyCheck
+from safety_filter.extproc.group_tally import GroupTally
 from safety_filter.extproc.metrics import ExtProcMetrics
 from safety_filter.extproc.policies import NO_CHECKS, PolicyBook
 from safety_filter.extproc.processor import Enforcement, ProcessorContext
@@ -57,6 +59,22 @@ async def refresh_caches(store: KeyStore, policies: PolicyBook) -> None:
             log.warning("could not refresh the key and policy caches: %s", error)
 
 
+async def refresh_group_lines(store: GroupLinesStore, tally: GroupTally) -> None:
+    """The group picker's lines, once a second. Unreadable, none are kept: the route
+    weights split every request until they are back (lines must not outlive their TTL)."""
+    failing = False
+    while True:
+        try:
+            tally.set_pickers(await store.read())
+            failing = False
+        except RedisError as error:
+            tally.set_pickers({})
+            if not failing:  # once an outage, not once a second
+                log.warning("could not read the group picker's lines: %s", error)
+            failing = True
+        await asyncio.sleep(READ_EVERY_S)
+
+
 # One ext_proc stream per HTTP request: allow as many as Envoy may open.
 SERVER_OPTIONS = [
     ("grpc.max_concurrent_streams", 100_000),
@@ -73,12 +91,12 @@ class SafetyFilterServer:
     registry: CollectorRegistry
     settlements: Settlements
     engine_usage: EngineUsageClient
-    refresher: asyncio.Task[None] | None
+    refreshers: tuple[asyncio.Task[None], ...]
     health: health.aio.HealthServicer
 
     async def stop(self, grace_s: float = 2.0) -> None:
-        if self.refresher is not None:
-            self.refresher.cancel()
+        for refresher in self.refreshers:
+            refresher.cancel()
         await self.health.enter_graceful_shutdown()  # NOT_SERVING while streams finish
         await self.server.stop(grace=grace_s)
         await self.settlements.drain(DRAIN_S)
@@ -113,7 +131,9 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     engine_usage = EngineUsageClient()
     enforcement = None
     policies = NO_CHECKS
-    refresher = None
+    groups = GroupTally(settings.processes)
+    metrics.watch_groups(groups)
+    refreshers = [asyncio.ensure_future(refresh_group_lines(GroupLinesStore(redis), groups))]
     if settings.enforce:
         policies = PolicyBook.from_config(
             settings.policies,
@@ -124,7 +144,7 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
         store = KeyStore(
             redis, peppers, settings.key_cache_ttl_s, cache_entries=settings.cache_entries
         )
-        refresher = asyncio.ensure_future(refresh_caches(store, policies))
+        refreshers.append(asyncio.ensure_future(refresh_caches(store, policies)))
         enforcement = Enforcement(
             KeyCheck(store, registry),
             accounting,
@@ -138,6 +158,7 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
         enforcement=enforcement,
         metrics=metrics,
         prefix_block_chars=settings.prefix_block_chars,
+        groups=groups,
     )
     ext_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(context), server)
     # grpc.health.v1 for the orchestrators' probes (compose, Kubernetes): SERVING once bound.
@@ -147,5 +168,6 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     return SafetyFilterServer(
-        server, port, redis, registry, settlements, engine_usage, refresher, health_servicer
-    )
+        server, port, redis, registry, settlements, engine_usage, tuple(refreshers),
+        health_servicer,
+    )  # fmt: skip

@@ -29,7 +29,7 @@ that are.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from control_plane.balancer.config import AdaptiveConfig
 from control_plane.balancer.cost_model import (
@@ -42,11 +42,15 @@ from control_plane.balancer.cost_model import (
 from control_plane.balancer.load import Decision, GroupLoad, ModelLoad
 from control_plane.balancer.prefill_watch import BurstWatch, PrefillFit
 from control_plane.balancer.weights import available, even_split, to_weights, with_exploration
-from frugal.group_picker import GroupLine
+from frugal.group_picker import GroupLine, ModelPicker, PickerConfig
 
 # The line assumed for every group while none is measured: each costs the same per
 # replica, so the first split follows replica counts and every group gets traffic.
 NEUTRAL_PRIOR = StepCost(a_ms=10.0, b_ms=0.1)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 class AdaptivePolicy:
@@ -96,24 +100,39 @@ class AdaptivePolicy:
     def group_lines(self, groups: Sequence[str]) -> dict[str, GroupLine]:
         """The groups' step lines as the per-request group picker weighs them
         (frugal.group_picker): each measured group's decode line (its fit, or its level),
-        and its prefill time per token, the mean of the measured groups' where its own is
-        not measured yet (0 while none is). Groups without a decode sample are left out."""
+        and its prefill time per token. A group whose prefill is not measured yet is taken
+        to prefill as slowly as the slowest measured group (0 while none is): with the
+        mean, a slow group that has not been measured would look faster than it is, and
+        take long prompts until it was. Groups without a decode sample are left out."""
         lines = self._measured(list(groups))
-        per_token = self._prefill_per_token(lines)
+        per_token = self._prefill_per_token(lines, max)
         return {
             name: GroupLine(line.a_ms, line.b_ms, per_token.get(name, 0.0))
             for name, line in lines.items()
         }
 
-    def _prefill_per_token(self, names: Iterable[str]) -> dict[str, float]:
-        """Each group's prefill ms per token, the mean of the measured ones' where its own
-        is not measured yet; empty while none is."""
+    def picker(self, load: ModelLoad, config: PickerConfig) -> ModelPicker | None:
+        """What the request processors pick the model's group by, after this tick's
+        `load`: each serving group's line and serving replicas. None while a serving group
+        has no line yet (the route weights, with their exploration share, measure it
+        first) or no group serves."""
+        serving = {group.group: group.replicas for group in load.groups if group.replicas > 0}
+        lines = self.group_lines(list(serving))
+        if not serving or lines.keys() != serving.keys():
+            return None
+        return ModelPicker(config, {name: (lines[name], serving[name]) for name in serving})
+
+    def _prefill_per_token(
+        self, names: Iterable[str], fallback: Callable[[list[float]], float] = _mean
+    ) -> dict[str, float]:
+        """Each group's prefill ms per token, `fallback` of the measured ones' (their mean
+        by default) where its own is not measured yet; empty while none is."""
         names = list(names)
         known = {n: c for n in names if (c := self.prefill_ms_per_token(n)) is not None}
         if not known:
             return {}
-        fallback = sum(known.values()) / len(known)
-        return {name: known.get(name, fallback) for name in names}
+        assumed = fallback(list(known.values()))
+        return {name: known.get(name, assumed) for name in names}
 
     def _observe_prefill(self, load: ModelLoad, lines: Mapping[str, StepCost]) -> None:
         """Fold the new prefill samples in, against each group's decode line now."""

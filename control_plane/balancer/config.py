@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from frugal.group_picker import PickerConfig
+
 
 class _PolicyConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -36,6 +38,21 @@ class ConcurrencyBandsConfig(_PolicyConfig):
     high_load_group: str
 
 
+class GroupPickerConfig(_PolicyConfig):
+    """Pick each request's group in the request processor, from the lines `adaptive` learns
+    and the processor's own count of what it sent each group (frugal.group_picker); the
+    route weights stay the fallback, for requests it does not pick (before every serving
+    group is measured, or when the lines are older than their TTL)."""
+
+    # The share of the predicted decode time weighed with the TTFT, and the output length
+    # it is predicted for (frugal.group_picker.PickerConfig, where the values were chosen).
+    decode_weight: float = Field(default=0.1, ge=0, le=10)
+    decode_tokens: int = Field(default=32, ge=1, le=100_000)
+
+    def settings(self) -> PickerConfig:
+        return PickerConfig(self.decode_weight, self.decode_tokens)
+
+
 class AdaptiveConfig(_PolicyConfig):
     """A cost model learned online: each group's step time as a function of the
     sequences running per replica, fitted from the engines' own counters; new
@@ -49,6 +66,8 @@ class AdaptiveConfig(_PolicyConfig):
     # How far back the split looks for the largest burst of prompt tokens, whose prefill
     # it spreads over the groups by their prefill speed; 0 leaves prefill out.
     burst_horizon_s: float = Field(default=10.0, ge=0)
+    # Off (the route weights split every request) unless set.
+    group_picker: GroupPickerConfig | None = None
 
 
 BalancerConfig = Annotated[

@@ -1,4 +1,5 @@
-"""The public route table: `/v1/models` from config, one weighted route per model.
+"""The public route table: `/v1/models` from config, one weighted route per model (and a
+route per group where the request processor picks the group).
 
 Pure layer. The safety filter parses the body and sets `x-frugal-model`; a route
 per model matches that header and splits traffic over one cluster per replica
@@ -120,18 +121,36 @@ def _retry_policy(retry_on: str, per_try_timeout_s: float) -> dict[str, Any]:
 def _inference_routes(
     model: Model, streams: StreamsConfig, *, stream: bool
 ) -> list[dict[str, Any]]:
-    """The model's route; a prefix-routed model's are two. A request with a prefix key
-    (`x-frugal-prefix`, set by the request processor) hashes on it: the key picks the host
-    inside the group (Maglev) and, as the weighted clusters' random value, the group. A
-    request without one (a prompt shorter than a block) goes by the same weights to the
-    groups' least-request clusters."""
+    """The model's route; a prefix-routed model's are two, a picked model's one per group
+    more. A request with a prefix key (`x-frugal-prefix`, set by the request processor)
+    hashes on it: the key picks the host inside the group (Maglev) and, as the weighted
+    clusters' random value, the group. A request without one (a prompt shorter than a
+    block) goes by the same weights to the groups' least-request clusters. With a group
+    picker, a request whose group the processor picked (`x-frugal-group`) goes to that
+    group's cluster; one it did not pick (no lines yet) goes by the weights."""
+    weighted = _inference_route(model, streams, engine_cluster_name, stream=stream)
+    if model.group_picker is not None:
+        return [*(_picked_route(model, streams, g.name, stream=stream) for g in model.groups),
+                weighted]  # fmt: skip
     if model.prefix_routing is None:
-        return [_inference_route(model, streams, engine_cluster_name, stream=stream)]
-    keyed = _inference_route(model, streams, engine_cluster_name, stream=stream)
+        return [weighted]
+    keyed = weighted
     keyed["match"]["headers"].append({"name": wire.PREFIX_HEADER, "present_match": True})
     keyed["route"]["hash_policy"] = [{"header": {"header_name": wire.PREFIX_HEADER}}]
     keyed["route"]["weighted_clusters"]["header_name"] = wire.PREFIX_HEADER
     return [keyed, _inference_route(model, streams, unkeyed_cluster_name, stream=stream)]
+
+
+def _picked_route(
+    model: Model, streams: StreamsConfig, group: str, *, stream: bool
+) -> dict[str, Any]:
+    """The route of the requests the processor picked `group` for: its cluster alone, with
+    the same retries (inside the group) and timeouts as the weighted route."""
+    route = _inference_route(model, streams, engine_cluster_name, stream=stream)
+    route["match"]["headers"].append({"name": wire.GROUP_HEADER, "string_match": {"exact": group}})
+    del route["route"]["weighted_clusters"]
+    route["route"]["cluster"] = engine_cluster_name(model.name, group)
+    return route
 
 
 def _inference_route(

@@ -38,9 +38,17 @@ POLICIES: dict[str, tuple[dict[str, Any], dict[str, int]]] = {
     "static-tp2": ({"type": "static"}, {TP8: 0, TP2: 100}),
     "concurrency_bands": (BANDS, {TP8: 100, TP2: 0}),
     "adaptive": ({"type": "adaptive", "min_share": 0.05, "forgetting": 0.98}, {TP8: 100, TP2: 0}),
+    # `adaptive`, with each request's group picked by the request processor
+    # (frugal.group_picker); the weights split only what it does not pick.
+    "adaptive+picker": (
+        {"type": "adaptive", "min_share": 0.05, "forgetting": 0.98, "group_picker": {}},
+        {TP8: 100, TP2: 0},
+    ),
 }
 STATIC_POLICIES = ("static-tp8", "static-tp2")
 DYNAMIC_POLICY = "adaptive"
+# The policies judged against the best static layout, each with its ratio column.
+JUDGED_POLICIES = (DYNAMIC_POLICY, "adaptive+picker")
 
 
 @dataclass(frozen=True)

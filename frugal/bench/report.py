@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from frugal.bench.fleet import DYNAMIC_POLICY, STATIC_POLICIES
+from frugal.bench.fleet import DYNAMIC_POLICY, JUDGED_POLICIES, STATIC_POLICIES
+from frugal.bench.goals import WALL_THROUGHPUT_GOAL, below, met
 from frugal.bench.records import TRACE_LOAD, Load
 
 
@@ -48,32 +49,72 @@ def _cell(record: dict[str, Any] | None, suffix: str) -> str:
     return text
 
 
-def adaptive_ratio(by_policy: dict[str, dict[str, Any]], suffix: str = "") -> str:
-    """Adaptive's throughput over the better static layout's at one load ("-" if either is
-    missing)."""
+def adaptive_ratio(
+    by_policy: dict[str, dict[str, Any]], suffix: str = "", policy: str = DYNAMIC_POLICY
+) -> str:
+    """`policy`'s throughput over the better static layout's at one load ("-" if either
+    is missing)."""
     statics = [by_policy[p] for p in STATIC_POLICIES if p in by_policy]
-    if DYNAMIC_POLICY not in by_policy or not statics:
+    if policy not in by_policy or not statics:
         return "-"
     best = max(r[f"throughput_tok_s{suffix}"] for r in statics)
     if best <= 0:
         return "-"
-    return f"{by_policy[DYNAMIC_POLICY][f'throughput_tok_s{suffix}'] / best:.2f}"
+    return f"{by_policy[policy][f'throughput_tok_s{suffix}'] / best:.2f}"
 
 
 def routing_table(records: Sequence[dict[str, Any]], *, simulated: bool = False) -> list[str]:
     """Rows: loads; columns: policies. Cells: throughput, TTFT p50 / p99, tp8's share."""
     suffix = "_sim" if simulated else ""
     policies = _policies(records)
+    judged = [p for p in JUDGED_POLICIES if p in policies] or [DYNAMIC_POLICY]
     index = {(r["policy"], r["load"]): r for r in records}
     lines = [
-        "| load | " + " | ".join(policies) + " | adaptive / best static |",
-        "|---|" + "---|" * len(policies) + "---:|",
-    ]
+        "| load | " + " | ".join(policies) + " | "
+        + " | ".join(f"{p} / best static" for p in judged) + " |",
+        "|---|" + "---|" * len(policies) + "---:|" * len(judged),
+    ]  # fmt: skip
     for load in _loads(records):
         by_policy = {p: index[(p, load)] for p in policies if (p, load) in index}
         cells = [_cell(by_policy.get(p), suffix) for p in policies]
-        ratio = adaptive_ratio(by_policy, suffix)
-        lines.append(f"| {load} | " + " | ".join(cells) + f" | {ratio} |")
+        ratios = [adaptive_ratio(by_policy, suffix, p) for p in judged]
+        lines.append(f"| {load} | " + " | ".join([*cells, *ratios]) + " |")
+    return lines
+
+
+def goal_lines(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Each judged policy against the goals, on the wall clock: throughput at least
+    WALL_THROUGHPUT_GOAL of the best static layout's at every closed load, and a trace TTFT
+    p99 below both static layouts'."""
+    index = {(r["policy"], r["load"]): r for r in records}
+    policies = _policies(records)
+    lines = []
+    for policy in (p for p in JUDGED_POLICIES if p in policies):
+        ratios = {}
+        for load in _loads(records):
+            by_policy = {p: index[(p, load)] for p in policies if (p, load) in index}
+            ratio = adaptive_ratio(by_policy, policy=policy)
+            if load != TRACE_LOAD and ratio != "-":
+                ratios[load] = float(ratio)
+        if ratios:
+            worst = min(ratios, key=ratios.__getitem__)
+            lines.append(
+                f"- {policy}: throughput >= {WALL_THROUGHPUT_GOAL} x the best static layout's "
+                f"at every load: lowest {ratios[worst]:.2f}, at {worst} streams: "
+                f"{met(all(r >= WALL_THROUGHPUT_GOAL for r in ratios.values()))}"
+            )
+        trace = index.get((policy, TRACE_LOAD))
+        statics = [index[(p, TRACE_LOAD)] for p in STATIC_POLICIES if (p, TRACE_LOAD) in index]
+        if trace is not None and statics:
+            p99 = trace["ttft_p99_ms"]
+            others = " and ".join(_ms(r["ttft_p99_ms"]) for r in statics)
+            ok = len(statics) == len(STATIC_POLICIES) and all(
+                below(p99, r["ttft_p99_ms"]) for r in statics
+            )
+            lines.append(
+                f"- {policy}: trace TTFT p99 below both static layouts': {_ms(p99)} ms "
+                f"against {others}: {met(ok)}"
+            )
     return lines
 
 
@@ -111,6 +152,10 @@ def render(records: Sequence[dict[str, Any]], header: ReportHeader) -> str:
         "keys, quotas or content checks",
         "- dynamic policies start from tp8 weight 100, tp2 0; where no balancer loop moves the "
         "weights they behave like static-tp8 (the tp8 share shows what each policy did)",
+        "",
+        "## Goals (wall time)",
+        "",
+        *goal_lines(records),
         "",
         "## Wall time",
         "",

@@ -12,11 +12,14 @@ end of its request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from frugal.content_checks import Match
+from safety_filter.extproc.group_tally import GroupTally
 from safety_filter.extproc.request_record import RequestRecord
 from safety_filter.extproc.usage import Accounting
 
@@ -69,6 +72,12 @@ class ExtProcMetrics:
             "frugal_extproc_refusals",
             "Requests the processor refused, by OpenAI error code.",
             ["code"],
+            registry=self.registry,
+        )
+        self.group_picks = Counter(
+            "frugal_group_picks",
+            "Requests whose replica group the processor picked (models with a group picker).",
+            [MODEL, "group"],
             registry=self.registry,
         )
         # Also the RateLimitService's (safety_filter.ratelimit), when Envoy calls it.
@@ -151,6 +160,11 @@ class ExtProcMetrics:
         for name, text, read in figures:
             Gauge(name, text, registry=self.registry).set_function(read)
 
+    def watch_groups(self, tally: GroupTally) -> None:
+        """The group picker's counts of what this process sent each group, read when
+        scraped (frugal_group_picks_total counts the picks)."""
+        self.registry.register(_GroupCounts(tally))
+
     def detected(self, matches: Iterable[Match], direction: str, action: str) -> None:
         self.detected_categories((m.category for m in matches), direction, action)
 
@@ -175,3 +189,25 @@ class ExtProcMetrics:
             self.prompt_tokens.labels(model).inc(record.prompt_tokens)
         if record.completion_tokens is not None:
             self.completion_tokens.labels(model).inc(record.completion_tokens)
+
+
+class _GroupCounts(Collector):
+    def __init__(self, tally: GroupTally) -> None:
+        self._tally = tally
+
+    def collect(self) -> Iterator[Metric]:
+        in_flight = GaugeMetricFamily(
+            "frugal_group_picker_in_flight",
+            "Requests this process picked a group for and whose stream has not ended.",
+            labels=[MODEL, "group"],
+        )
+        awaiting = GaugeMetricFamily(
+            "frugal_group_picker_awaiting_tokens",
+            "Estimated prompt tokens of those without response headers yet.",
+            labels=[MODEL, "group"],
+        )
+        for (model, group), (requests, tokens) in self._tally.counts().items():
+            in_flight.add_metric([model, group], requests)
+            awaiting.add_metric([model, group], tokens)
+        yield in_flight
+        yield awaiting

@@ -11,9 +11,10 @@ request"; Envoy's local rate limit ran before, as a per-Envoy backstop):
 - request body: parse and validate once; unknown model 404, a model the key may not
   use 403; prompt checks (block / redact / log); admit (the key's rpm and token
   reservation in one Redis script, or only the reservation when Envoy's global rate
-  limit checks the rpm); then the headers' answer (`x-frugal-model`, the prompt's
-  `x-frugal-prefix` key for prefix-aware routing, the `:stream` binding, the key's
-  identity headers removed or set) and the body's. A stream's
+  limit checks the rpm); pick the replica group where the model has a group picker
+  (group_tally); then the headers' answer (`x-frugal-model`, the prompt's
+  `x-frugal-prefix` key for prefix-aware routing, the picked `x-frugal-group`, the
+  `:stream` binding, the key's identity headers removed or set) and the body's. A stream's
   output checks go to the engine in the body's `output_checks` (a client's own copy
   is dropped): the worker writes the SSE itself, checks included, and ends every
   stream with `data: [DONE]` or an error event (engine_workers/answer_events.py);
@@ -25,7 +26,8 @@ request"; Envoy's local rate limit ran before, as a per-Envoy backstop):
 - response trailers: settle the real usage, and note what the engine reported (its
   time, an error status, what its output checks redacted or blocked).
 `close` settles what is still open when the stream ends early (client gone), with
-what the replica says it generated. Settlements never wait on the request's path.
+what the replica says it generated, and takes the request off its group's count.
+Settlements never wait on the request's path.
 Each inference request keeps a RequestRecord: the response that ends it carries the
 record as `frugal.request` dynamic metadata and the metrics observe it once.
 """
@@ -63,6 +65,7 @@ from safety_filter.extproc.engine_report import (
     output_findings,
     reported_usage,
 )
+from safety_filter.extproc.group_tally import GroupTally, GroupTicket
 from safety_filter.extproc.limit_headers import Headers, admitted_headers
 from safety_filter.extproc.messages import (
     Namespaces,
@@ -140,6 +143,9 @@ class ProcessorContext:
     default_max_tokens: int = 4096
     metrics: ExtProcMetrics = field(default_factory=ExtProcMetrics)
     prefix_block_chars: int = 2048  # the block of the prompt's prefix key
+    # What this process sent each group, and the lines it picks by (a model without lines
+    # is not picked for: the route weights split it).
+    groups: GroupTally = field(default_factory=GroupTally)
 
 
 def _headers_answer(common: ext.CommonResponse) -> ext.ProcessingResponse:
@@ -180,6 +186,7 @@ class RequestProcessor:
         self._standing: Headers = ()
         self._client_gateway_headers: tuple[str, ...] = ()
         self._upstream = ""
+        self._group: GroupTicket | None = None  # its place in the group's count, if picked
         # Envoy has the answers that let the request go on to an engine.
         self._released = False
         self._response_status = 0
@@ -279,12 +286,17 @@ class RequestProcessor:
         self._context.metrics.detected(verdict.matches, "prompt", policy.prompt_action)
         if verdict.blocked is not None:
             raise policy_violation(verdict.blocked)
-        capped = await self._admit(request)
+        prompt_tokens = estimate_tokens(prompt_characters(request.body))
+        capped = await self._admit(request, prompt_tokens)
         self._stream = record.stream = self._stream or request.stream
         set_headers = [(wire.MODEL_HEADER, request.model)]
         prefix = prefix_key(prompt_parts(request.body), self._context.prefix_block_chars)
         if prefix is not None:
             set_headers.append((wire.PREFIX_HEADER, str(prefix)))
+        self._group = self._context.groups.pick(request.model, prompt_tokens)
+        if self._group is not None:
+            set_headers.append((wire.GROUP_HEADER, self._group.group))
+            self._context.metrics.group_picks.labels(request.model, self._group.group).inc()
         if self._stream:
             set_headers.append((":path", self._schema_path + STREAM_SUFFIX))
         checks = output_checks(policy)
@@ -313,7 +325,7 @@ class RequestProcessor:
         rest = _body_answer(ext.BodyMutation(clear_body=True) if changed else None)
         return [headers, first, *(rest for _ in self._chunks[1:])]
 
-    async def _admit(self, request: InferenceRequest) -> int | None:
+    async def _admit(self, request: InferenceRequest, prompt_tokens: int) -> int | None:
         """Admit the request under its key's limits; the output cap to set when the key can
         afford less than the default and the request named none (None: leave it)."""
         grant, enforcement = self._grant, self._context.enforcement
@@ -324,7 +336,7 @@ class RequestProcessor:
             grant.key_id,
             self._request_id or f"anonymous-{uuid.uuid4().hex}",
             request.model,
-            estimate_tokens(prompt_characters(request.body)),
+            prompt_tokens,
         )
         default = self._context.default_max_tokens
         rpm = grant.rpm if enforcement.rate_limit_inline else None
@@ -358,6 +370,8 @@ class RequestProcessor:
         whole by now, and its headers say what the engine used and its checks found."""
         status = header_value(headers, ":status")
         self._response_status = int(status) if status.isdigit() else 0
+        if self._group is not None:
+            self._group.first_token()
         streaming = self._stream and self._response_status == 200
         record = self._record
         if record is not None:
@@ -419,6 +433,8 @@ class RequestProcessor:
         cancelled RPC: it only records, and bills in the background what the replica says
         it generated (the prompt's estimate when no replica is known). A request Envoy
         never let go on (it gave up waiting for these answers) is billed nothing."""
+        if self._group is not None:
+            self._group.release()
         record = self._record
         if record is not None:  # the response never ended
             record.status = record.status or CLOSED_BEFORE_RESPONSE
@@ -459,6 +475,8 @@ class RequestProcessor:
     def _end(self) -> Namespaces | None:
         """The response is over: stamp the record, observe it, and give its metadata."""
         self._finished = True
+        if self._group is not None:
+            self._group.release()
         record = self._record
         if record is None:
             return None

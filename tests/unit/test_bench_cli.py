@@ -19,7 +19,9 @@ def _args(*argv: str) -> argparse.Namespace:
 
 def test_the_default_plan_runs_every_policy_at_time_scale_10_with_the_trace() -> None:
     plan = bench.plan_from(_args())
-    assert plan.policies == ("static-tp8", "static-tp2", "concurrency_bands", "adaptive")
+    assert plan.policies == (
+        "static-tp8", "static-tp2", "concurrency_bands", "adaptive", "adaptive+picker",
+    )  # fmt: skip
     assert [level.concurrency for level in plan.levels] == [1, 4, 16, 64, 128, 256]
     assert plan.time_scale == 10.0
     assert plan.trace is not None

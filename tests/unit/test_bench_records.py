@@ -87,9 +87,11 @@ def test_every_policy_gives_a_valid_frugal_config(policy: str) -> None:
         "static-tp2": (StaticConfig, {"tp8": 0, "tp2": 100}),
         "concurrency_bands": (ConcurrencyBandsConfig, {"tp8": 100, "tp2": 0}),
         "adaptive": (AdaptiveConfig, {"tp8": 100, "tp2": 0}),
+        "adaptive+picker": (AdaptiveConfig, {"tp8": 100, "tp2": 0}),
     }[policy]
     assert isinstance(model.balancer, expected[0])
     assert weights == expected[1]
+    assert (model.group_picker is not None) == (policy == "adaptive+picker")
 
 
 def test_concurrency_bands_split_at_64_from_tp8_to_tp2() -> None:

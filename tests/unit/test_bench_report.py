@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from frugal.bench.records import build_record
-from frugal.bench.report import ReportHeader, adaptive_ratio, render, routing_table, trace_table
+from frugal.bench.report import (
+    ReportHeader,
+    adaptive_ratio,
+    goal_lines,
+    render,
+    routing_table,
+    trace_table,
+)
 from frugal.bench.stats import LevelSummary
 
 POLICIES = ("static-tp8", "static-tp2", "concurrency_bands", "adaptive")
@@ -83,3 +90,31 @@ def test_the_report_states_machine_time_scale_trace_scaling_and_safety_off() -> 
     assert "2024-01-01" in text
     assert "enforce: false" in text
     assert "## Trace replay" in text
+
+
+def test_the_picked_policy_gets_its_own_ratio_column() -> None:
+    picked = [
+        build_record("adaptive+picker", load, _summary(210.0), time_scale=10.0, group_share={})
+        for load in LOADS
+    ]
+    lines = routing_table([*_records(), *picked])
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[-2:] == ["adaptive / best static", "adaptive+picker / best static"]
+    cells = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert cells[-2:] == ["0.90", "1.05"]  # 180 and 210 over static-tp2's 200
+
+
+def test_the_goals_are_judged_with_their_measured_values() -> None:
+    lines = goal_lines(_records())
+    # adaptive's 180 over static-tp2's 200 at every load; its trace p99 ties theirs (90).
+    assert lines == [
+        "- adaptive: throughput >= 0.95 x the best static layout's at every load: lowest "
+        "0.90, at 1 streams: **missed**",
+        "- adaptive: trace TTFT p99 below both static layouts': 90 ms against 90 and 90: "
+        "**missed**",
+    ]
+    faster = [
+        {**r, "throughput_tok_s": 196.0, "ttft_p99_ms": 80.0} if r["policy"] == "adaptive" else r
+        for r in _records()
+    ]
+    assert [line.rsplit(": ", 1)[1] for line in goal_lines(faster)] == ["met", "met"]

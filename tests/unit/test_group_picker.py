@@ -1,12 +1,14 @@
 """The per-request group picker (frugal.group_picker), the lines the adaptive policy gives it
-(AdaptivePolicy.group_lines), and the virtual fleet that picks with it."""
+(AdaptivePolicy.group_lines, AdaptivePolicy.picker) as the control plane publishes them, and
+the virtual fleet that picks with it."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from control_plane.balancer.adaptive import AdaptivePolicy
-from control_plane.balancer.config import AdaptiveConfig, StaticConfig
+from control_plane.balancer.config import AdaptiveConfig, GroupPickerConfig, StaticConfig
 from control_plane.balancer.load import (
     GroupLoad,
     GroupPrefill,
@@ -18,12 +20,23 @@ from engine_workers.backends.sim_model import PROFILES
 from frugal.bench.virtual.fleet import GroupSpec, VirtualFleet
 from frugal.bench.virtual.replica import VirtualRequest
 from frugal.bench.virtual.workload import ClosedLoop
-from frugal.group_picker import GroupLine, GroupQueue, PickerConfig, pick_group, predicted_cost
+from frugal.group_picker import (
+    GroupLine,
+    GroupQueue,
+    ModelPicker,
+    PickerConfig,
+    decode_pickers,
+    encode_pickers,
+    pick_group,
+    predicted_cost,
+)
 
 # The sim profiles' lines (docs/simulator.md).
 TP8 = GroupLine(a_ms=5.0, b_ms=0.10, c_ms=0.0125)
 TP2 = GroupLine(a_ms=8.4, b_ms=0.13, c_ms=0.03)
+TP4 = GroupLine(a_ms=6.5, b_ms=0.11, c_ms=0.02)
 CONFIG = PickerConfig()
+PICKING = AdaptiveConfig(group_picker=GroupPickerConfig())
 
 
 def _idle(replicas: int) -> GroupQueue:
@@ -59,7 +72,7 @@ def test_a_group_without_serving_replicas_is_never_picked() -> None:
 
 
 def _load(groups: dict[str, GroupPrefill | None]) -> ModelLoad:
-    lines = {"tp8": TP8, "tp2": TP2}
+    lines = {"tp8": TP8, "tp2": TP2, "tp4": TP4}
     loads = tuple(
         GroupLoad(
             name,
@@ -83,8 +96,8 @@ def _prefilled(line: GroupLine, tokens: int) -> GroupPrefill:
 def test_the_policy_gives_its_fitted_lines_and_the_mean_prefill_where_one_is_missing() -> None:
     policy = AdaptivePolicy(AdaptiveConfig())
     policy.decide(_load({"tp8": _prefilled(TP8, 20_000), "tp2": None}))
-    lines = policy.group_lines(["tp8", "tp2", "tp4"])
-    assert set(lines) == {"tp8", "tp2"}  # tp4 has reported no step
+    lines = policy.group_lines(["tp8", "tp2", "tp6"])
+    assert set(lines) == {"tp8", "tp2"}  # tp6 has reported no step
     assert lines["tp8"].a_ms == pytest.approx(5.0) and lines["tp8"].b_ms == pytest.approx(0.10)
     assert lines["tp8"].c_ms == pytest.approx(0.0125)
     assert lines["tp2"].a_ms == pytest.approx(8.4) and lines["tp2"].b_ms == pytest.approx(0.13)
@@ -92,13 +105,54 @@ def test_the_policy_gives_its_fitted_lines_and_the_mean_prefill_where_one_is_mis
     assert AdaptivePolicy(AdaptiveConfig()).group_lines(["tp8"]) == {}
 
 
+def test_an_unmeasured_prefill_is_taken_as_slow_as_the_slowest_measured_one() -> None:
+    policy = AdaptivePolicy(AdaptiveConfig())
+    groups = {"tp8": _prefilled(TP8, 20_000), "tp2": _prefilled(TP2, 20_000), "tp4": None}
+    policy.decide(_load(groups))
+    lines = policy.group_lines(["tp8", "tp2", "tp4"])
+    assert lines["tp2"].c_ms == pytest.approx(0.03)
+    assert lines["tp4"].c_ms == pytest.approx(0.03)  # not the mean, 0.021: tp2's
+
+
+def test_the_published_picker_waits_for_every_serving_group_and_counts_serving_replicas() -> None:
+    policy = AdaptivePolicy(AdaptiveConfig())
+    load = _load({"tp8": _prefilled(TP8, 20_000), "tp2": None})
+    policy.decide(load)
+    picker = policy.picker(load, CONFIG)
+    assert picker is not None and picker.config == CONFIG
+    assert {name: replicas for name, (_, replicas) in picker.groups.items()} == {"tp8": 1, "tp2": 1}
+    # A serving group that has reported no step: no lines yet, the weights split.
+    unmeasured = GroupLoad("tp6", 2, 0.0)
+    assert policy.picker(ModelLoad("m", (*load.groups, unmeasured), 0.5), CONFIG) is None
+    # One that does not serve is left out, and then none is missing.
+    down = GroupLoad("tp6", 0, 0.0)
+    picker = policy.picker(ModelLoad("m", (*load.groups, down), 0.5), CONFIG)
+    assert picker is not None and set(picker.groups) == {"tp8", "tp2"}
+
+
+def test_the_published_state_reads_back_as_written_and_a_bad_one_is_refused() -> None:
+    pickers = {"m": ModelPicker(PickerConfig(0.2, 16), {"tp8": (TP8, 1), "tp2": (TP2, 4)})}
+    assert decode_pickers(encode_pickers(pickers)) == pickers
+    for bad in (b"[]", b'{"m": {"groups": {}}}', b'{"m": {"decode_weight": 0.1}}', b"{"):
+        with pytest.raises(ValueError):
+            decode_pickers(bad)
+
+
+def test_the_candidates_carry_each_group_s_queue() -> None:
+    picker = ModelPicker(CONFIG, {"tp8": (TP8, 1), "tp2": (TP2, 4)})
+    assert picker.candidates({"tp8": (3, 900)}) == {
+        "tp8": (TP8, GroupQueue(1, 3, 900)),
+        "tp2": (TP2, GroupQueue(4, 0, 0)),
+    }
+
+
 GROUPS = [GroupSpec("tp8", PROFILES["tp8"], 1, 100), GroupSpec("tp2", PROFILES["tp2"], 4, 0)]
 
 
-def _measured_fleet() -> VirtualFleet:
+def _measured_fleet(views: int = 1) -> VirtualFleet:
     """A picking fleet whose groups have both prefilled: 40 prompts of 2,000 tokens at once
     put enough in flight on tp8 that its decode line sends some to tp2; all done by 5 s."""
-    fleet = VirtualFleet(GROUPS, AdaptiveConfig(), seed=1, picker=CONFIG)
+    fleet = VirtualFleet(GROUPS, PICKING, seed=1, picker_views=views)
     burst = [VirtualRequest(i, 0.1, 2000, 8) for i in range(40)]
     done = fleet.run(iter(burst), until_s=5.0)
     assert len(done) == 40 and {r.group for r in done} == {"tp8", "tp2"}
@@ -120,7 +174,7 @@ def test_the_picking_fleet_sends_a_short_prompt_past_a_long_prefill() -> None:
 
 
 def test_the_picking_fleet_forgets_what_finished_and_keeps_a_lone_client_on_tp8() -> None:
-    fleet = VirtualFleet(GROUPS, AdaptiveConfig(), seed=1, picker=CONFIG)
+    fleet = VirtualFleet(GROUPS, PICKING, seed=1)
     done = ClosedLoop(1, seed=1, until_s=5.0).run(fleet)
     assert done and {r.group for r in done} == {"tp8"}
     assert {name: q.in_flight for name, q in fleet.queues().items()} == {"tp8": 0, "tp2": 0}
@@ -128,5 +182,19 @@ def test_the_picking_fleet_forgets_what_finished_and_keeps_a_lone_client_on_tp8(
 
 
 def test_only_an_adaptive_policy_has_lines_to_pick_by() -> None:
-    with pytest.raises(ValueError, match="adaptive"):
-        VirtualFleet(GROUPS, StaticConfig(), seed=1, picker=CONFIG)
+    with pytest.raises(ValidationError, match="group_picker"):
+        StaticConfig.model_validate({"group_picker": {}})
+
+
+def test_each_of_two_pickers_sees_its_own_half_doubled() -> None:
+    fleet = _measured_fleet(views=2)  # 40 requests dealt: the next goes to view 0
+    long, short, again = (VirtualRequest(100 + i, fleet.now_s, tokens, 8)
+                          for i, tokens in enumerate((8000, 64, 64)))  # fmt: skip
+    for request in (long, short, again):
+        fleet.submit(request)
+    # View 1 sent tp8 nothing, so it sees it idle (one picker sent `short` to tp2); view 0
+    # sees its own 8,000 tokens as 16,000 and sends the third past them.
+    assert (long.group, short.group, again.group) == ("tp8", "tp8", "tp2")
+    assert fleet.queues(0)["tp8"] == GroupQueue(1, 2, 16_000)
+    assert fleet.queues(1)["tp8"] == GroupQueue(1, 2, 128)
+    assert fleet.queues()["tp8"] == GroupQueue(1, 2, 8064)

@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.common.matching.v3 import extension_matcher_pb2
@@ -486,3 +487,36 @@ def test_prefix_routing_hashes_on_the_prefix_key_inside_and_across_groups() -> N
     assert len(beta) == 2
     for route in beta:
         assert not route.route.hash_policy and not route.route.weighted_clusters.header_name
+
+
+def test_a_picked_model_has_a_route_per_group_ahead_of_its_weighted_one() -> None:
+    data = config_data()
+    data["models"][0]["balancer"] = {"type": "adaptive", "group_picker": {"decode_weight": 0.2}}
+    envoy = resources(make_config(data))
+    alpha = [r for r in routes_of(envoy) if r.HasField("route")][:6]
+    # Stream then unary; each first a route per group (the picked), then the weighted one.
+    for picked, weighted in ((alpha[0:2], alpha[2]), (alpha[3:5], alpha[5])):
+        for route, group in zip(picked, ("big", "small"), strict=True):
+            headers = {h.name: h.string_match.exact for h in route.match.headers}
+            assert headers == {wire.MODEL_HEADER: "alpha", wire.GROUP_HEADER: group}
+            assert route.route.cluster == f"engine__alpha__{group}"
+            assert route.match.safe_regex.regex == weighted.match.safe_regex.regex
+            # The same retries (inside the group: the previous host is skipped) and limits.
+            assert route.route.retry_policy == weighted.route.retry_policy
+            assert route.route.max_stream_duration == weighted.route.max_stream_duration
+        assert [h.name for h in weighted.match.headers] == [wire.MODEL_HEADER]
+        assert len(weighted.route.weighted_clusters.clusters) == 2
+    # A model without a picker keeps its two routes.
+    assert len([r for r in routes_of(envoy) if r.HasField("route")][6:]) == 2
+
+
+def test_a_group_picker_needs_adaptive_and_no_prefix_routing() -> None:
+    data = config_data()
+    data["models"][0]["balancer"] = {"type": "adaptive", "group_picker": {}}
+    data["models"][0]["prefix_routing"] = {}
+    with pytest.raises(ValidationError, match="group_picker and prefix_routing"):
+        make_config(data)
+    data["models"][0].pop("prefix_routing")
+    data["models"][0]["balancer"] = {"type": "static", "group_picker": {}}
+    with pytest.raises(ValidationError, match="group_picker"):
+        make_config(data)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from frugal.bench.virtual.compare import (
     ADAPTIVE,
     PICKED,
+    PICKED_BY_TWO,
     FleetResults,
     Outcome,
     VirtualPlan,
@@ -106,7 +107,9 @@ def test_a_trace_run_once_has_no_verdict_over_windows() -> None:
 def test_a_picked_policy_is_judged_beside_adaptive() -> None:
     found = _results({"conv": (70.2, 140.0, 70.6), "conv, requests 3-4": (73.0, 140.0, 73.1)})
     found.outcomes += [_outcome(PICKED, "1", 10.0), _outcome(PICKED, "conv", 65.0),
-                       _outcome(PICKED, "conv, requests 3-4", 66.0)]  # fmt: skip
+                       _outcome(PICKED, "conv, requests 3-4", 66.0),
+                       _outcome(PICKED_BY_TWO, "1", 10.0), _outcome(PICKED_BY_TWO, "conv", 71.0),
+                       _outcome(PICKED_BY_TWO, "conv, requests 3-4", 72.0)]  # fmt: skip
     table = render([found], ["# header"], ["conv"])
     verdicts = [line for line in table.splitlines() if line.startswith("conv: ")]
     assert verdicts == [
@@ -114,10 +117,13 @@ def test_a_picked_policy_is_judged_beside_adaptive() -> None:
         "(adaptive minus the best layout: +0.1 to +0.4 ms): **missed**",
         "conv: adaptive+picker's TTFT p99 below both static layouts in 2 of 2 windows "
         "(adaptive+picker minus the best layout: -7.0 to -5.2 ms): met",
+        "conv: adaptive+picker/2's TTFT p99 below both static layouts in 1 of 2 windows "
+        "(adaptive+picker/2 minus the best layout: -1.0 to +0.8 ms): **missed**",
     ]
     header = next(line for line in table.splitlines() if line.startswith("| load |"))
     assert header.endswith(
-        "| adaptive / best static | goal >= 0.97 | adaptive+picker / best static | goal >= 0.97 |"
+        "| adaptive / best static | goal >= 0.97 | adaptive+picker / best static | goal >= 0.97 "
+        "| adaptive+picker/2 / best static | goal >= 0.97 |"
     )
     row = next(line for line in table.splitlines() if line.startswith("| 1 |"))
-    assert row.endswith("| 1.00 | met | 1.00 | met |")
+    assert row.endswith("| 1.00 | met | 1.00 | met | 1.00 | met |")

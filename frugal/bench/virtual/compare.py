@@ -2,9 +2,10 @@
 
 Two fleets of the sim engine's calibrated profiles (engine_workers.backends.sim_model):
 - `paper`: the ScaleLLM paper's section 6, one `tp8` replica against four `tp2` replicas
-  (8 GPUs each way), with the wall-clock benchmark's policies (frugal.bench.fleet), and
-  `adaptive+picker`: `adaptive` with the group picked per request (frugal.group_picker), a
-  model of a data path Frugal does not have yet (issue 13), shown beside the policies it has;
+  (8 GPUs each way), with the wall-clock benchmark's policies (frugal.bench.fleet), among
+  them `adaptive+picker`, `adaptive` with each request's group picked by the request
+  processor (frugal.group_picker), and `adaptive+picker/2`, the same picked by two safety
+  filter processes, each of which sees half the requests (`frugal up`'s default);
 - `large`: 1,000 replicas in 50 groups, 25 groups of 8 `tp8` replicas and 25 of 32 `tp2`
   replicas (1,600 GPUs each way), with a static layout on each profile and `adaptive`.
 
@@ -51,11 +52,11 @@ from frugal.bench.virtual.workload import (
     window,
 )
 from frugal.bench.virtual.xds_update import UpdateSize, fleet_config, update_size
-from frugal.group_picker import PickerConfig
 
 _BALANCER: TypeAdapter[BalancerConfig] = TypeAdapter(BalancerConfig)
 ADAPTIVE = "adaptive"
 PICKED = "adaptive+picker"
+PICKED_BY_TWO = "adaptive+picker/2"
 LEAST_REQUEST, PREFIX = "least_request", "prefix"
 MOONCAKE_BLOCK_TOKENS = 512
 PAPER_LEVELS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -79,11 +80,21 @@ class FleetPlan:
     warmup_s: float = 10.0  # left out of its figures
     trace_copies: int = 1  # of the prefix run's trace, replayed at once (workload.tiled)
     trace_windows: int = 1  # consecutive stretches of each trace, each replayed alone
-    picked: tuple[str, ...] = ()  # policies whose group is picked per request (group_picker)
+    # policy -> how many pickers share its requests, where more than one
+    picker_views: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def replicas(self) -> int:
         return sum(g.replicas for g in self.groups)
+
+    @property
+    def picked(self) -> tuple[str, ...]:
+        """The policies whose requests' group is picked per request (`group_picker`)."""
+        return tuple(
+            name
+            for name, (balancer, _) in self.policies.items()
+            if balancer.get("group_picker") is not None
+        )
 
     def fleet(
         self, policy: str, seed: int, *, inside: str = LEAST_REQUEST, prefix_cache: bool = False
@@ -94,10 +105,10 @@ class FleetPlan:
                       weights[g.name])
             for g in self.groups
         ]  # fmt: skip
-        picker = PickerConfig() if policy in self.picked else None
         return VirtualFleet(
-            groups, _BALANCER.validate_python(balancer), seed=seed, inside=inside, picker=picker
-        )
+            groups, _BALANCER.validate_python(balancer), seed=seed, inside=inside,
+            picker_views=self.picker_views.get(policy, 1),
+        )  # fmt: skip
 
 
 def _cached(profile: SimProfile) -> SimProfile:
@@ -110,10 +121,10 @@ def paper_fleet(levels: Sequence[int] = PAPER_LEVELS) -> FleetPlan:
         GroupSpec(TP2, PROFILES[TP2], TP2_REPLICAS, 0),
     )
     statics = ("static-tp8", "static-tp2")
-    policies = {**PAPER_POLICIES, PICKED: PAPER_POLICIES[ADAPTIVE]}
+    policies = {**PAPER_POLICIES, PICKED_BY_TWO: PAPER_POLICIES[PICKED]}
     return FleetPlan(
         "paper", groups, policies, statics, tuple(levels),
-        trace_windows=PAPER_TRACE_WINDOWS, picked=(PICKED,),
+        trace_windows=PAPER_TRACE_WINDOWS, picker_views={PICKED_BY_TWO: 2},
     )  # fmt: skip
 
 

@@ -10,9 +10,12 @@ Pure layer (no clock, no I/O; deterministic from a seed). The parts:
   with prefix-aware routing the same hash also picks the group (the random value of
   `weighted_clusters`, which Envoy takes from the request header `header_name` names);
 - or, with a `picker`, the group is picked per request by frugal.group_picker from the lines
-  the `adaptive` policy has learned by then and the picker's own count of what it sent each
-  group (in flight; and the prompt tokens of those without a first token yet), as a request
-  processor could pick it (not in Frugal's data path yet, issue 13);
+  the `adaptive` policy publishes after each tick (AdaptivePolicy.picker, as the balancer
+  loop publishes them) and the picker's own count of what it sent each group (in flight;
+  and the prompt tokens of those without a first token yet), as the request processor
+  picks it (safety_filter/extproc/group_tally.py). With `picker_views` of P, the requests
+  are dealt round robin to P pickers (Envoy's round robin over P safety filter processes),
+  each of which counts only what it sent and scales that by P;
 - the control plane: every `tick_s` (the balancer loop's TICK_S), the engines' gauges and
   counters are read and turned into the policy's input by control_plane.balancer.signals,
   the policy (control_plane.balancer.policy) decides, the publish gate (balancer/gate)
@@ -32,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from control_plane.balancer.adaptive import AdaptivePolicy
-from control_plane.balancer.config import BalancerConfig
+from control_plane.balancer.config import AdaptiveConfig, BalancerConfig
 from control_plane.balancer.load import ModelLoad, ReplicaCounters
 from control_plane.balancer.policy import build_policy
 from control_plane.balancer.signals import (
@@ -44,7 +47,7 @@ from control_plane.balancer.signals import (
 from control_plane.model import PrefixRoutingConfig
 from engine_workers.backends.sim_model import SimProfile
 from frugal.bench.virtual.replica import VirtualReplica, VirtualRequest
-from frugal.group_picker import GroupQueue, PickerConfig, pick_group
+from frugal.group_picker import GroupQueue, pick_group
 
 MODEL = "virtual"
 
@@ -65,7 +68,8 @@ class _Group:
     active: list[int]  # Envoy's active requests per host
     busy: list[float]  # active requests integrated over time, per host
     since: list[float]  # when each host's active count last changed
-    in_flight: set[VirtualRequest] = field(default_factory=set)  # what the picker sent it (if one)
+    # What a picker sent it and has not finished, with the picker's view (if one picks).
+    in_flight: dict[VirtualRequest, int] = field(default_factory=dict)
 
     def set_active(self, index: int, change: int, now: float) -> None:
         self.busy[index] += self.active[index] * (now - self.since[index])
@@ -87,11 +91,16 @@ class VirtualFleet:
         seed: int = 0,
         tick_s: float = TICK_S,
         inside: str = "least_request",
-        picker: PickerConfig | None = None,
+        picker_views: int = 1,
     ) -> None:
+        """A balancer of type `adaptive` with `group_picker` picks each request's group
+        (with `picker_views` pickers)."""
         if inside not in HOST_PICKERS:
             raise ValueError(f"unknown routing inside a group {inside!r}: {sorted(HOST_PICKERS)}")
-        self._picker = picker
+        settings = balancer.group_picker if isinstance(balancer, AdaptiveConfig) else None
+        self._picker = settings.settings() if settings is not None else None
+        self._views = picker_views
+        self._picks = 0  # requests dealt to the pickers so far
         self._pick_host = HOST_PICKERS[inside]
         self._group_by_prefix = inside == PREFIX_ROUTING
         self._rng = random.Random(seed)
@@ -108,8 +117,6 @@ class VirtualFleet:
             self._groups.append(group)
         weights = {spec.name: spec.weight for spec in groups}
         self.balance = ModelBalance(build_policy(balancer, weights), "virtual")
-        if picker is not None and not isinstance(self.balance.policy, AdaptivePolicy):
-            raise ValueError("the group picker weighs the lines of an adaptive policy")
         self._weights = dict(weights)  # what Envoy routes by (the configured ones first)
         self._sampler = ReplicaSampler()
         self._now = 0.0
@@ -161,12 +168,14 @@ class VirtualFleet:
         """Route `request` as Envoy would, now."""
         request.arrival_s = max(request.arrival_s, self._now)
         key = prefix_key(request.blocks) if self._group_by_prefix else None
-        group_index = self._picked_group(request) if self._picker is not None else None
+        view = self._picks % self._views
+        self._picks += 1
+        group_index = self._picked_group(request, view) if self._picker is not None else None
         if group_index is None:
             group_index = self._pick_group(self._rng.random() if key is None else _unit(key))
+        else:
+            self._groups[group_index].in_flight[request] = view
         group = self._groups[group_index]
-        if self._picker is not None:
-            group.in_flight.add(request)
         index = self._pick_host(group.active, request, self._rng)
         group.set_active(index, +1, self._now)
         request.group, request.replica = group.spec.name, index
@@ -174,32 +183,33 @@ class VirtualFleet:
         replica.submit(request, self._now)
         self._schedule(group_index, index)
 
-    def _picked_group(self, request: VirtualRequest) -> int | None:
-        """The group frugal.group_picker picks for `request` now, or None (no group is
-        measured yet: the weights decide)."""
+    def _picked_group(self, request: VirtualRequest, view: int) -> int | None:
+        """The group the picker of `view` picks for `request` now, or None (no lines
+        published yet: the weights decide)."""
         assert self._picker is not None
-        policy = self.balance.policy
+        policy, load = self.balance.policy, self.balance.load
         assert isinstance(policy, AdaptivePolicy)
-        lines = policy.group_lines([g.spec.name for g in self._groups])
-        queues = self.queues()
-        candidates = {name: (line, queues[name]) for name, line in lines.items()}
-        name = pick_group(candidates, request.prompt_tokens, self._picker)
+        picker = policy.picker(load, self._picker) if load is not None else None
+        if picker is None:
+            return None
+        queue = {name: (q.in_flight, q.awaiting_tokens) for name, q in self.queues(view).items()}
+        name = pick_group(picker.candidates(queue), request.prompt_tokens, picker.config)
         if name is None:
             return None
         return next(i for i, g in enumerate(self._groups) if g.spec.name == name)
 
-    def queues(self) -> dict[str, GroupQueue]:
-        """What a picker that sent every request knows of each group now: its requests in
-        flight, and the prompt tokens of those whose first token has not come yet."""
-        return {
-            g.spec.name: GroupQueue(
-                len(g.replicas),
-                len(g.in_flight),
-                sum(r.prompt_tokens for r in g.in_flight
-                    if r.first_token_s is None or r.first_token_s > self._now),
-            )
-            for g in self._groups
-        }  # fmt: skip
+    def queues(self, view: int | None = None) -> dict[str, GroupQueue]:
+        """What the pickers sent each group and is not finished: requests in flight, and
+        the prompt tokens of those whose first token has not come yet. Of all pickers
+        (None), or as the picker of `view` sees it: its own, scaled by the views."""
+        scale = 1 if view is None else self._views
+        queues = {}
+        for g in self._groups:
+            mine = [r for r, v in g.in_flight.items() if view is None or v == view]
+            awaiting = sum(r.prompt_tokens for r in mine
+                           if r.first_token_s is None or r.first_token_s > self._now)  # fmt: skip
+            queues[g.spec.name] = GroupQueue(len(g.replicas), len(mine) * scale, awaiting * scale)
+        return queues
 
     def _pick_group(self, draw: float) -> int:
         """The group at `draw` (in [0, 1)) of the weights' total, as Envoy's weighted
@@ -235,7 +245,7 @@ class VirtualFleet:
     def _finished_here(self, group: _Group, index: int) -> Callable[[VirtualRequest], None]:
         def finished(request: VirtualRequest) -> None:
             group.set_active(index, -1, self._now)
-            group.in_flight.discard(request)
+            group.in_flight.pop(request, None)
             self.finished.append(request)
             self._on_done(request)
 
