@@ -1,12 +1,20 @@
 """The group picker's lines on a real Redis (frugal.group_lines_store): read back as written,
-gone after their TTL or once no model picks, and an unreadable value read as none."""
+gone after their TTL or once no model picks, an unreadable value read as none; and the
+safety filter's refresher, which picks by what it read and by nothing once Redis is gone."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
 from frugal.group_lines_store import LINES_KEY, TTL_S, GroupLinesStore
 from frugal.group_picker import GroupLine, ModelPicker, PickerConfig
+from frugal.redis_connection import redis_client
+from safety_filter.extproc.group_tally import GroupTally
+from safety_filter.server import refresh_group_lines
+from tests.helpers.redis_server import _free_port
 
 PICKERS = {"m": ModelPicker(PickerConfig(), {"tp8": (GroupLine(5.0, 0.1, 0.0125), 1)})}
 
@@ -33,3 +41,29 @@ async def test_no_picked_model_deletes_what_was_published(clean_redis: Redis) ->
 async def test_an_unreadable_value_is_read_as_no_lines(clean_redis: Redis) -> None:
     await clean_redis.set(LINES_KEY, b'{"m": {"groups": 3}}')
     assert await GroupLinesStore(clean_redis).read() == {}
+
+
+async def _refreshed(store: GroupLinesStore, tally: GroupTally, until: Callable[[], bool]) -> None:
+    """Run the safety filter's refresher until `until` holds (its first read comes at once)."""
+    task = asyncio.ensure_future(refresh_group_lines(store, tally))
+    try:
+        for _ in range(500):
+            if until():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("the refresher never got there")
+    finally:
+        task.cancel()
+
+
+async def test_the_safety_filter_picks_by_what_it_read_and_stops_without_redis(
+    clean_redis: Redis,
+) -> None:
+    await GroupLinesStore(clean_redis).write(PICKERS)
+    tally = GroupTally()
+    await _refreshed(GroupLinesStore(clean_redis), tally, lambda: tally.pick("m", 1) is not None)
+    gone = redis_client(f"redis://127.0.0.1:{_free_port()}/0", cluster=False)
+    try:
+        await _refreshed(GroupLinesStore(gone), tally, lambda: tally.pick("m", 1) is None)
+    finally:
+        await gone.aclose()
