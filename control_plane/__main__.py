@@ -24,7 +24,7 @@ from control_plane.balancer_loop import BalancerLoop
 from control_plane.config_file import ConfigError, load_config
 from control_plane.dns_resolver import ReplicaResolver
 from control_plane.fleet import Fleet
-from control_plane.leadership import LeaderLease, replica_id
+from control_plane.leadership import LeaderLease
 from control_plane.load_sampler import LoadSampler
 from control_plane.model import FrugalConfig
 from control_plane.server import ControlPlane
@@ -35,6 +35,7 @@ from frugal.group_lines_store import GroupLinesStore
 from frugal.keys import KeyStore
 from frugal.keys.admin_token import AdminTokenError, load_admin_token
 from frugal.keys.hashing import PepperError, load_peppers
+from frugal.process_name import process_name
 from frugal.redis_connection import CONTROL_PLANE_CLIENT, redis_client
 from frugal.redis_key_names import rename_old_keys
 
@@ -66,7 +67,7 @@ async def run(settings: ControlPlaneSettings) -> None:
     fleet = Fleet(config, redis, control_plane)
     await fleet.restore()
     sampler = LoadSampler(envoy_admin_urls(config))
-    lease = LeaderLease(redis, replica_id())
+    lease = LeaderLease(redis, process_name())
     balancer = BalancerLoop(
         control_plane,
         fleet,

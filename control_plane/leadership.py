@@ -11,9 +11,6 @@ interleave with another replica's.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 
 from redis.exceptions import RedisError
 
@@ -43,11 +40,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-
-
-def replica_id() -> str:
-    """Host, process and a random part: unique per control-plane process."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class LeaderLease:

@@ -33,6 +33,7 @@ from safety_filter.extproc.policies import NO_CHECKS, PolicyBook
 from safety_filter.extproc.processor import Enforcement, ProcessorContext
 from safety_filter.extproc.service import ExternalProcessorService
 from safety_filter.extproc.usage import Accounting
+from safety_filter.picker_roster import PickerRoster
 from safety_filter.ratelimit.service import add_ratelimit_servicer
 from safety_filter.settings import SafetyFilterSettings
 
@@ -59,12 +60,16 @@ async def refresh_caches(store: KeyStore, policies: PolicyBook) -> None:
             log.warning("could not refresh the key and policy caches: %s", error)
 
 
-async def refresh_group_lines(store: GroupLinesStore, tally: GroupTally) -> None:
-    """The group picker's lines, once a second. Unreadable, none are kept: the route
-    weights split every request until they are back (lines must not outlive their TTL)."""
+async def refresh_group_picking(
+    store: GroupLinesStore, roster: PickerRoster, tally: GroupTally
+) -> None:
+    """The group picker's lines and the processes sharing the requests, once a second.
+    Unreadable, no lines are kept: the route weights split every request until they are
+    back (lines must not outlive their TTL)."""
     failing = False
     while True:
         try:
+            tally.set_views(await roster.stamp())
             tally.set_pickers(await store.read())
             failing = False
         except RedisError as error:
@@ -93,10 +98,12 @@ class SafetyFilterServer:
     engine_usage: EngineUsageClient
     refreshers: tuple[asyncio.Task[None], ...]
     health: health.aio.HealthServicer
+    roster: PickerRoster
 
     async def stop(self, grace_s: float = 2.0) -> None:
         for refresher in self.refreshers:
             refresher.cancel()
+        await self.roster.leave()
         await self.health.enter_graceful_shutdown()  # NOT_SERVING while streams finish
         await self.server.stop(grace=grace_s)
         await self.settlements.drain(DRAIN_S)
@@ -131,9 +138,12 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     engine_usage = EngineUsageClient()
     enforcement = None
     policies = NO_CHECKS
-    groups = GroupTally(settings.processes)
+    groups = GroupTally()
     metrics.watch_groups(groups)
-    refreshers = [asyncio.ensure_future(refresh_group_lines(GroupLinesStore(redis), groups))]
+    roster = PickerRoster(redis)
+    refreshers = [
+        asyncio.ensure_future(refresh_group_picking(GroupLinesStore(redis), roster, groups))
+    ]
     if settings.enforce:
         policies = PolicyBook.from_config(
             settings.policies,
@@ -169,5 +179,5 @@ async def start_server(settings: SafetyFilterSettings, peppers: Peppers) -> Safe
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     return SafetyFilterServer(
         server, port, redis, registry, settlements, engine_usage, tuple(refreshers),
-        health_servicer,
+        health_servicer, roster,
     )  # fmt: skip

@@ -35,10 +35,6 @@ class SafetyFilterSettings(BaseSettings):
     admit_wait_s: float = Field(default=2.0, gt=0)
     # frugal.yaml's safety_filter.prefix_block_chars (frugal.prefix_key).
     prefix_block_chars: int = Field(default=2048, ge=16)
-    # The safety filter processes Envoy spreads requests over, this one included (frugal
-    # up's safety_filter.processes): the group picker scales its own counts by it, to
-    # estimate each group's whole queue (safety_filter/extproc/group_tally.py).
-    processes: int = Field(default=1, ge=1)
     # Key records are cached this long at most: with the background refresh's round trip,
     # a revocation is honoured within 1 s (tests/integration/test_cache_refresh.py).
     key_cache_ttl_s: float = Field(default=MAX_CACHE_TTL_S, gt=0, le=MAX_CACHE_TTL_S)

@@ -146,7 +146,6 @@ def safety_filter_specs(config: FrugalConfig, shared: dict[str, str]) -> list[Ch
             "FRUGAL_SAFETY_ADMITTING": str(safety.admitting),
             "FRUGAL_SAFETY_ADMIT_WAIT_S": str(safety.admit_wait_s),
             "FRUGAL_SAFETY_PREFIX_BLOCK_CHARS": str(safety.prefix_block_chars),
-            "FRUGAL_SAFETY_PROCESSES": str(safety.processes),
         }
         name = "safety_filter" if index == 0 else f"safety_filter/{index}"
         specs.append(ChildSpec(name, _python_module("safety_filter"), env, essential=True))

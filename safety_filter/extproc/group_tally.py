@@ -11,12 +11,13 @@ longer than its prefill took), and the request leaves at its end. A retry inside
 group (Envoy's) changes nothing here: it is still one request on that group.
 
 Each safety filter process sees only its share of the requests (Envoy spreads ext_proc
-streams over the processes round robin), so a process scales its own counts by `views`,
-the number of processes, to estimate each group's whole queue (frugal bench
-routing-virtual models this view, `adaptive+picker/2`).
+streams over the processes), so a process scales its own counts by `views`, the number of
+processes live now (safety_filter.picker_roster), to estimate each group's whole queue
+(frugal bench routing-virtual models this view, `adaptive+picker/2`).
 
-The lines are the control plane's (frugal.group_lines_store), set here once a second;
-a model without lines is not picked for, and its requests go by the route weights.
+The lines are the control plane's (frugal.group_lines_store), set here once a second with
+the views; a model without lines is not picked for, and its requests go by the route
+weights.
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ class GroupTally:
     """One process's counts per (model, group), and the pickers it picks with."""
 
     def __init__(self, views: int = 1) -> None:
-        if views < 1:
-            raise ValueError("views: at least this process")
-        self._views = views
+        self._views = 1
+        self.set_views(views)
         self._pickers: dict[str, ModelPicker] = {}
         self._in_flight: Counter[Slot] = Counter()
         self._awaiting: Counter[Slot] = Counter()
@@ -43,6 +43,16 @@ class GroupTally:
     def set_pickers(self, pickers: Mapping[str, ModelPicker]) -> None:
         """The models' lines as the control plane published them (none: pick for none)."""
         self._pickers = dict(pickers)
+
+    def set_views(self, views: int) -> None:
+        """How many processes share the requests now, this one included."""
+        if views < 1:
+            raise ValueError("views: at least this process")
+        self._views = views
+
+    @property
+    def views(self) -> int:
+        return self._views
 
     def pick(self, model: str, prompt_tokens: int) -> GroupTicket | None:
         """The group for one request of `prompt_tokens` (estimated) of `model`, counted

@@ -211,3 +211,9 @@ class _GroupCounts(Collector):
             awaiting.add_metric([model, group], tokens)
         yield in_flight
         yield awaiting
+        yield GaugeMetricFamily(
+            "frugal_group_picker_views",
+            "Safety filter processes sharing the requests, this one included: the factor "
+            "it scales its own counts by.",
+            value=self._tally.views,
+        )

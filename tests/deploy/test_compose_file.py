@@ -91,10 +91,6 @@ CONTAINER_VALUES = {
     # Relative paths of the config resolve here: the image's WORKDIR, the one directory the
     # non-root user may write (natively the directory that holds var/).
     "FRUGAL_CP_BASE_DIR": "/home/frugal",
-    # Two safety-filter replicas of one process each (its deploy.replicas), where natively
-    # one frugal up child is one of safety_filter.processes: the group picker scales its
-    # counts by how many share the requests.
-    "FRUGAL_SAFETY_PROCESSES": "2",
 }
 # Variables set in a container and not by `frugal up`, and why.
 ONLY_IN_CONTAINERS = {

@@ -6,6 +6,8 @@ what it sent each group returns to zero however the requests end.
 Two groups whose costs cross: `steep` (one replica, the faster step alone, but 2 ms more
 per request running) and `flat` (two replicas, slower alone, nearly flat). A lone request
 is picked to `steep`; a dozen at once fill it and the picker sends the rest to `flat`.
+Two safety filter processes share the requests, as `frugal up`'s default config runs them:
+each counts the other through Redis and scales its own counts by two.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tests.helpers.stack import (
     FAST,
     STACK_MARKS,
     FrugalStack,
+    consecutive_free_ports,
     replicas,
     running_stack,
     stack_config,
@@ -40,6 +43,7 @@ PROFILES = {
 GROUPS = ("steep", "flat")
 LINES_WAIT_S = 30.0
 AT_ONCE, ROUNDS = 12, 10
+PROCESSES = 2
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +53,13 @@ async def picked_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
             {"name": "steep", "profile": "steep", "weight": 50, "replicas": replicas(1)},
             {"name": "flat", "profile": "flat", "weight": 50, "replicas": replicas(2)}]},
     ]  # fmt: skip
-    async with running_stack(
-        Path(tmp_path_factory.mktemp("picked")), stack_config(models, PROFILES)
-    ) as stack:
+    safety = {
+        "port": consecutive_free_ports(PROCESSES),
+        "metrics_port": consecutive_free_ports(PROCESSES),
+        "processes": PROCESSES,
+    }
+    config = stack_config(models, PROFILES, safety_filter=safety)
+    async with running_stack(Path(tmp_path_factory.mktemp("picked")), config) as stack:
         await _until_picked(stack)
         yield stack
 
@@ -66,14 +74,21 @@ async def _ask(client: httpx.AsyncClient, content: str = "Hi") -> None:
     assert answer.status_code == 200, answer.text
 
 
+def _metrics_ports(stack: FrugalStack) -> list[int]:
+    first = stack.config.safety_filter.metrics_port
+    return [first + index for index in range(PROCESSES)]
+
+
 async def _picks(stack: FrugalStack) -> dict[str, int]:
-    """The safety filter's picks so far, by group."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        port = stack.config.safety_filter.metrics_port
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    """The safety filter processes' picks so far, by group."""
     pattern = rf'^frugal_group_picks_total{{group="(\w+)",model_name="{MODEL}"}} (\S+)$'
-    found = {group: int(float(n)) for group, n in re.findall(pattern, text, re.MULTILINE)}
-    return {group: found.get(group, 0) for group in GROUPS}
+    picks = dict.fromkeys(GROUPS, 0)
+    async with httpx.AsyncClient(timeout=5) as client:
+        for port in _metrics_ports(stack):
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            for group, n in re.findall(pattern, text, re.MULTILINE):
+                picks[group] += int(float(n))
+    return picks
 
 
 async def _upstream(stack: FrugalStack) -> dict[str, int]:
@@ -86,9 +101,10 @@ async def _upstream(stack: FrugalStack) -> dict[str, int]:
 
 
 async def _in_flight(stack: FrugalStack) -> float:
-    return await metric_sum(
-        stack.config.safety_filter.metrics_port, "frugal_group_picker_in_flight"
-    )
+    counts = [
+        await metric_sum(port, "frugal_group_picker_in_flight") for port in _metrics_ports(stack)
+    ]
+    return sum(counts)
 
 
 async def _until_picked(stack: FrugalStack) -> None:
@@ -105,6 +121,15 @@ async def _until_picked(stack: FrugalStack) -> None:
 
 def _since(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {group: after[group] - before[group] for group in GROUPS}
+
+
+async def test_each_process_counts_the_processes_that_share_the_requests(
+    picked_stack: FrugalStack,
+) -> None:
+    views = [
+        await metric_sum(port, "frugal_group_picker_views") for port in _metrics_ports(picked_stack)
+    ]
+    assert views == [PROCESSES] * PROCESSES
 
 
 async def test_a_lone_request_is_picked_to_the_faster_group_and_sent_there(
@@ -146,8 +171,10 @@ async def test_a_client_that_leaves_mid_stream_leaves_no_count(picked_stack: Fru
     async with _client(picked_stack) as client:
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
             assert response.status_code == 200
-            async for _ in response.aiter_lines():
-                break  # the first event came
+            # Held, not left by `break`: a dropped iterator is closed when the event loop
+            # finalizes it, which closes the response, and the client would leave early.
+            lines = response.aiter_lines()
+            await anext(lines)  # the first event came
             assert await _in_flight(picked_stack) == 1  # 4,000 tokens: seconds to go
         # left mid-stream
     loop = asyncio.get_running_loop()

@@ -11,9 +11,10 @@ from redis.asyncio import Redis
 
 from frugal.group_lines_store import LINES_KEY, TTL_S, GroupLinesStore
 from frugal.group_picker import GroupLine, ModelPicker, PickerConfig
-from frugal.redis_connection import redis_client
+from frugal.redis_connection import RedisClient, redis_client
 from safety_filter.extproc.group_tally import GroupTally
-from safety_filter.server import refresh_group_lines
+from safety_filter.picker_roster import PickerRoster
+from safety_filter.server import refresh_group_picking
 from tests.helpers.redis_server import _free_port
 
 PICKERS = {"m": ModelPicker(PickerConfig(), {"tp8": (GroupLine(5.0, 0.1, 0.0125), 1)})}
@@ -43,9 +44,10 @@ async def test_an_unreadable_value_is_read_as_no_lines(clean_redis: Redis) -> No
     assert await GroupLinesStore(clean_redis).read() == {}
 
 
-async def _refreshed(store: GroupLinesStore, tally: GroupTally, until: Callable[[], bool]) -> None:
+async def _refreshed(redis: RedisClient, tally: GroupTally, until: Callable[[], bool]) -> None:
     """Run the safety filter's refresher until `until` holds (its first read comes at once)."""
-    task = asyncio.ensure_future(refresh_group_lines(store, tally))
+    refresher = refresh_group_picking(GroupLinesStore(redis), PickerRoster(redis), tally)
+    task = asyncio.ensure_future(refresher)
     try:
         for _ in range(500):
             if until():
@@ -61,9 +63,9 @@ async def test_the_safety_filter_picks_by_what_it_read_and_stops_without_redis(
 ) -> None:
     await GroupLinesStore(clean_redis).write(PICKERS)
     tally = GroupTally()
-    await _refreshed(GroupLinesStore(clean_redis), tally, lambda: tally.pick("m", 1) is not None)
+    await _refreshed(clean_redis, tally, lambda: tally.pick("m", 1) is not None)
     gone = redis_client(f"redis://127.0.0.1:{_free_port()}/0", cluster=False)
     try:
-        await _refreshed(GroupLinesStore(gone), tally, lambda: tally.pick("m", 1) is None)
+        await _refreshed(gone, tally, lambda: tally.pick("m", 1) is None)
     finally:
         await gone.aclose()

@@ -7,7 +7,8 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from control_plane.leadership import LeaderLease, replica_id
+from control_plane.leadership import LeaderLease
+from frugal.process_name import process_name
 from tests.helpers.redis_server import _free_port
 
 TTL_S = 0.3
@@ -45,11 +46,11 @@ async def test_a_clean_stop_hands_over_at_once(clean_redis: Redis) -> None:
 
 async def test_without_redis_no_replica_leads() -> None:
     unreachable = Redis(port=_free_port(), socket_connect_timeout=0.2)
-    lease = LeaderLease(unreachable, replica_id(), TTL_S)
+    lease = LeaderLease(unreachable, process_name(), TTL_S)
     lease.leading = True
     assert not await lease.refresh()
     await unreachable.aclose()
 
 
-def test_replica_ids_differ() -> None:
-    assert replica_id() != replica_id()
+def test_process_names_differ() -> None:
+    assert process_name() != process_name()

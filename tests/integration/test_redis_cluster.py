@@ -1,7 +1,7 @@
-"""Frugal on a real Redis Cluster: API keys, both quotas, the usage ledger, policy overrides
-and the control plane's shared state, through the client `frugal.redis_connection` makes in
-cluster mode; and a primary's death, survived by its promoted replica (the whole stack's
-survival is tests/e2e/test_redis_cluster_failover.py).
+"""Frugal on a real Redis Cluster: API keys, both quotas, the usage ledger, policy overrides,
+the control plane's shared state and the group picker's, through the client
+`frugal.redis_connection` makes in cluster mode; and a primary's death, survived by its
+promoted replica (the whole stack's survival is tests/e2e/test_redis_cluster_failover.py).
 
 The cluster is six real redis-server processes (tests/helpers/redis_cluster.py); the keys of
 the accounting are spread over every primary on purpose (one key id per primary).
@@ -31,11 +31,14 @@ from frugal.accounting.request_rate import RequestRateLimiter, rpm_key
 from frugal.accounting.settlements import Settlement, Settlements
 from frugal.accounting.token_budget import Charge, TokenBudget, reservation_key, tpm_key
 from frugal.cli.stack import StackFiles, plan_stack
+from frugal.group_lines_store import GroupLinesStore
+from frugal.group_picker import GroupLine, ModelPicker, PickerConfig
 from frugal.keys import AuthOutcome, KeyStore
 from frugal.keys.format import new_key
 from frugal.keys.hashing import Peppers
 from frugal.policy_store import PolicySpec, PolicyStore, Scope, policy_key
 from frugal.redis_connection import PoolBounds, RedisClient, redis_client
+from safety_filter.picker_roster import PickerRoster
 from safety_filter.settings import SafetyFilterSettings
 from tests.helpers.redis_cluster import RedisCluster
 from tests.helpers.redis_server import RedisServer
@@ -239,6 +242,16 @@ async def test_the_control_planes_share_their_state(cluster: RedisCluster) -> No
     await other.restore()
     assert [str(e) for e in other.replicas("m", "a")] == ["10.0.0.1:7001", "10.0.0.2:7001"]
     await redis.aclose()
+
+
+async def test_the_group_pickers_lines_and_roster_work_on_a_cluster(client: RedisClient) -> None:
+    pickers = {"m": ModelPicker(PickerConfig(), {"tp8": (GroupLine(5.0, 0.1, 0.0125), 1)})}
+    await GroupLinesStore(client).write(pickers)
+    assert await GroupLinesStore(client).read() == pickers
+    first, second = PickerRoster(client, "a"), PickerRoster(client, "b")
+    assert (await first.stamp(), await second.stamp()) == (1, 2)
+    await first.leave()
+    assert await second.stamp() == 1
 
 
 async def test_a_dead_primary_is_survived_by_its_replica() -> None:

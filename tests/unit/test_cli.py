@@ -126,7 +126,6 @@ def test_the_other_children_get_their_settings(tmp_path: Path, envoy_bin: str) -
         "FRUGAL_SAFETY_ADMITTING": "256",
         "FRUGAL_SAFETY_ADMIT_WAIT_S": "2.0",
         "FRUGAL_SAFETY_PREFIX_BLOCK_CHARS": "2048",
-        "FRUGAL_SAFETY_PROCESSES": "1",
     }
     assert control_plane.argv == (sys.executable, "-m", "control_plane")
     assert control_plane.env == {
