@@ -15,12 +15,16 @@ from redis.asyncio import Redis
 HANDSHAKE = ("HELLO", "CLIENT", "SELECT", "AUTH", "PING")
 
 
-async def collect(monitor: Any, seen: list[str], clients: list[str] | None = None) -> None:
+async def collect(
+    monitor: Any, seen: list[str], clients: list[str] | None = None, skip: tuple[str, ...] = ()
+) -> None:
     """Append each client command MONITOR reports to `seen`, until cancelled; with
-    `clients`, the address ("ip:port") of the connection that sent it to `clients`."""
+    `clients`, the address ("ip:port") of the connection that sent it to `clients`. Commands
+    that name one of the keys in `skip` are left out."""
     async for entry in monitor.listen():
         command = entry["command"].split(" ", 1)[0].strip('"').upper()
-        if entry.get("client_type") != "lua" and command not in HANDSHAKE:
+        skipped = any(key in entry["command"] for key in skip)
+        if entry.get("client_type") != "lua" and command not in HANDSHAKE and not skipped:
             seen.append(command)
             if clients is not None:
                 clients.append(f"{entry['client_address']}:{entry['client_port']}")
