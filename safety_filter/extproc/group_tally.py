@@ -30,12 +30,17 @@ from frugal.group_picker import ModelPicker, pick_group
 Slot = tuple[str, str]  # (model, group)
 
 
+def _checked_views(views: int) -> int:
+    if views < 1:
+        raise ValueError("views: at least this process")
+    return views
+
+
 class GroupTally:
     """One process's counts per (model, group), and the pickers it picks with."""
 
     def __init__(self, views: int = 1) -> None:
-        self._views = 1
-        self.set_views(views)
+        self._views = _checked_views(views)
         self._pickers: dict[str, ModelPicker] = {}
         self._in_flight: Counter[Slot] = Counter()
         self._awaiting: Counter[Slot] = Counter()
@@ -46,9 +51,7 @@ class GroupTally:
 
     def set_views(self, views: int) -> None:
         """How many processes share the requests now, this one included."""
-        if views < 1:
-            raise ValueError("views: at least this process")
-        self._views = views
+        self._views = _checked_views(views)
 
     @property
     def views(self) -> int:

@@ -127,3 +127,31 @@ def test_a_picked_policy_is_judged_beside_adaptive() -> None:
     )
     row = next(line for line in table.splitlines() if line.startswith("| 1 |"))
     assert row.endswith("| 1.00 | met | 1.00 | met | 1.00 | met |")
+
+
+def test_the_large_fleet_replays_each_trace_as_many_users_as_it_has_paper_fleets() -> None:
+    plan = VirtualPlan(fleets=(large_fleet(()),), trace_requests=300)
+    large = large_fleet(())
+    assert large.trace_copies == 200  # 200 tp8 replicas against the paper fleet's one
+    assert PICKED in large.picked
+    one, many = window_rows(plan, "azure-conv", 1), window_rows(plan, "azure-conv", 1, 3)
+    assert len(many) == 3 * len(one)
+    assert sorted(r.prompt_tokens for r in many) == sorted(3 * [r.prompt_tokens for r in one])
+    assert [r.at_s for r in many] == sorted(r.at_s for r in many)
+
+
+def test_each_judged_policy_has_its_verdict_and_a_layout_at_the_bound_is_named() -> None:
+    found = FleetResults(paper_fleet((1,)))
+    found.windows["conv"] = ["conv"]
+    found.ttft_bounds_ms["conv"] = 56.0
+    for policy, p99 in (("static-tp8", 56.2), ("static-tp2", 140.0), (ADAPTIVE, 56.2),
+                        (PICKED, 60.0), (PICKED_BY_TWO, 55.9)):  # fmt: skip
+        found.outcomes += [_outcome(policy, "1", 10.0), _outcome(policy, "conv", p99)]
+    table = render([found], ["# header"], ["conv"])
+    header = next(line for line in table.splitlines() if line.startswith("| trace |"))
+    assert header.endswith(
+        "| p99 bound | adaptive p99 below every static | adaptive+picker p99 below every static "
+        "| adaptive+picker/2 p99 below every static |"
+    )
+    row = next(line for line in table.splitlines() if line.startswith("| conv |"))
+    assert row.endswith("| 56 ms | **missed** (at the bound) | **missed** (at the bound) | met |")

@@ -7,7 +7,9 @@ Two fleets of the sim engine's calibrated profiles (engine_workers.backends.sim_
   processor (frugal.group_picker), and `adaptive+picker/2`, the same picked by two safety
   filter processes, each of which sees half the requests (`frugal up`'s default);
 - `large`: 1,000 replicas in 50 groups, 25 groups of 8 `tp8` replicas and 25 of 32 `tp2`
-  replicas (1,600 GPUs each way), with a static layout on each profile and `adaptive`.
+  replicas (1,600 GPUs each way), with a static layout on each profile, `adaptive` and
+  `adaptive+picker`; it replays each trace as 200 users at once (`workload.tiled`), as
+  loaded as the paper fleet is by one.
 
 Each policy serves closed loops at each concurrency and the shipped traces (Azure code and
 conversation, Mooncake), from the same seed. A closed level runs the fleet's `duration_s` of
@@ -63,6 +65,10 @@ PAPER_LEVELS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LARGE_GROUPS = 25  # of each profile
 LARGE_TP8_REPLICAS, LARGE_TP2_REPLICAS = 8, 32
 LARGE_LEVELS = (1, 16, 256, 1024, 4096, 16384)
+# The 1,000-replica fleet has 200 times the paper fleet's GPUs on each profile, so it serves
+# 200 users of a trace at once, each replica as loaded as the paper's by one (by one copy
+# its replicas sat idle, every layout at the bound, and no policy could differ).
+LARGE_TRACE_COPIES = LARGE_GROUPS * LARGE_TP8_REPLICAS
 # Four windows of 2,000 requests fit in every shipped trace (the shortest, Azure code, has
 # 8,819). The 1,000-replica fleet replays one: each of its trace runs takes 15-43 s here.
 PAPER_TRACE_WINDOWS = 4
@@ -78,7 +84,7 @@ class FleetPlan:
     levels: tuple[int, ...]
     duration_s: float = 60.0  # of each closed level, virtual
     warmup_s: float = 10.0  # left out of its figures
-    trace_copies: int = 1  # of the prefix run's trace, replayed at once (workload.tiled)
+    trace_copies: int = 1  # of each trace (window), replayed at once (workload.tiled)
     trace_windows: int = 1  # consecutive stretches of each trace, each replayed alone
     # policy -> how many pickers share its requests, where more than one
     picker_views: Mapping[str, int] = field(default_factory=dict)
@@ -139,16 +145,16 @@ def large_fleet(levels: Sequence[int] = LARGE_LEVELS) -> FleetPlan:
         chosen = {g.name for g in kind}
         return {g.name: (share if g.name in chosen else 0) for g in (*tp8, *tp2)}
 
-    adaptive = PAPER_POLICIES[ADAPTIVE][0]
     policies = {
         "static-tp8": ({"type": "static"}, only(tp8)),
         "static-tp2": ({"type": "static"}, only(tp2)),
-        ADAPTIVE: (adaptive, only(tp8)),
+        ADAPTIVE: (PAPER_POLICIES[ADAPTIVE][0], only(tp8)),
+        PICKED: (PAPER_POLICIES[PICKED][0], only(tp8)),
     }
     # Shorter levels: at thousands of streams a virtual minute is millions of requests.
     return FleetPlan(
         "large", (*tp8, *tp2), policies, ("static-tp8", "static-tp2"), tuple(levels),
-        duration_s=20.0, warmup_s=5.0,
+        duration_s=20.0, warmup_s=5.0, trace_copies=LARGE_TRACE_COPIES,
     )  # fmt: skip
 
 
@@ -321,16 +327,18 @@ def window_label(trace: str, number: int, requests: int) -> str:
     return f"{trace}, requests {number * requests + 1:,}-{(number + 1) * requests:,}"
 
 
-def window_rows(plan: VirtualPlan, trace: str, number: int) -> list[TraceRow]:
-    """The rows of a trace's window `number` (0: its first `trace_requests`), from time 0."""
-    return window(trace_rows(trace), number * plan.trace_requests, plan.trace_requests)
+def window_rows(plan: VirtualPlan, trace: str, number: int, copies: int = 1) -> list[TraceRow]:
+    """The rows of a trace's window `number` (0: its first `trace_requests`), from time 0,
+    in `copies` users at once."""
+    rows = window(trace_rows(trace), number * plan.trace_requests, plan.trace_requests)
+    return tiled(rows, copies, plan.seed)
 
 
 def run_trace(
     plan: VirtualPlan, fleet: FleetPlan, policy: str, trace: str, number: int = 0
 ) -> Outcome:
     started = time.perf_counter()
-    rows = window_rows(plan, trace, number)
+    rows = window_rows(plan, trace, number, fleet.trace_copies)
     virtual = fleet.fleet(policy, plan.seed)
     decide_ms = _timed_decisions(virtual)
     end = rows[-1].at_s if rows else 0.0
@@ -378,7 +386,7 @@ def _run_fleet(
     for trace, number in windows:
         label = window_label(trace, number, plan.trace_requests)
         found.windows.setdefault(trace, []).append(label)
-        rows = window_rows(plan, trace, number)
+        rows = window_rows(plan, trace, number, fleet.trace_copies)
         bound = ttft_p99_bound_ms(rows, [g.profile for g in fleet.groups])
         if bound is not None:
             found.ttft_bounds_ms[label] = bound
