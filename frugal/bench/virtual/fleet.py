@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -68,13 +69,47 @@ class _Group:
     active: list[int]  # Envoy's active requests per host
     busy: list[float]  # active requests integrated over time, per host
     since: list[float]  # when each host's active count last changed
-    # What a picker sent it and has not finished, with the picker's view (if one picks).
+    # What a picker sent it and has not finished, with the picker's view (if one picks), and
+    # of those, the ones whose first token had not come when last looked at (their count and
+    # prompt tokens kept per view: a pick then costs what is awaiting, not all in flight).
     in_flight: dict[VirtualRequest, int] = field(default_factory=dict)
+    awaiting: dict[VirtualRequest, int] = field(default_factory=dict)
+    in_flight_by_view: Counter[int] = field(default_factory=Counter)
+    awaiting_by_view: Counter[int] = field(default_factory=Counter)
 
     def set_active(self, index: int, change: int, now: float) -> None:
         self.busy[index] += self.active[index] * (now - self.since[index])
         self.since[index] = now
         self.active[index] += change
+
+    def picked(self, request: VirtualRequest, view: int) -> None:
+        self.in_flight[request] = view
+        self.awaiting[request] = view
+        self.in_flight_by_view[view] += 1
+        self.awaiting_by_view[view] += request.prompt_tokens
+
+    def left(self, request: VirtualRequest) -> None:
+        view = self.in_flight.pop(request, None)
+        if view is not None:
+            self.in_flight_by_view[view] -= 1
+            self._drop_awaiting(request)
+
+    def view_queue(self, view: int | None, now: float) -> tuple[int, int]:
+        """(requests in flight, prompt tokens of those without a first token by `now`) of
+        what the picker of `view` sent (None: every picker)."""
+        started = [
+            r for r in self.awaiting if r.first_token_s is not None and r.first_token_s <= now
+        ]
+        for request in started:  # a first token, once come, stays come
+            self._drop_awaiting(request)
+        if view is None:
+            return sum(self.in_flight_by_view.values()), sum(self.awaiting_by_view.values())
+        return self.in_flight_by_view[view], self.awaiting_by_view[view]
+
+    def _drop_awaiting(self, request: VirtualRequest) -> None:
+        view = self.awaiting.pop(request, None)
+        if view is not None:
+            self.awaiting_by_view[view] -= request.prompt_tokens
 
 
 HostPicker = Callable[[list[int], VirtualRequest, random.Random], int]
@@ -174,7 +209,7 @@ class VirtualFleet:
         if group_index is None:
             group_index = self._pick_group(self._rng.random() if key is None else _unit(key))
         else:
-            self._groups[group_index].in_flight[request] = view
+            self._groups[group_index].picked(request, view)
         group = self._groups[group_index]
         index = self._pick_host(group.active, request, self._rng)
         group.set_active(index, +1, self._now)
@@ -205,10 +240,8 @@ class VirtualFleet:
         scale = 1 if view is None else self._views
         queues = {}
         for g in self._groups:
-            mine = [r for r, v in g.in_flight.items() if view is None or v == view]
-            awaiting = sum(r.prompt_tokens for r in mine
-                           if r.first_token_s is None or r.first_token_s > self._now)  # fmt: skip
-            queues[g.spec.name] = GroupQueue(len(g.replicas), len(mine) * scale, awaiting * scale)
+            in_flight, awaiting = g.view_queue(view, self._now)
+            queues[g.spec.name] = GroupQueue(len(g.replicas), in_flight * scale, awaiting * scale)
         return queues
 
     def _pick_group(self, draw: float) -> int:
@@ -245,7 +278,7 @@ class VirtualFleet:
     def _finished_here(self, group: _Group, index: int) -> Callable[[VirtualRequest], None]:
         def finished(request: VirtualRequest) -> None:
             group.set_active(index, -1, self._now)
-            group.in_flight.pop(request, None)
+            group.left(request)
             self.finished.append(request)
             self._on_done(request)
 
