@@ -102,6 +102,12 @@ def main(args: argparse.Namespace) -> int:
             for f in plan.fleets
             if f.trace_windows > 1
         )
+        + "".join(
+            f"; on fleet `{f.name}` {f.trace_copies} copies of each at once, as many users "
+            "(each copy's times shifted by a seeded offset)"
+            for f in plan.fleets
+            if f.trace_copies > 1
+        )
         + (
             f"; prefix-aware routing: the first {plan.prefix_requests} of Mooncake's"
             if plan.prefix_fleets
