@@ -71,8 +71,13 @@ def _results(p99s: dict[str, tuple[float, float, float]]) -> FleetResults:
     return found
 
 
+def _line(table: str, start: str) -> str:
+    """The table's first line that starts with `start`."""
+    return next(line for line in table.splitlines() if line.startswith(start))
+
+
 def _verdict(table: str, trace: str) -> str:
-    return next(line for line in table.splitlines() if line.startswith(f"{trace}: "))
+    return _line(table, f"{trace}: ")
 
 
 def test_the_trace_goal_is_met_only_when_adaptive_is_below_both_layouts_in_every_window() -> None:
@@ -120,12 +125,12 @@ def test_a_picked_policy_is_judged_beside_adaptive() -> None:
         "conv: adaptive+picker/2's TTFT p99 below both static layouts in 1 of 2 windows "
         "(adaptive+picker/2 minus the best layout: -1.0 to +0.8 ms): **missed**",
     ]
-    header = next(line for line in table.splitlines() if line.startswith("| load |"))
+    header = _line(table, "| load |")
     assert header.endswith(
         "| adaptive / best static | goal >= 0.97 | adaptive+picker / best static | goal >= 0.97 "
         "| adaptive+picker/2 / best static | goal >= 0.97 |"
     )
-    row = next(line for line in table.splitlines() if line.startswith("| 1 |"))
+    row = _line(table, "| 1 |")
     assert row.endswith("| 1.00 | met | 1.00 | met | 1.00 | met |")
 
 
@@ -148,10 +153,10 @@ def test_each_judged_policy_has_its_verdict_and_a_layout_at_the_bound_is_named()
                         (PICKED, 60.0), (PICKED_BY_TWO, 55.9)):  # fmt: skip
         found.outcomes += [_outcome(policy, "1", 10.0), _outcome(policy, "conv", p99)]
     table = render([found], ["# header"], ["conv"])
-    header = next(line for line in table.splitlines() if line.startswith("| trace |"))
+    header = _line(table, "| trace |")
     assert header.endswith(
         "| p99 bound | adaptive p99 below every static | adaptive+picker p99 below every static "
         "| adaptive+picker/2 p99 below every static |"
     )
-    row = next(line for line in table.splitlines() if line.startswith("| conv |"))
+    row = _line(table, "| conv |")
     assert row.endswith("| 56 ms | **missed** (at the bound) | **missed** (at the bound) | met |")

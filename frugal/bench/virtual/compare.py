@@ -70,7 +70,8 @@ LARGE_LEVELS = (1, 16, 256, 1024, 4096, 16384)
 # its replicas sat idle, every layout at the bound, and no policy could differ).
 LARGE_TRACE_COPIES = LARGE_GROUPS * LARGE_TP8_REPLICAS
 # Four windows of 2,000 requests fit in every shipped trace (the shortest, Azure code, has
-# 8,819). The 1,000-replica fleet replays one: each of its trace runs takes 15-43 s here.
+# 8,819). The 1,000-replica fleet replays one, 200 times at once: each of its trace runs takes
+# 25-136 s here.
 PAPER_TRACE_WINDOWS = 4
 
 
